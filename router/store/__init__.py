@@ -1,0 +1,36 @@
+"""Durable storage of deferred requests, batches and the cost ledger (SQLite via aiosqlite)."""
+
+from __future__ import annotations
+
+from . import states
+from .records import (
+    BatchClaim,
+    BatchRow,
+    IngestStats,
+    LedgerEntry,
+    NewRequest,
+    RequestRow,
+    Ticket,
+    custom_id_for,
+    request_id_from,
+)
+from .store import BODY_HEAD, BODY_TAIL, Store, StoreClosedError, batch_body_bytes, entry_bytes
+
+__all__ = [
+    "BODY_HEAD",
+    "BODY_TAIL",
+    "BatchClaim",
+    "BatchRow",
+    "IngestStats",
+    "LedgerEntry",
+    "NewRequest",
+    "RequestRow",
+    "Store",
+    "StoreClosedError",
+    "Ticket",
+    "batch_body_bytes",
+    "custom_id_for",
+    "entry_bytes",
+    "request_id_from",
+    "states",
+]

@@ -1,0 +1,117 @@
+"""Plain records passed between the store and the rest of the router."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..pricing import TokenCounts
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A deferred request about to be stored."""
+
+    key: str
+    latency: str
+    tag: str | None
+    model: str
+    params: bytes
+    created_at: float
+    deadline_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Proof that a deferred request is durably stored. `created` is False when the key existed already."""
+
+    key: str
+    request_id: int
+    latency: str
+    deadline_at: float | None
+    created: bool
+
+    @property
+    def custom_id(self) -> str:
+        return custom_id_for(self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """A stored request as a reader sees it (params left out)."""
+
+    id: int
+    key: str
+    latency: str
+    tag: str | None
+    model: str
+    state: str
+    attempts: int
+    outcome: str | None
+    result: bytes | None
+    created_at: float
+    deadline_at: float | None
+    batch_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchClaim:
+    """Pending requests claimed into a local batch row, ready for batches.create."""
+
+    batch_id: int
+    request_count: int
+    body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: int
+    api_id: str | None
+    state: str
+    request_count: int
+    body_bytes: int
+    created_at: float
+    submitted_at: float | None
+    ended_at: float | None
+    next_poll_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One billed (or unbilled) API outcome, for the cost report."""
+
+    at: float
+    lane: str
+    model: str
+    latency: str | None
+    tag: str | None
+    result_type: str
+    usage: TokenCounts
+    request_id: int | None = None
+    batch_id: int | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    """What one chunk of batch results did to the store."""
+
+    delivered: int = 0  # final outcomes written
+    retried: int = 0  # sent back to pending
+    duplicates: int = 0  # results for requests already answered elsewhere
+    skipped: int = 0  # lines already ingested (a re-read stream)
+    unknown: int = 0  # custom_ids this store does not know
+
+
+CUSTOM_ID_PREFIX = "r"
+
+
+def custom_id_for(request_id: int) -> str:
+    """The batch custom_id of a stored request: always matches ^[a-zA-Z0-9_-]{1,64}$ whatever the key."""
+    return f"{CUSTOM_ID_PREFIX}{request_id}"
+
+
+def request_id_from(custom_id: str) -> int | None:
+    if not custom_id.startswith(CUSTOM_ID_PREFIX) or not custom_id[1:].isdigit():
+        return None
+    return int(custom_id[1:])
+

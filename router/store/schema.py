@@ -1,0 +1,68 @@
+"""Database schema, as numbered migrations applied in order under `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+# Each entry moves the schema from version i to i + 1. Never edit a released entry: append one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE requests (
+        id          INTEGER PRIMARY KEY,
+        key         TEXT    NOT NULL UNIQUE,   -- caller's idempotency key, or a generated one
+        class       TEXT    NOT NULL,          -- latency class name
+        tag         TEXT,
+        model       TEXT    NOT NULL,
+        params      BLOB    NOT NULL,          -- request params exactly as sent (JSON bytes)
+        digest      BLOB    NOT NULL,          -- hash of params, to refuse a reused key with other params
+        size        INTEGER NOT NULL,          -- len(params): the flusher budgets batch bytes without reading them
+        state       TEXT    NOT NULL,          -- see router/store/states.py
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        created_at  REAL    NOT NULL,
+        deadline_at REAL,
+        batch_id    INTEGER,                   -- batches.id currently (or last) holding the request
+        outcome     TEXT,                      -- succeeded | errored | canceled | expired (final rows)
+        result      BLOB,                      -- final result line, in the Batch API's result shape
+        done_seq    INTEGER,                   -- completion order, so watchers read only what is new
+        finished_at REAL
+    );
+    -- Covering index: a flush picks ids and sizes without touching the (large) rows.
+    CREATE INDEX requests_pending ON requests (class, id, size) WHERE state = 'pending';
+    CREATE INDEX requests_by_batch ON requests (batch_id, id) WHERE batch_id IS NOT NULL;
+    CREATE UNIQUE INDEX requests_by_done_seq ON requests (done_seq) WHERE done_seq IS NOT NULL;
+
+    CREATE TABLE batches (
+        id            INTEGER PRIMARY KEY,
+        api_id        TEXT UNIQUE,             -- msgbatch_..., NULL until batches.create answered
+        state         TEXT    NOT NULL,        -- creating | in_progress | canceling | ended | done
+        request_count INTEGER NOT NULL,
+        body_bytes    INTEGER NOT NULL,
+        created_at    REAL    NOT NULL,        -- when the intent was recorded, before the API call
+        submitted_at  REAL,
+        ended_at      REAL,
+        next_poll_at  REAL
+    );
+    CREATE INDEX batches_open ON batches (state) WHERE state <> 'done';
+
+    -- One row per billed call: real-time replies and batch result lines. (batch_id, request_id)
+    -- is unique so re-reading a results stream after a crash records nothing twice.
+    CREATE TABLE ledger (
+        id             INTEGER PRIMARY KEY,
+        at             REAL    NOT NULL,
+        lane           TEXT    NOT NULL,       -- realtime | batch
+        model          TEXT    NOT NULL,
+        class          TEXT,
+        tag            TEXT,
+        request_id     INTEGER,
+        batch_id       INTEGER,
+        result_type    TEXT    NOT NULL,       -- succeeded | errored | canceled | expired
+        input_tokens   INTEGER NOT NULL DEFAULT 0,
+        output_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_write_5m INTEGER NOT NULL DEFAULT 0,
+        cache_write_1h INTEGER NOT NULL DEFAULT 0,
+        cache_read     INTEGER NOT NULL DEFAULT 0,
+        duplicate      INTEGER NOT NULL DEFAULT 0  -- a result for a request already answered elsewhere
+    );
+    CREATE UNIQUE INDEX ledger_batch_result ON ledger (batch_id, request_id) WHERE batch_id IS NOT NULL;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,656 @@
+"""The durable SQLite store: the source of truth for every deferred request.
+
+One writer connection per process (WAL, `BEGIN IMMEDIATE`), one reader connection.
+Concurrent enqueues share one transaction (group commit), so durability costs one
+fsync per group rather than one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+import structlog
+
+from ..pricing import TokenCounts
+from ..errors import InvalidRequestError, RouterError
+from . import states
+from .records import (
+    BatchClaim,
+    BatchRow,
+    IngestStats,
+    LedgerEntry,
+    NewRequest,
+    RequestRow,
+    Ticket,
+    request_id_from,
+)
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+log = structlog.get_logger()
+
+Durability = Literal["full", "normal"]
+
+# Bytes a request adds to a batch body besides its params:
+# `{"custom_id":"r` + digits + `","params":` + params + `}` and the separating comma.
+ENTRY_OVERHEAD = 28
+BODY_HEAD = b'{"requests":['
+BODY_TAIL = b"]}"
+# Head and tail minus the one comma the last entry does not have.
+BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
+
+_SQL_VARS = 900  # stay under SQLite's default limit of host parameters per statement
+_GROUP_MAX = 4096  # rows per group commit
+
+_REQUEST_COLUMNS = (
+    "id, key, class, tag, model, state, attempts, outcome, result, created_at, deadline_at, batch_id"
+)
+
+
+def entry_bytes(request_id: int, params_size: int) -> int:
+    """Bytes a request occupies in a batch body, separator included."""
+    return ENTRY_OVERHEAD + len(str(request_id)) + params_size
+
+
+def batch_body_bytes(entries_total: int) -> int:
+    return BODY_FIXED + entries_total
+
+
+def digest_of(params: bytes) -> bytes:
+    return hashlib.blake2b(params, digest_size=16).digest()
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _row_to_request(row: sqlite3.Row | tuple[Any, ...]) -> RequestRow:
+    return RequestRow(*row)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it (it holds prompts and replies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+class StoreClosedError(RouterError):
+    """The store was used after close()."""
+
+
+class Store:
+    """Async access to the router's SQLite database. Open with `await Store.open(path)`."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._queue: list[tuple[NewRequest, asyncio.Future[Ticket]]] = []
+        self._ledger_queue: list[LedgerEntry] = []
+        self._wake = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, durability: Durability = "full") -> Store:
+        db_path = Path(path)
+        _create_private_file(db_path)
+        writer = await aiosqlite.connect(db_path, isolation_level=None)
+        try:
+            await _configure(writer, durability)
+            await _migrate(writer, db_path)
+            reader = await aiosqlite.connect(db_path, isolation_level=None)
+            await _configure(reader, durability)
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(db_path, writer, reader)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        await self._committer
+        await self._reader.close()
+        await self._writer.close()
+
+    # ------------------------------------------------------------------ enqueue
+
+    async def enqueue(self, request: NewRequest) -> Ticket:
+        """Store one request durably; returns once its group's transaction committed."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        self._wake.set()
+        return await future
+
+    async def enqueue_many(self, requests: Sequence[NewRequest]) -> list[Ticket]:
+        """Store many requests in one transaction (bulk callers: map, enqueue)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        async with self._write_lock:
+            return await self._insert(requests, ledger=())
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
+        if not self._closed:
+            self._ledger_queue.append(entry)
+            self._wake.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue or self._ledger_queue:
+                group, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
+                ledger, self._ledger_queue = self._ledger_queue, []
+                try:
+                    async with self._write_lock:
+                        tickets = await self._insert([r for r, _ in group], ledger=ledger)
+                except Exception as exc:  # the whole group failed: every caller learns why
+                    log.error("enqueue_failed", error=str(exc), group=len(group))
+                    for _, fut in group:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), ticket in zip(group, tickets, strict=True):
+                    if not fut.done():
+                        if isinstance(ticket, Exception):
+                            fut.set_exception(ticket)
+                        else:
+                            fut.set_result(ticket)
+            if self._closed:
+                return
+
+    async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerEntry]) -> list[Any]:
+        """Insert requests (idempotent on key) and ledger rows in one transaction.
+
+        Returns one Ticket per request, or an InvalidRequestError where a key was reused
+        with different params.
+        """
+        w = self._writer
+        rows = []
+        digests = []
+        for r in requests:
+            d = digest_of(r.params)
+            digests.append(d)
+            rows.append(
+                (
+                    r.key,
+                    r.latency,
+                    r.tag,
+                    r.model,
+                    r.params,
+                    d,
+                    len(r.params),
+                    states.PENDING,
+                    r.created_at,
+                    r.deadline_at,
+                )
+            )
+        await w.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[Any] = []
+            if rows:
+                async with w.execute("SELECT COALESCE(MAX(id), 0) FROM requests") as cur:
+                    before = (await cur.fetchone() or (0,))[0]
+                await w.executemany(
+                    "INSERT INTO requests (key, class, tag, model, params, digest, size, state, created_at,"
+                    " deadline_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                    rows,
+                )
+                found: dict[str, tuple[int, bytes, str, float | None]] = {}
+                keys = list(dict.fromkeys(r.key for r in requests))
+                for part in _chunks(keys, _SQL_VARS):
+                    marks = ",".join("?" * len(part))
+                    async with w.execute(
+                        f"SELECT key, id, digest, class, deadline_at FROM requests WHERE key IN ({marks})",
+                        part,
+                    ) as cur:
+                        for key, rid, digest, latency, deadline in await cur.fetchall():
+                            found[key] = (rid, digest, latency, deadline)
+                seen: set[str] = set()
+                for r, d in zip(requests, digests, strict=True):
+                    rid, stored_digest, latency, deadline = found[r.key]
+                    if stored_digest != d:
+                        results.append(
+                            InvalidRequestError(
+                                f"key {r.key!r} was already used for a request with different parameters;"
+                                " an idempotency key must name one request"
+                            )
+                        )
+                        continue
+                    created = rid > before and r.key not in seen
+                    seen.add(r.key)
+                    results.append(Ticket(r.key, rid, latency, deadline, created))
+            if ledger:
+                await _insert_ledger(w, ledger)
+            await w.execute("COMMIT")
+        except BaseException:
+            await w.execute("ROLLBACK")
+            raise
+        return results
+
+    # ------------------------------------------------------------------ flush
+
+    async def pending_stats(self, latencies: Sequence[str] | None = None) -> tuple[int, int, float | None]:
+        """(count, bytes, oldest created_at) of pending requests, optionally for some classes."""
+        where, args = _class_filter(latencies)
+        async with self._reader.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(created_at) FROM requests"
+            f" WHERE state = 'pending'{where}",
+            args,
+        ) as cur:
+            count, size, oldest = await cur.fetchone() or (0, 0, None)
+        return int(count), int(size), oldest
+
+    async def claim_batch(
+        self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
+    ) -> BatchClaim | None:
+        """Move the oldest pending requests that fit one batch to `submitting` under a new batch row.
+
+        The intent (the batch row) is committed before batches.create is called, so a crash
+        after the call can be reconciled instead of blindly resubmitted.
+        """
+        where, args = _class_filter(latencies)
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await w.execute(
+                    "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES (?, 0, 0, ?)",
+                    (states.B_CREATING, now),
+                )
+                batch_id = cur.lastrowid
+                assert batch_id is not None
+                await w.execute(
+                    f"""
+                    UPDATE requests SET state = 'submitting', batch_id = ?
+                    WHERE id IN (
+                        SELECT id FROM (
+                            SELECT id, SUM(size + {ENTRY_OVERHEAD} + length(id))
+                                       OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
+                            FROM requests WHERE state = 'pending'{where}
+                            ORDER BY id LIMIT ?
+                        ) WHERE total <= ?
+                    )""",
+                    (batch_id, *args, max_requests, max_bytes - BODY_FIXED),
+                )
+                async with w.execute(
+                    f"SELECT COUNT(*), COALESCE(SUM(size + {ENTRY_OVERHEAD} + length(id)), 0)"
+                    " FROM requests WHERE batch_id = ? AND state = 'submitting'",
+                    (batch_id,),
+                ) as c:
+                    count, total = await c.fetchone() or (0, 0)
+                if count == 0:
+                    await w.execute("ROLLBACK")
+                    return None
+                body = batch_body_bytes(int(total))
+                await w.execute(
+                    "UPDATE batches SET request_count = ?, body_bytes = ? WHERE id = ?",
+                    (count, body, batch_id),
+                )
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+        return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
+
+    async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time."""
+        async with self._reader.execute(
+            "SELECT id, params FROM requests WHERE batch_id = ? AND state = 'submitting' ORDER BY id",
+            (batch_id,),
+        ) as cur:
+            while True:
+                rows = await cur.fetchmany(chunk)
+                if not rows:
+                    return
+                yield [(int(r[0]), bytes(r[1])) for r in rows]
+
+    async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await w.execute(
+                    "UPDATE batches SET api_id = ?, state = ?, submitted_at = ?, next_poll_at = ?"
+                    " WHERE id = ? AND state = ?",
+                    (api_id, states.B_IN_PROGRESS, now, next_poll_at, batch_id, states.B_CREATING),
+                )
+                await w.execute(
+                    "UPDATE requests SET state = 'submitted' WHERE batch_id = ? AND state = 'submitting'",
+                    (batch_id,),
+                )
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+
+    async def release_batch(self, batch_id: int) -> int:
+        """batches.create certainly failed: put the claimed requests back to pending. Returns how many."""
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await w.execute(
+                    "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitting'",
+                    (batch_id,),
+                )
+                released = cur.rowcount
+                await w.execute(
+                    "UPDATE batches SET state = ? WHERE id = ? AND state = ?",
+                    (states.B_DONE, batch_id, states.B_CREATING),
+                )
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+        return released
+
+    # ------------------------------------------------------------------ poll and ingest
+
+    async def open_batches(self) -> list[BatchRow]:
+        async with self._reader.execute(
+            "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
+            " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
+        ) as cur:
+            return [BatchRow(*r) for r in await cur.fetchall()]
+
+    async def update_batch(self, batch_id: int, **fields: Any) -> None:
+        allowed = {"state", "ended_at", "next_poll_at"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"update_batch takes {sorted(allowed)}, got {sorted(fields)}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        async with self._write_lock:
+            await self._writer.execute(
+                f"UPDATE batches SET {sets} WHERE id = ?", (*fields.values(), batch_id)
+            )
+
+    async def apply_results(
+        self,
+        batch_id: int,
+        lines: Sequence[bytes | str],
+        *,
+        now: float,
+        max_attempts: Mapping[str, int],
+        default_max_attempts: int = 1,
+    ) -> tuple[IngestStats, list[int]]:
+        """Apply one chunk of result lines in one transaction.
+
+        Returns the stats and the ids of requests that reached a final state. A line already
+        ingested (stream re-read after a crash) is skipped; a result for a request answered by
+        another batch or by the real-time lane is recorded in the ledger as a duplicate only.
+        """
+        parsed: list[tuple[int, str, bytes, dict[str, Any]]] = []
+        unknown = 0
+        for raw in lines:
+            data = raw.encode() if isinstance(raw, str) else raw
+            obj = json.loads(data)
+            rid = request_id_from(str(obj.get("custom_id", "")))
+            result = obj.get("result") or {}
+            if rid is None:
+                unknown += 1
+                continue
+            parsed.append((rid, str(result.get("type")), data, result))
+        delivered = retried = duplicates = skipped = 0
+        finished: list[int] = []
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [p[0] for p in parsed]
+                current: dict[int, tuple[str, int | None, str, str | None, str, int, float | None]] = {}
+                seen: set[int] = set()
+                for part in _chunks(ids, _SQL_VARS):
+                    marks = ",".join("?" * len(part))
+                    async with w.execute(
+                        f"SELECT id, state, batch_id, class, tag, model, attempts, deadline_at FROM requests"
+                        f" WHERE id IN ({marks})",
+                        part,
+                    ) as cur:
+                        for rid, state, bid, latency, tag, model, attempts, deadline in await cur.fetchall():
+                            current[rid] = (state, bid, latency, tag, model, attempts, deadline)
+                    async with w.execute(
+                        f"SELECT request_id FROM ledger WHERE batch_id = ? AND request_id IN ({marks})",
+                        (batch_id, *part),
+                    ) as cur:
+                        seen.update(r[0] for r in await cur.fetchall())
+                async with w.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests") as cur:
+                    seq = (await cur.fetchone() or (0,))[0]
+                finals: list[tuple[Any, ...]] = []
+                retries: list[tuple[Any, ...]] = []
+                ledger: list[LedgerEntry] = []
+                for rid, rtype, data, result in parsed:
+                    row = current.get(rid)
+                    if row is None:
+                        unknown += 1
+                        continue
+                    if rid in seen:
+                        skipped += 1
+                        continue
+                    seen.add(rid)
+                    state, bid, latency, tag, model, attempts, _deadline = row
+                    ours = bid == batch_id and state == states.SUBMITTED
+                    message = result.get("message") if rtype == "succeeded" else None
+                    ledger.append(
+                        LedgerEntry(
+                            at=now,
+                            lane="batch",
+                            model=str((message or {}).get("model") or model),
+                            latency=latency,
+                            tag=tag,
+                            result_type=rtype,
+                            usage=TokenCounts.from_usage((message or {}).get("usage") or {}),
+                            request_id=rid,
+                            batch_id=batch_id,
+                            duplicate=not ours,
+                        )
+                    )
+                    if not ours:
+                        duplicates += 1
+                        continue
+                    if _should_retry(rtype, result) and attempts + 1 < max_attempts.get(
+                        latency, default_max_attempts
+                    ):
+                        retries.append((rid, batch_id))
+                        retried += 1
+                        continue
+                    seq += 1
+                    final_state = states.SUCCEEDED if rtype == "succeeded" else states.FAILED
+                    finals.append((final_state, rtype, data, seq, now, rid, batch_id))
+                    finished.append(rid)
+                    delivered += 1
+                if finals:
+                    await w.executemany(
+                        "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?, finished_at = ?,"
+                        " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = 'submitted'",
+                        finals,
+                    )
+                if retries:
+                    await w.executemany(
+                        "UPDATE requests SET state = 'pending', attempts = attempts + 1"
+                        " WHERE id = ? AND batch_id = ? AND state = 'submitted'",
+                        retries,
+                    )
+                if ledger:
+                    await _insert_ledger(w, ledger)
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+        stats = IngestStats(delivered, retried, duplicates, skipped, unknown)
+        return stats, finished
+
+    async def finish_batch(self, batch_id: int, *, now: float) -> int:
+        """Close a batch whose results are all ingested.
+
+        A request of the batch with no result line at all goes back to pending (it will be
+        sent again); returns how many did.
+        """
+        async with self._write_lock:
+            w = self._writer
+            await w.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await w.execute(
+                    "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitted'",
+                    (batch_id,),
+                )
+                orphans = cur.rowcount
+                await w.execute(
+                    "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
+                    (states.B_DONE, now, batch_id),
+                )
+                await w.execute("COMMIT")
+            except BaseException:
+                await w.execute("ROLLBACK")
+                raise
+        return orphans
+
+    # ------------------------------------------------------------------ results
+
+    async def get_by_key(self, key: str) -> RequestRow | None:
+        async with self._reader.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE key = ?", (key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _row_to_request(row) if row else None
+
+    async def get_many(self, ids: Sequence[int]) -> list[RequestRow]:
+        out: list[RequestRow] = []
+        for part in _chunks(list(ids), _SQL_VARS):
+            marks = ",".join("?" * len(part))
+            async with self._reader.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id IN ({marks})", part
+            ) as cur:
+                out.extend(_row_to_request(r) for r in await cur.fetchall())
+        return out
+
+    async def max_done_seq(self) -> int:
+        async with self._reader.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests") as cur:
+            return int((await cur.fetchone() or (0,))[0])
+
+    async def completed_since(self, cursor: int, limit: int = 5000) -> list[tuple[int, int]]:
+        """(done_seq, request id) of completions after `cursor`, in completion order (index scan)."""
+        async with self._reader.execute(
+            "SELECT done_seq, id FROM requests WHERE done_seq > ? ORDER BY done_seq LIMIT ?", (cursor, limit)
+        ) as cur:
+            return [(int(s), int(i)) for s, i in await cur.fetchall()]
+
+    # ------------------------------------------------------------------ reporting
+
+    async def state_counts(self) -> dict[str, int]:
+        async with self._reader.execute("SELECT state, COUNT(*) FROM requests GROUP BY state") as cur:
+            return {str(s): int(n) for s, n in await cur.fetchall()}
+
+    async def ledger_totals(self) -> list[dict[str, Any]]:
+        """Token totals grouped by lane, model and duplicate flag (billed results only)."""
+        async with self._reader.execute(
+            "SELECT lane, model, duplicate, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
+            " SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read) FROM ledger"
+            " WHERE result_type = 'succeeded' GROUP BY lane, model, duplicate ORDER BY lane, model"
+        ) as cur:
+            names = (
+                "lane",
+                "model",
+                "duplicate",
+                "requests",
+                "input_tokens",
+                "output_tokens",
+                "cache_write_5m",
+                "cache_write_1h",
+                "cache_read",
+            )
+            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+    async def batch_count(self) -> int:
+        async with self._reader.execute("SELECT COUNT(*) FROM batches WHERE api_id IS NOT NULL") as cur:
+            return int((await cur.fetchone() or (0,))[0])
+
+
+def _should_retry(result_type: str, result: Mapping[str, Any]) -> bool:
+    if result_type in ("expired", "canceled"):
+        return True
+    if result_type == "errored":
+        error = result.get("error") or {}
+        inner = error.get("error") if isinstance(error, dict) else None
+        etype = inner.get("type") if isinstance(inner, dict) else None
+        return etype in states.RETRYABLE_ERROR_TYPES
+    return False
+
+
+def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    if latencies is None:
+        return "", ()
+    if not latencies:
+        return " AND 0", ()
+    return f" AND class IN ({','.join('?' * len(latencies))})", tuple(latencies)
+
+
+async def _insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
+    await w.executemany(
+        "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
+        " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                e.at,
+                e.lane,
+                e.model,
+                e.latency,
+                e.tag,
+                e.request_id,
+                e.batch_id,
+                e.result_type,
+                e.usage.input,
+                e.usage.output,
+                e.usage.cache_write_5m,
+                e.usage.cache_write_1h,
+                e.usage.cache_read,
+                int(e.duplicate),
+            )
+            for e in entries
+        ],
+    )
+
+
+async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None:
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a caller told "stored" keeps the request through a power loss. NORMAL is opt-in.
+    await conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    await conn.execute("PRAGMA foreign_keys = ON")
+
+
+async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute("PRAGMA user_version") as cur:
+            version = int((await cur.fetchone() or (0,))[0])
+        if version > SCHEMA_VERSION:
+            raise RouterError(
+                f"{path}: database schema version {version} is newer than this hybrid-router supports"
+                f" ({SCHEMA_VERSION}); upgrade hybrid-router"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number + 1}")
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
