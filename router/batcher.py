@@ -1,0 +1,120 @@
+"""Flushing: pending rows -> batches.create, with the request body streamed from the store.
+
+The body is never built as Python objects: each request's params are stored as the JSON
+bytes that will be sent, and the create body is streamed from SQLite with an exact
+Content-Length (the API may not accept a chunked upload).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx2
+import structlog
+from anthropic.types.messages import MessageBatch
+
+from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
+
+log = structlog.get_logger()
+
+BATCHES_PATH = "/v1/messages/batches"
+
+
+class BodyLengthMismatchError(RuntimeError):
+    """The streamed body did not have the length announced; the store changed under the flush."""
+
+
+@dataclass
+class FlushReport:
+    """What one flush did."""
+
+    batches: list[str] = field(default_factory=list)  # API batch ids created
+    requests: int = 0  # requests now in those batches
+    released: int = 0  # requests put back to pending after a certain create failure
+    uncertain: int = 0  # batches whose create answer was lost (reconciled later)
+
+
+async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
+    """Yield the batches.create JSON body for a claim, chunk by chunk, from the store."""
+    sent = 0
+    yield BODY_HEAD
+    sent += len(BODY_HEAD)
+    first = True
+    async for rows in store.iter_claimed(claim.batch_id):
+        parts: list[bytes] = []
+        for request_id, params in rows:
+            if not first:
+                parts.append(b",")
+            first = False
+            parts.append(b'{"custom_id":"%s","params":' % custom_id_for(request_id).encode())
+            parts.append(params)
+            parts.append(b"}")
+        chunk = b"".join(parts)
+        sent += len(chunk)
+        yield chunk
+    yield BODY_TAIL
+    sent += len(BODY_TAIL)
+    if sent != claim.body_bytes:
+        raise BodyLengthMismatchError(f"batch body was {sent} bytes, announced {claim.body_bytes}")
+
+
+def is_certain_failure(exc: BaseException) -> bool:
+    """True when batches.create surely did not create a batch (the API answered with an error).
+
+    A timeout or a dropped connection leaves it unknown: the batch may exist.
+    """
+    return isinstance(exc, anthropic.APIStatusError)
+
+
+async def create_batch(client: anthropic.AsyncAnthropic, store: Store, claim: BatchClaim) -> MessageBatch:
+    """POST the claimed requests as one batch. SDK retries are off: a retried create could
+    create a second batch (the API takes no idempotency key); the caller decides what to do."""
+    return await client.with_options(max_retries=0).post(
+        BATCHES_PATH,
+        content=stream_body(store, claim),
+        cast_to=MessageBatch,
+        options={
+            "headers": {"Content-Type": "application/json", "Content-Length": str(claim.body_bytes)},
+        },
+    )
+
+
+async def flush(
+    store: Store,
+    client: anthropic.AsyncAnthropic,
+    *,
+    latencies: Sequence[str] | None,
+    max_requests: int,
+    max_bytes: int,
+    now: float,
+    first_poll_after: float,
+    max_batches: int | None = None,
+) -> FlushReport:
+    """Claim pending requests into as many batches as needed and create them."""
+    report = FlushReport()
+    while max_batches is None or len(report.batches) + report.uncertain < max_batches:
+        claim = await store.claim_batch(
+            latencies=latencies, max_requests=max_requests, max_bytes=max_bytes, now=now
+        )
+        if claim is None:
+            break
+        try:
+            batch = await create_batch(client, store, claim)
+        except (anthropic.APIError, httpx2.HTTPError, BodyLengthMismatchError) as exc:
+            if is_certain_failure(exc) or isinstance(exc, BodyLengthMismatchError):
+                released = await store.release_batch(claim.batch_id)
+                report.released += released
+                log.warning("batch_create_failed", error=str(exc), requests=released)
+            else:
+                report.uncertain += 1
+                log.warning("batch_create_uncertain", error=str(exc), local_batch=claim.batch_id)
+            break  # the API is unhappy: leave the rest for the next flush
+        await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
+        report.batches.append(batch.id)
+        report.requests += claim.request_count
+        log.info(
+            "batch_submitted", batch_id=batch.id, requests=claim.request_count, body_bytes=claim.body_bytes
+        )
+    return report

@@ -1,0 +1,52 @@
+"""Turning a stored final result into what the caller gets: a Message, or the exception
+the same failure would have raised on the real-time endpoint."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from anthropic.types import Message
+
+from .errors import (
+    BatchResultMissingError,
+    RequestCanceledError,
+    RequestExpiredError,
+    RouterError,
+    api_error_from_body,
+)
+from .store import RequestRow, states
+
+Outcome = Message | BaseException
+
+
+def outcome_of(row: RequestRow) -> Outcome:
+    """The Message of a succeeded row, else the exception to raise. The row must be final."""
+    if row.state not in states.FINAL_STATES or row.result is None:
+        raise RouterError(f"request {row.key!r} has no result yet (state {row.state})")
+    line: dict[str, Any] = json.loads(row.result)
+    result = line.get("result") or {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        return Message.model_validate(result["message"])
+    if kind == "errored":
+        return api_error_from_body(result.get("error") or {})
+    if kind == "canceled":
+        return RequestCanceledError(
+            f"request {row.key!r} was canceled in its batch before it was processed"
+            f" (after {row.attempts} attempt(s))"
+        )
+    if kind == "expired":
+        return RequestExpiredError(
+            f"request {row.key!r} expired: its batch ended (24 h limit) before it was processed"
+            f" (after {row.attempts} attempt(s))"
+        )
+    if kind == "missing":
+        return BatchResultMissingError(str(result.get("reason") or f"request {row.key!r} has no result"))
+    return RouterError(f"request {row.key!r} ended with an unknown result type {kind!r}")
+
+
+def unwrap(outcome: Outcome) -> Message:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

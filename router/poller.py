@@ -1,0 +1,132 @@
+"""Polling in-flight batches and ingesting their results into the store.
+
+There are no batch webhooks: retrieving each open batch is the only way to learn that it
+ended. Results are read as a stream of lines and applied in chunks, one transaction each;
+a crash mid-ingest re-reads the stream and the store skips what it already has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx2
+import structlog
+
+from .store import BatchRow, IngestStats, Store, states
+
+log = structlog.get_logger()
+
+INGEST_CHUNK = 2000
+
+
+@dataclass
+class PollReport:
+    """What one poll did."""
+
+    polled: int = 0
+    ended: list[str] = field(default_factory=list)
+    delivered: int = 0
+    retried: int = 0
+    duplicates: int = 0
+    errors: int = 0
+
+
+def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
+    """Poll often while a batch is young, less as it ages (most end within the hour)."""
+    return min(ceiling, max(base, age / 10.0))
+
+
+async def ingest(
+    client: anthropic.AsyncAnthropic,
+    store: Store,
+    batch: BatchRow,
+    *,
+    now: float,
+    max_attempts: Mapping[str, int],
+    on_finished: Callable[[Sequence[int]], None],
+) -> IngestStats:
+    """Stream a batch's results into the store in chunks; returns the summed stats."""
+    assert batch.api_id is not None
+    totals = IngestStats()
+    chunk: list[str] = []
+
+    async def apply() -> None:
+        nonlocal totals
+        stats, finished = await store.apply_results(batch.id, chunk, now=now, max_attempts=max_attempts)
+        chunk.clear()
+        totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
+        if finished:
+            on_finished(finished)
+
+    async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
+        async for line in response.iter_lines():
+            if not line.strip():
+                continue
+            chunk.append(line)
+            if len(chunk) >= INGEST_CHUNK:
+                await apply()
+    if chunk:
+        await apply()
+    orphans = await store.finish_batch(batch.id, now=now)
+    if orphans:
+        log.warning("batch_results_missing", batch_id=batch.api_id, requests=orphans)
+    return totals
+
+
+def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
+    return (stats.delivered, stats.retried, stats.duplicates, stats.skipped, stats.unknown)
+
+
+async def poll(
+    client: anthropic.AsyncAnthropic,
+    store: Store,
+    *,
+    now: float,
+    base_interval: float,
+    max_interval: float,
+    max_attempts: Mapping[str, int],
+    on_finished: Callable[[Sequence[int]], None],
+    force: bool = False,
+) -> PollReport:
+    """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""
+    report = PollReport()
+    for batch in await store.open_batches():
+        if batch.api_id is None:
+            continue  # a create whose answer is unknown: see reconcile
+        if not force and batch.state == states.B_IN_PROGRESS and (batch.next_poll_at or 0) > now:
+            continue
+        try:
+            if batch.state in (states.B_IN_PROGRESS, states.B_CANCELING):
+                remote = await client.messages.batches.retrieve(batch.api_id)
+                report.polled += 1
+                if remote.processing_status != "ended":
+                    age = now - (batch.submitted_at or batch.created_at)
+                    delay = next_poll_delay(age, base=base_interval, ceiling=max_interval)
+                    await store.update_batch(batch.id, next_poll_at=now + delay)
+                    continue
+                ended_at = remote.ended_at.timestamp() if remote.ended_at else now
+                await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
+                log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
+            stats = await ingest(
+                client, store, batch, now=now, max_attempts=max_attempts, on_finished=on_finished
+            )
+        except (anthropic.APIError, httpx2.HTTPError) as exc:
+            # Transient or not, the batch stays open and is polled again; nothing is lost.
+            report.errors += 1
+            log.warning("batch_poll_failed", batch_id=batch.api_id, error=str(exc))
+            continue
+        report.ended.append(batch.api_id)
+        report.delivered += stats.delivered
+        report.retried += stats.retried
+        report.duplicates += stats.duplicates
+        log.info(
+            "batch_ingested",
+            batch_id=batch.api_id,
+            delivered=stats.delivered,
+            retried=stats.retried,
+            duplicates=stats.duplicates,
+            skipped=stats.skipped,
+        )
+    return report

@@ -1,0 +1,53 @@
+"""The real-time lane: calls go straight to POST /v1/messages through the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+from anthropic.types import Message
+
+from .pricing import TokenCounts
+from .store import LedgerEntry, Store
+
+
+class RealtimeLane:
+    """Sends calls through the SDK with at most `concurrency` in flight, and records their usage."""
+
+    def __init__(
+        self,
+        client: anthropic.AsyncAnthropic,
+        *,
+        concurrency: int,
+        store: Store | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self._limit = asyncio.Semaphore(concurrency)
+        self._store = store
+        self._clock = clock
+
+    async def create(self, kwargs: dict[str, Any], *, latency: str | None, tag: str | None) -> Any:
+        """`messages.create(**kwargs)`; a Message, or the SDK's stream when `stream=True`."""
+        async with self._limit:
+            reply = await self.client.messages.create(**kwargs)
+        if isinstance(reply, Message):
+            self.record(reply, latency=latency, tag=tag)
+        return reply
+
+    def record(self, message: Message, *, latency: str | None, tag: str | None) -> None:
+        if self._store is None:
+            return
+        self._store.record(
+            LedgerEntry(
+                at=self._clock(),
+                lane="realtime",
+                model=message.model,
+                latency=latency,
+                tag=tag,
+                result_type="succeeded",
+                usage=TokenCounts.from_usage(message.usage),
+            )
+        )

@@ -1,0 +1,87 @@
+"""APScheduler wiring: per-class flush triggers, batch polling and purging.
+
+SQLite is the durable state, so jobs live in APScheduler's memory job store; every job
+has `max_instances=1` and `coalesce=True` so a slow flush is never stacked on itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from .config import LatencyClass
+
+log = structlog.get_logger()
+
+_JOB_DEFAULTS: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+
+
+class RouterScheduler:
+    """Runs the router's periodic work inside the current asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        classes: Mapping[str, LatencyClass],
+        flush: Callable[[str], Awaitable[object]],
+        check_triggers: Callable[[str], Awaitable[object]],
+        poll: Callable[[], Awaitable[object]],
+        poll_tick: float,
+        housekeeping: Callable[[], Awaitable[object]] | None = None,
+        housekeeping_every: float = 86_400.0,
+    ) -> None:
+        self._flush = flush
+        self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=timezone.utc)
+        for name, cls in classes.items():
+            if cls.route != "batch":
+                continue
+            if cls.every:
+                self._scheduler.add_job(
+                    flush, IntervalTrigger(seconds=cls.every), args=[name], id=f"flush:{name}"
+                )
+            if cls.cron:
+                self._scheduler.add_job(
+                    flush,
+                    CronTrigger.from_crontab(cls.cron, timezone=cls.timezone),
+                    args=[name],
+                    id=f"cron:{name}",
+                )
+            if cls.max_wait or cls.max_pending or cls.max_pending_bytes:
+                # Size triggers also fire from enqueue; this catches what other processes stored.
+                every = max(0.5, min((cls.max_wait or 60.0) / 4, 30.0))
+                self._scheduler.add_job(
+                    check_triggers, IntervalTrigger(seconds=every), args=[name], id=f"triggers:{name}"
+                )
+        self._scheduler.add_job(poll, IntervalTrigger(seconds=poll_tick), id="poll")
+        if housekeeping is not None:
+            self._scheduler.add_job(
+                housekeeping, IntervalTrigger(seconds=housekeeping_every), id="housekeeping"
+            )
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    def flush_now(self, latency: str) -> None:
+        """Wake a class's flush at once (a size or age trigger was reached)."""
+        self._scheduler.add_job(
+            self._flush,
+            "date",
+            run_date=datetime.now(timezone.utc),
+            args=[latency],
+            id=f"wake:{latency}",
+            replace_existing=True,
+        )
+        log.debug("flush_woken", latency=latency)
+
+    def job_ids(self) -> list[str]:
+        return sorted(job.id for job in self._scheduler.get_jobs())

@@ -1,0 +1,108 @@
+"""Resolving waiting callers when their requests reach a final state, whoever wrote it.
+
+Completions carry a `done_seq` (completion order, indexed), so a watcher reads only what
+is new since its cursor: no table scans, and results written by another process (the
+daemon) arrive the same way as those written by this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+import structlog
+
+from .outcomes import Outcome, outcome_of
+from .store import RequestRow, Store, states
+
+log = structlog.get_logger()
+
+
+class CompletionWatcher:
+    """Maps request ids to the futures waiting on them and resolves them from the store."""
+
+    def __init__(self, store: Store, *, interval: float) -> None:
+        self._store = store
+        self._interval = interval
+        self._waiters: dict[int, list[asyncio.Future[Outcome]]] = defaultdict(list)
+        self._wake = asyncio.Event()
+        self._cursor = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._cursor = await self._store.max_done_seq()
+        self._task = asyncio.create_task(self._run(), name="hybrid-router-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for futures in self._waiters.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+        self._waiters.clear()
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(f) for f in self._waiters.values())
+
+    def wake(self) -> None:
+        """Look for completions now (called after this process ingested results)."""
+        self._wake.set()
+
+    def notify(self, ids: Sequence[int]) -> None:
+        if any(i in self._waiters for i in ids):
+            self._wake.set()
+
+    async def wait(self, request_id: int, timeout: float | None = None) -> Outcome:
+        """Wait for a request's final outcome."""
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id].append(fut)
+        try:
+            # Registered first, checked second: a completion between the two cannot be missed.
+            rows = await self._store.get_many([request_id])
+            if rows and rows[0].state in states.FINAL_STATES:
+                self._resolve(rows[0])
+            return await asyncio.wait_for(fut, timeout) if timeout is not None else await fut
+        finally:
+            futures = self._waiters.get(request_id)
+            if futures is not None:
+                with contextlib.suppress(ValueError):
+                    futures.remove(fut)
+                if not futures:
+                    del self._waiters[request_id]
+
+    def _resolve(self, row: RequestRow) -> None:
+        futures = self._waiters.get(row.id)
+        if not futures:
+            return
+        outcome = outcome_of(row)
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(outcome)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            try:
+                await self._drain()
+            except Exception as exc:  # a read error must not kill the watcher: retry next tick
+                log.warning("watcher_read_failed", error=str(exc))
+
+    async def _drain(self) -> None:
+        while True:
+            batch = await self._store.completed_since(self._cursor)
+            if not batch:
+                return
+            self._cursor = batch[-1][0]
+            wanted = [rid for _, rid in batch if rid in self._waiters]
+            if wanted:
+                for row in await self._store.get_many(wanted):
+                    self._resolve(row)
