@@ -1,0 +1,48 @@
+"""Shared fixtures: a real emulator on 127.0.0.1, the real SDK in strict mode, real SQLite files."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anthropic
+import pytest
+
+from router import Router, RouterConfig
+from router.emulator import Emulator, EmulatorClock
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """An emulator whose batch clock only moves when a test advances it."""
+    emu = Emulator(clock=EmulatorClock(start=time.time()), batch_seconds=600.0)
+    async with emu:
+        yield emu
+
+
+@pytest.fixture
+async def sdk(emulator: Emulator) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    """The real SDK pointed at the emulator, validating every response body against its types."""
+    client = anthropic.AsyncAnthropic(
+        base_url=emulator.url, api_key="test-key", max_retries=0, _strict_response_validation=True
+    )
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "router.db"
+
+
+@pytest.fixture
+def config(db_path: Path, emulator: Emulator) -> RouterConfig:
+    return RouterConfig.default(store_path=db_path).with_base_url(emulator.url)
+
+
+@pytest.fixture
+async def router(config: RouterConfig, sdk: anthropic.AsyncAnthropic, emulator: Emulator) -> AsyncIterator[Router]:
+    """An open Router on the emulator, on the emulator's clock."""
+    async with Router(config, anthropic=sdk, clock=emulator.clock.now) as client:
+        yield client
