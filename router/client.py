@@ -1,0 +1,396 @@
+"""The Router: one async, drop-in interface over the real-time and batch lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anthropic
+import structlog
+from anthropic.types import Message
+
+from . import batcher, poller
+from .config import LatencyClass, RouterConfig, load_config
+from .errors import InvalidRequestError, RouterError
+from .outcomes import Outcome, outcome_of, unwrap
+from .params import batch_params, check_key, check_keywords, check_tag, serialize
+from .policy import Policy
+from .realtime import RealtimeLane
+from .scheduler import RouterScheduler
+from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
+from .store.store import BODY_FIXED
+from .watcher import CompletionWatcher
+
+log = structlog.get_logger()
+
+Clock = Callable[[], float]
+
+
+class UnknownKeyError(RouterError, KeyError):
+    """No request with this key is stored."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown key"
+
+
+class Router:
+    """Routes `messages.create` calls to real time or to batches by latency class.
+
+    Use as ``async with Router.from_config("router.toml") as client: ...``.
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig | None = None,
+        *,
+        anthropic: anthropic.AsyncAnthropic | None = None,
+        clock: Clock | None = None,
+        scheduler: bool | None = None,
+    ) -> None:
+        self.config = config if config is not None else RouterConfig.default()
+        self.policy = Policy(self.config)
+        self.clock: Clock = clock or time.time
+        self._given_client = anthropic
+        self._client: anthropic.AsyncAnthropic | None = None
+        self._store: Store | None = None
+        self._watcher: CompletionWatcher | None = None
+        self._realtime: RealtimeLane | None = None
+        self._scheduler: RouterScheduler | None = None
+        # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
+        self._run_scheduler = scheduler
+        self._flush_locks: dict[str, asyncio.Lock] = {}
+        self._poll_lock = asyncio.Lock()
+        self._enqueued_since_check: dict[str, int] = {}
+        self.messages = Messages(self)
+        self.results = Results(self)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **kwargs: Any) -> Router:
+        """A Router configured from a TOML file (see config.example.toml)."""
+        return cls(load_config(path), **kwargs)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Router:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._store is not None:
+            return
+        cfg = self.config
+        self._store = await Store.open(Path(cfg.store.path), durability=cfg.store.durability)
+        self._client = self._given_client or build_anthropic_client(self.config)
+        self._realtime = RealtimeLane(
+            self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
+        )
+        self._watcher = CompletionWatcher(self._store, interval=cfg.router.watch_interval)
+        await self._watcher.start()
+        run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
+        if run_scheduler:
+            self._scheduler = RouterScheduler(
+                classes=cfg.classes,
+                flush=self._scheduled_flush,
+                check_triggers=self._check_triggers,
+                poll=self._scheduled_poll,
+                poll_tick=max(0.05, min(cfg.batch.poll_interval, 5.0)),
+            )
+            self._scheduler.start()
+        log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+            self._scheduler = None
+        if self._watcher is not None:
+            await self._watcher.stop()
+            self._watcher = None
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+        if self._client is not None and self._given_client is None:
+            await self._client.close()
+        self._client = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._store
+
+    @property
+    def anthropic(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._client
+
+    @property
+    def scheduler(self) -> RouterScheduler | None:
+        return self._scheduler
+
+    @property
+    def _lane(self) -> RealtimeLane:
+        if self._realtime is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._realtime
+
+    @property
+    def _waiters(self) -> CompletionWatcher:
+        if self._watcher is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._watcher
+
+    # ------------------------------------------------------------------ flushing and polling
+
+    def _batch_classes(self) -> list[str]:
+        return [name for name, cls in self.config.classes.items() if cls.route == "batch"]
+
+    async def flush(self, latency: str | None = None) -> batcher.FlushReport:
+        """Send pending requests (of one class, or all) to the Batch API now."""
+        names = [latency] if latency is not None else self._batch_classes()
+        unknown = [n for n in names if n not in self.config.classes]
+        if unknown:
+            raise InvalidRequestError(f"latency: unknown class {unknown[0]!r}")
+        lock = self._flush_locks.setdefault(latency or "*", asyncio.Lock())
+        async with lock:
+            for name in names:
+                self._enqueued_since_check[name] = 0
+            report = await batcher.flush(
+                self.store,
+                self.anthropic,
+                latencies=names,
+                max_requests=self.config.batch.max_requests,
+                max_bytes=self.config.batch.max_bytes,
+                now=self.clock(),
+                first_poll_after=self.config.batch.poll_interval,
+            )
+        if report.batches:
+            log.info("flush_done", batches=len(report.batches), requests=report.requests)
+        return report
+
+    async def poll(self, *, force: bool = True) -> poller.PollReport:
+        """Check in-flight batches now (all of them with `force`, else those due) and ingest ended ones."""
+        async with self._poll_lock:
+            report = await self._poll(force)
+        if report.delivered:
+            self._waiters.wake()
+        return report
+
+    async def _poll(self, force: bool) -> poller.PollReport:
+        return await poller.poll(
+            self.anthropic,
+            self.store,
+            now=self.clock(),
+            base_interval=self.config.batch.poll_interval,
+            max_interval=self.config.batch.poll_max_interval,
+            max_attempts={name: cls.max_attempts for name, cls in self.config.classes.items()},
+            on_finished=self._waiters.notify,
+            force=force,
+        )
+        if report.delivered:
+            self._waiters.wake()
+        return report
+
+    async def _scheduled_flush(self, latency: str) -> None:
+        try:
+            await self.flush(latency)
+        except Exception as exc:  # a scheduled job must log, not die silently
+            log.error("flush_failed", latency=latency, error=str(exc))
+
+    async def _scheduled_poll(self) -> None:
+        try:
+            await self.poll(force=False)
+        except Exception as exc:
+            log.error("poll_failed", error=str(exc))
+
+    async def _check_triggers(self, latency: str) -> bool:
+        """Flush a class now if its size or age trigger is reached. Returns whether it fired."""
+        cls = self.config.classes[latency]
+        count, size, oldest = await self.store.pending_stats([latency])
+        fired = (
+            (cls.max_pending is not None and count >= cls.max_pending)
+            or (cls.max_pending_bytes is not None and size >= cls.max_pending_bytes)
+            or (cls.max_wait is not None and oldest is not None and self.clock() - oldest >= cls.max_wait)
+        )
+        if fired and self._scheduler is not None:
+            self._scheduler.flush_now(latency)
+        return fired
+
+    def _after_enqueue(self, cls: LatencyClass) -> None:
+        if self._scheduler is None or (cls.max_pending is None and cls.max_pending_bytes is None):
+            return
+        seen = self._enqueued_since_check.get(cls.name, 0) + 1
+        # Counting in memory spares a query per enqueue; the store is asked every `step` requests.
+        step = min(cls.max_pending or 100, 100)
+        if seen < step:
+            self._enqueued_since_check[cls.name] = seen
+            return
+        self._enqueued_since_check[cls.name] = 0
+        task = asyncio.get_running_loop().create_task(self._check_triggers(cls.name))
+        task.add_done_callback(_log_task_error)
+
+    # ------------------------------------------------------------------ the two lanes
+
+    def _resolve_class(self, latency: object, tag: str | None, model: object) -> LatencyClass:
+        if latency is not None and not isinstance(latency, str):
+            raise InvalidRequestError(f"latency: expected a class name string, got {latency!r}")
+        return self.policy.resolve(latency, tag, model if isinstance(model, str) else None)
+
+    async def _deferred_ticket(
+        self, kwargs: dict[str, Any], cls: LatencyClass, tag: str | None, key: str | None
+    ) -> Ticket:
+        params = batch_params(kwargs)
+        body = serialize(params)
+        limit = self.config.batch.max_bytes - BODY_FIXED
+        if entry_bytes(10**12, len(body)) > limit:
+            raise InvalidRequestError(
+                f"request body is {len(body):,} bytes, more than fits in one batch ({limit:,} bytes with"
+                ' the batch envelope; [batch] max_bytes); send it with latency="realtime" or make it smaller'
+            )
+        now = self.clock()
+        request = NewRequest(
+            key=key or f"auto-{uuid.uuid4().hex}",
+            latency=cls.name,
+            tag=tag,
+            model=str(params["model"]),
+            params=body,
+            created_at=now,
+            deadline_at=now + cls.deadline if cls.deadline is not None else None,
+        )
+        ticket = await self.store.enqueue(request)
+        if ticket.created:
+            log.debug("request_deferred", request_id=ticket.request_id, latency=cls.name, tag=tag)
+            self._after_enqueue(cls)
+        return ticket
+
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        latency = kwargs.pop("latency", None)
+        tag = check_tag(kwargs.pop("tag", None))
+        key = check_key(kwargs.pop("key", None))
+        check_keywords(kwargs)
+        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        if cls.route == "realtime":
+            try:
+                return await self._lane.create(kwargs, latency=cls.name, tag=tag)
+            except anthropic.RateLimitError:
+                if cls.on_rate_limit != "defer" or kwargs.get("stream"):
+                    raise
+                target = self.config.classes[cls.defer_class or ""]
+                log.info("request_spilled_over", latency=cls.name, to=target.name, tag=tag)
+                cls = target
+        ticket = await self._deferred_ticket(kwargs, cls, tag, key)
+        return unwrap(await self._waiters.wait(ticket.request_id))
+
+    async def _submit(self, kwargs: dict[str, Any]) -> Ticket:
+        latency = kwargs.pop("latency", None)
+        tag = check_tag(kwargs.pop("tag", None))
+        key = check_key(kwargs.pop("key", None))
+        check_keywords(kwargs)
+        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        if cls.route != "batch":
+            raise InvalidRequestError(
+                f"latency: class {cls.name!r} is real time; submit() stores deferrable requests only"
+                " (use create() for real-time calls)"
+            )
+        return await self._deferred_ticket(kwargs, cls, tag, key)
+
+    async def _wait_key(self, key: str, timeout: float | None) -> Outcome:
+        row = await self.store.get_by_key(key)
+        if row is None:
+            raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.path}")
+        if row.state in states.FINAL_STATES:
+            return outcome_of(row)
+        return await self._waiters.wait(row.id, timeout)
+
+
+class Messages:
+    """`client.messages`: the SDK's messages resource, routed."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def create(self, **kwargs: Any) -> Any:
+        """Same keywords as `AsyncAnthropic().messages.create`, plus `latency`, `tag` and `key`.
+
+        Returns an `anthropic.types.Message` on both lanes (or the SDK's stream for a
+        real-time `stream=True`). A deferred call resolves when its batch result arrives and
+        raises the exception the real-time endpoint would have raised for the same error.
+        """
+        return await self._router._create(kwargs)
+
+    async def submit(self, **kwargs: Any) -> Ticket:
+        """Store a deferrable request and return its ticket once durably committed."""
+        return await self._router._submit(kwargs)
+
+    def stream(self, **kwargs: Any) -> Any:
+        """Real-time streaming, exactly as `AsyncAnthropic().messages.stream`."""
+        latency = kwargs.pop("latency", None)
+        tag = check_tag(kwargs.pop("tag", None))
+        kwargs.pop("key", None)
+        cls = self._router._resolve_class(latency, tag, kwargs.get("model"))
+        if cls.route != "realtime":
+            raise InvalidRequestError(
+                f"latency: class {cls.name!r} is deferred to batches, which cannot stream;"
+                ' use latency="realtime" to stream'
+            )
+        return self._router.anthropic.messages.stream(**kwargs)
+
+    async def count_tokens(self, **kwargs: Any) -> Any:
+        """Passes through to `AsyncAnthropic().messages.count_tokens`."""
+        return await self._router.anthropic.messages.count_tokens(**kwargs)
+
+
+class Results:
+    """`client.results`: outcomes of deferred requests by key, from any process on the same store."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def wait(self, key: str, *, timeout: float | None = None) -> Message:
+        """Wait for the request stored under `key`; returns its Message or raises its error."""
+        return unwrap(await self._router._wait_key(key, timeout))
+
+    async def get(self, key: str) -> Message | None:
+        """The Message if the request succeeded, None while it is in flight; raises its error if it failed."""
+        row = await self.status(key)
+        if row.state not in states.FINAL_STATES:
+            return None
+        return unwrap(outcome_of(row))
+
+    async def status(self, key: str) -> RequestRow:
+        """The stored row of a request (state, attempts, batch), without its params."""
+        row = await self._router.store.get_by_key(key)
+        if row is None:
+            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.path}")
+        return row
+
+    async def wait_many(self, keys: Sequence[str]) -> list[Outcome]:
+        """Outcomes (Message or exception instance) for several keys, in order."""
+        return list(await asyncio.gather(*(self._router._wait_key(k, None) for k in keys)))
+
+
+def build_anthropic_client(config: RouterConfig) -> anthropic.AsyncAnthropic:
+    """The SDK client described by [anthropic]; the key comes from ANTHROPIC_API_KEY only."""
+    kwargs: dict[str, Any] = {
+        "timeout": config.anthropic.timeout,
+        "max_retries": config.anthropic.max_retries,
+    }
+    if config.anthropic.base_url:
+        kwargs["base_url"] = config.anthropic.base_url
+    return anthropic.AsyncAnthropic(**kwargs)
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background_task_failed", error=str(task.exception()))

@@ -1,0 +1,25 @@
+"""The cost report: what was billed per lane, against sending everything real time."""
+
+from __future__ import annotations
+
+from .config import RouterConfig
+from .pricing import CostSummary, PriceTable
+from .store import Store
+
+
+async def cost_summary(store: Store, config: RouterConfig) -> CostSummary:
+    """Sum the ledger (usage as the API returned it) into a CostSummary with the configured prices."""
+    summary = CostSummary(prices=PriceTable.bundled().with_overrides(config.pricing))
+    for row in await store.ledger_totals():
+        usage = {
+            "input_tokens": row["input_tokens"] or 0,
+            "output_tokens": row["output_tokens"] or 0,
+            "cache_read_input_tokens": row["cache_read"] or 0,
+            "cache_creation_input_tokens": (row["cache_write_5m"] or 0) + (row["cache_write_1h"] or 0),
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": row["cache_write_5m"] or 0,
+                "ephemeral_1h_input_tokens": row["cache_write_1h"] or 0,
+            },
+        }
+        summary.add(row["model"], usage, row["lane"], requests=row["requests"], duplicate=bool(row["duplicate"]))
+    return summary
