@@ -27,9 +27,7 @@ def _load(args: argparse.Namespace) -> RouterConfig:
     return RouterConfig.default()
 
 
-def _with_router(
-    args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]
-) -> int:
+def _with_router(args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     from .client import Router
 
     async def run() -> int:
@@ -141,14 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybrid-router",
         description="Route Anthropic API calls between real time and the Message Batches API.",
     )
-    parser.add_argument("--config", "-c", help=f"config file (default: $HYBRID_ROUTER_CONFIG or ./{DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", "-c", help=f"config file (default: $HYBRID_ROUTER_CONFIG or ./{DEFAULT_CONFIG})"
+    )
     parser.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run a mixed workload offline against the built-in emulator")
     p.add_argument("--requests", type=int, default=1200, help="how many requests (default 1200)")
     p.add_argument("--db", help="store path (default: a temporary file)")
-    p.add_argument("--live", action="store_true", help="use the real API (needs ANTHROPIC_API_KEY; costs money)")
+    p.add_argument(
+        "--live", action="store_true", help="use the real API (needs ANTHROPIC_API_KEY; costs money)"
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("emulate", help="serve the Anthropic API emulator on 127.0.0.1")

@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import structlog
+from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
 from . import batcher, poller
@@ -49,7 +50,7 @@ class Router:
         self,
         config: RouterConfig | None = None,
         *,
-        anthropic: anthropic.AsyncAnthropic | None = None,
+        anthropic: AsyncAnthropic | None = None,
         clock: Clock | None = None,
         scheduler: bool | None = None,
     ) -> None:
@@ -57,7 +58,7 @@ class Router:
         self.policy = Policy(self.config)
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
-        self._client: anthropic.AsyncAnthropic | None = None
+        self._client: AsyncAnthropic | None = None
         self._store: Store | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
@@ -130,7 +131,7 @@ class Router:
         return self._store
 
     @property
-    def anthropic(self) -> anthropic.AsyncAnthropic:
+    def anthropic(self) -> AsyncAnthropic:
         if self._client is None:
             raise RouterError("the Router is not open: use `async with Router(...) as client:`")
         return self._client
@@ -198,9 +199,6 @@ class Router:
             on_finished=self._waiters.notify,
             force=force,
         )
-        if report.delivered:
-            self._waiters.wake()
-        return report
 
     async def _scheduled_flush(self, latency: str) -> None:
         try:
@@ -380,7 +378,7 @@ class Results:
         return list(await asyncio.gather(*(self._router._wait_key(k, None) for k in keys)))
 
 
-def build_anthropic_client(config: RouterConfig) -> anthropic.AsyncAnthropic:
+def build_anthropic_client(config: RouterConfig) -> AsyncAnthropic:
     """The SDK client described by [anthropic]; the key comes from ANTHROPIC_API_KEY only."""
     kwargs: dict[str, Any] = {
         "timeout": config.anthropic.timeout,
@@ -388,7 +386,7 @@ def build_anthropic_client(config: RouterConfig) -> anthropic.AsyncAnthropic:
     }
     if config.anthropic.base_url:
         kwargs["base_url"] = config.anthropic.base_url
-    return anthropic.AsyncAnthropic(**kwargs)
+    return AsyncAnthropic(**kwargs)
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

@@ -63,7 +63,9 @@ def build_workload(total: int, seed: int = 7) -> list[dict[str, Any]]:
                     "model": model,
                     "max_tokens": 256,
                     "system": "You label business documents. Answer with one word.",
-                    "messages": [{"role": "user", "content": f"[{tag} #{n}] Label this {subject}: item {n} of the run"}],
+                    "messages": [
+                        {"role": "user", "content": f"[{tag} #{n}] Label this {subject}: item {n} of the run"}
+                    ],
                     "latency": latency,
                     "tag": tag,
                 }
@@ -141,11 +143,16 @@ async def run_demo(
             while True:
                 counts = await router.store.state_counts()
                 stats["stored"] = sum(counts.values())
-                progress.show(f"stored {stats['stored']}/{deferred} deferred, {stats['done']}/{len(calls)} answered")
+                progress.show(
+                    f"stored {stats['stored']}/{deferred} deferred, {stats['done']}/{len(calls)} answered"
+                )
                 if stats["stored"] >= deferred:
                     break
                 await asyncio.sleep(0.05)
-            progress.show(f"stored {stats['stored']}/{deferred} deferred, {stats['done']}/{len(calls)} answered", final=True)
+            progress.show(
+                f"stored {stats['stored']}/{deferred} deferred, {stats['done']}/{len(calls)} answered",
+                final=True,
+            )
             flushed = await router.flush()
             out.write(f"Flushed {flushed.requests} requests into {len(flushed.batches)} batch(es).\n")
             if emulator is not None:
@@ -183,7 +190,9 @@ async def run_demo(
 
 def _print_report(result: DemoResult, out: TextIO) -> None:
     out.write("\n== hybrid-router demo report ==\n")
-    out.write(f"requests        {result.requests}  (real time {result.realtime}, deferred {result.deferred})\n")
+    out.write(
+        f"requests        {result.requests}  (real time {result.realtime}, deferred {result.deferred})\n"
+    )
     out.write("by tag          " + ", ".join(f"{t} {n}" for t, n in sorted(result.per_tag.items())) + "\n")
     out.write(f"batches         {result.batches}\n")
     out.write(f"failed          {result.failed}\n")

@@ -65,7 +65,8 @@ def api_error_from_body(
 
     `body` is the API's error object: ``{"type": "error", "error": {"type": T, "message": M}}``.
     """
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    inner = body.get("error")
+    error: dict[str, Any] = inner if isinstance(inner, dict) else {}
     status = STATUS_BY_ERROR_TYPE.get(str(error.get("type")), 500)
     request = httpx2.Request("POST", url)
     response = httpx2.Response(status, request=request, json=body)

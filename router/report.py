@@ -21,5 +21,7 @@ async def cost_summary(store: Store, config: RouterConfig) -> CostSummary:
                 "ephemeral_1h_input_tokens": row["cache_write_1h"] or 0,
             },
         }
-        summary.add(row["model"], usage, row["lane"], requests=row["requests"], duplicate=bool(row["duplicate"]))
+        summary.add(
+            row["model"], usage, row["lane"], requests=row["requests"], duplicate=bool(row["duplicate"])
+        )
     return summary

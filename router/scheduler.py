@@ -7,7 +7,7 @@ has `max_instances=1` and `coalesce=True` so a slow flush is never stacked on it
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -37,7 +37,7 @@ class RouterScheduler:
         housekeeping_every: float = 86_400.0,
     ) -> None:
         self._flush = flush
-        self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=UTC)
         for name, cls in classes.items():
             if cls.route != "batch":
                 continue
@@ -76,7 +76,7 @@ class RouterScheduler:
         self._scheduler.add_job(
             self._flush,
             "date",
-            run_date=datetime.now(timezone.utc),
+            run_date=datetime.now(UTC),
             args=[latency],
             id=f"wake:{latency}",
             replace_existing=True,

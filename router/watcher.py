@@ -30,6 +30,7 @@ class CompletionWatcher:
         self._wake = asyncio.Event()
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._cursor = await self._store.max_done_seq()
@@ -37,9 +38,9 @@ class CompletionWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await self._task
             self._task = None
         for futures in self._waiters.values():
             for fut in futures:
@@ -87,10 +88,13 @@ class CompletionWatcher:
                 fut.set_result(outcome)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self._drain()
             except Exception as exc:  # a read error must not kill the watcher: retry next tick

@@ -42,7 +42,9 @@ def config(db_path: Path, emulator: Emulator) -> RouterConfig:
 
 
 @pytest.fixture
-async def router(config: RouterConfig, sdk: anthropic.AsyncAnthropic, emulator: Emulator) -> AsyncIterator[Router]:
+async def router(
+    config: RouterConfig, sdk: anthropic.AsyncAnthropic, emulator: Emulator
+) -> AsyncIterator[Router]:
     """An open Router on the emulator, on the emulator's clock."""
     async with Router(config, anthropic=sdk, clock=emulator.clock.now) as client:
         yield client

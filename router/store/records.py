@@ -114,4 +114,3 @@ def request_id_from(custom_id: str) -> int | None:
     if not custom_id.startswith(CUSTOM_ID_PREFIX) or not custom_id[1:].isdigit():
         return None
     return int(custom_id[1:])
-

@@ -13,7 +13,7 @@ MIGRATIONS: tuple[str, ...] = (
         model       TEXT    NOT NULL,
         params      BLOB    NOT NULL,          -- request params exactly as sent (JSON bytes)
         digest      BLOB    NOT NULL,          -- hash of params, to refuse a reused key with other params
-        size        INTEGER NOT NULL,          -- len(params): the flusher budgets batch bytes without reading them
+        size        INTEGER NOT NULL,          -- len(params): flushes budget bytes without reading params
         state       TEXT    NOT NULL,          -- see router/store/states.py
         attempts    INTEGER NOT NULL DEFAULT 0,
         created_at  REAL    NOT NULL,

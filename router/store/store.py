@@ -19,8 +19,8 @@ from typing import Any, Literal
 import aiosqlite
 import structlog
 
-from ..pricing import TokenCounts
 from ..errors import InvalidRequestError, RouterError
+from ..pricing import TokenCounts
 from . import states
 from .records import (
     BatchClaim,
@@ -476,7 +476,8 @@ class Store:
                     delivered += 1
                 if finals:
                     await w.executemany(
-                        "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?, finished_at = ?,"
+                        "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?,"
+                        " finished_at = ?,"
                         " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = 'submitted'",
                         finals,
                     )

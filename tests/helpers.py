@@ -1,0 +1,45 @@
+"""Small helpers shared by the router tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from anthropic.types import Message
+
+from router import Router
+
+MODEL = "claude-haiku-4-5"
+
+
+def ask(text: str, **extra: Any) -> dict[str, Any]:
+    """create() keywords for a one-turn question."""
+    return {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def reply_text(message: Message) -> str:
+    return "".join(getattr(block, "text", "") for block in message.content)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], *, timeout: float = 10.0) -> None:
+    """Wait for a condition on the store (not for a batch: batches move on the emulator clock)."""
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110 - a store condition, not an event
+            await asyncio.sleep(0.005)
+
+
+async def stored(router: Router, count: int) -> None:
+    """Wait until `count` requests are durably stored."""
+
+    async def enough() -> bool:
+        return sum((await router.store.state_counts()).values()) >= count
+
+    await until(enough)
+
+
+async def run_batches(router: Router, emulator: Any) -> None:
+    """Flush, end every batch on the emulator clock, and ingest the results."""
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
