@@ -63,6 +63,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX ledger_batch_result ON ledger (batch_id, request_id) WHERE batch_id IS NOT NULL;
     """,
+    # 2: deadline escalation. escalated_at marks when a request was taken off the batch path,
+    # so a real-time send lost in a crash is retried, and one in progress elsewhere is not.
+    """
+    ALTER TABLE requests ADD COLUMN escalated_at REAL;
+    CREATE INDEX requests_by_deadline ON requests (deadline_at)
+        WHERE state IN ('pending', 'submitted', 'escalated');
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
