@@ -1,0 +1,46 @@
+"""A faithful local HTTP server of the Anthropic API, for the demo and the tests.
+
+```python
+from router.emulator import Emulator, EmulatorClock
+
+async with Emulator(clock=EmulatorClock(start=1_700_000_000.0), batch_seconds=60) as emu:
+    client = anthropic.AsyncAnthropic(base_url=emu.url, api_key="test")
+    ...
+    emu.clock.advance(60)   # batches created before now show as ended
+```
+
+Replies and token counts are deterministic (see `router.emulator.replies`),
+batches end on a controllable clock (`router.emulator.batches`), and faults can be
+injected at seeded rates or on demand (`router.emulator.faults`). The same controls
+are served over HTTP under ``/_emulator/`` for an emulator run as a subprocess
+(``python -m router.emulator --port P``).
+"""
+
+from __future__ import annotations
+
+from router.emulator.batches import StoredBatch
+from router.emulator.clock import Clock, EmulatorClock, SystemClock
+from router.emulator.config import EmulatorConfig, OutcomeConfig
+from router.emulator.emulator import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_REQUESTS, Emulator, serve
+from router.emulator.faults import ENDPOINTS, FaultConfig, FaultRates, ForcedFault
+from router.emulator.journal import JournalEntry
+from router.emulator.server import API_VERSIONS
+
+__all__ = [
+    "API_VERSIONS",
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_BATCH_REQUESTS",
+    "ENDPOINTS",
+    "Clock",
+    "Emulator",
+    "EmulatorClock",
+    "EmulatorConfig",
+    "FaultConfig",
+    "FaultRates",
+    "ForcedFault",
+    "JournalEntry",
+    "OutcomeConfig",
+    "StoredBatch",
+    "SystemClock",
+    "serve",
+]

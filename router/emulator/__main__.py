@@ -1,0 +1,57 @@
+"""``python -m router.emulator --port P --batch-seconds S``: run the emulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from router.emulator.clock import EmulatorClock
+from router.emulator.emulator import serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m router.emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free one, printed)")
+    parser.add_argument("--batch-seconds", type=float, default=3600.0, help="batch turnaround (default 3600)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of faults, outcomes and result order")
+    parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
+    parser.add_argument(
+        "--manual-clock",
+        type=float,
+        nargs="?",
+        const=-1.0,
+        default=None,
+        metavar="START",
+        help="run on a manual clock (moved by POST /_emulator/clock/advance), starting at START "
+        "unix seconds (default: now)",
+    )
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        # SIGTERM (how test harnesses stop subprocesses) shuts down as cleanly as Ctrl-C.
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    clock = None
+    if args.manual_clock is not None:
+        clock = EmulatorClock(start=None if args.manual_clock < 0 else args.manual_clock)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(args.host, args.port, args.batch_seconds, args.seed, api_key=args.api_key, clock=clock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and serve until SIGINT/SIGTERM."""
+    args = _parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

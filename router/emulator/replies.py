@@ -1,0 +1,336 @@
+"""Deterministic replies, token counts and prompt-cache accounting.
+
+The same request always gets the same reply and the same counts, on both lanes:
+
+- **Reply text**: ``"Reply to: "`` + the first 200 characters of the last user
+  message's text (a string content, or its text blocks joined with no separator).
+  It is cut after ``max_tokens`` words, and ``stop_reason`` is then ``"max_tokens"``
+  (else ``"end_turn"``).
+- **Output tokens**: the number of whitespace-separated words of the reply (at least 1).
+- **Input tokens**: the request is flattened, in the API's cache order, into
+  segments: each tool, each system block (a string system prompt is one text
+  block), then each content block of each message (a string content is one text
+  block), the message's role prepended as ``"<role>:"``. A segment is the
+  canonical JSON of the block (sorted keys, no spaces, ``cache_control`` left
+  out). With ``C`` the total number of characters, the request has
+  ``max(1, ceil(C / 4))`` input tokens; that is what ``count_tokens`` returns.
+- **Prompt caching**: a segment whose block carries ``cache_control`` (or the last
+  segment, when the top-level ``cache_control`` is set) is a breakpoint; the
+  prefix up to a breakpoint of ``c`` characters is worth ``ceil(c / 4)`` tokens
+  and is identified by a hash of the model and the prefix. On a request, the
+  longest prefix still cached (by the emulator clock, 5 min or 1 h since it was
+  last used) is read (`cache_read_input_tokens`), the prefix tokens beyond it up
+  to the last breakpoint are written (`cache_creation_input_tokens`, split by TTL
+  in `cache_creation`), and `input_tokens` is the rest, so the three always add
+  up to the `count_tokens` figure. There is no minimum cacheable length.
+
+Magic directives in the last user message's text force outcomes:
+``[emulator:error=TYPE]`` (an HTTP error on `/v1/messages`, an `errored` result in
+a batch) and ``[emulator:expire]`` (an `expired` batch result; ignored in real time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from router.emulator.errors import ApiError
+
+__all__ = [
+    "DIRECTIVE_ERROR_TYPES",
+    "Breakpoint",
+    "CacheUsage",
+    "InputProfile",
+    "PromptCache",
+    "ReplyPlan",
+    "message_body",
+    "plan_reply",
+    "profile_input",
+    "sse_events",
+]
+
+DIRECTIVE_ERROR_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "rate_limit_error",
+        "api_error",
+        "overloaded_error",
+        "timeout_error",
+    }
+)
+TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+REPLY_PREFIX = "Reply to: "
+QUOTE_CHARS = 200
+
+_DIRECTIVE_ERROR = re.compile(r"\[emulator:error=([A-Za-z_]+)\]")
+_DIRECTIVE_EXPIRE = "[emulator:expire]"
+_WORD = re.compile(r"\S+")
+
+
+def _tokens(chars: int) -> int:
+    return math.ceil(chars / 4)
+
+
+# One encoder for all calls: json.dumps with options would build a new one each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def _canonical(block: Mapping[str, Any]) -> str:
+    if "cache_control" in block:
+        block = {k: v for k, v in block.items() if k != "cache_control"}
+    return _CANONICAL.encode(block)
+
+
+@dataclass(frozen=True, slots=True)
+class Breakpoint:
+    """A cache breakpoint: the prefix up to it, its size in tokens, and its TTL."""
+
+    key: bytes
+    tokens: int
+    ttl: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputProfile:
+    """What the input side of a request amounts to: total tokens and cache breakpoints."""
+
+    tokens: int
+    breakpoints: tuple[Breakpoint, ...]
+
+
+def _segments(params: Mapping[str, Any]) -> Iterator[tuple[str, object]]:
+    """(canonical text, cache_control or None) of each block, in the API's cache order."""
+    for tool in params.get("tools") or ():
+        yield _canonical(tool), tool.get("cache_control")
+    system = params.get("system")
+    if isinstance(system, str):
+        yield _canonical({"type": "text", "text": system}), None
+    elif system:
+        for block in system:
+            yield _canonical(block), block.get("cache_control")
+    for message in params["messages"]:
+        role = message["role"]
+        content = message["content"]
+        if isinstance(content, str):
+            yield f"{role}:" + _canonical({"type": "text", "text": content}), None
+        else:
+            for block in content:
+                yield f"{role}:" + _canonical(block), block.get("cache_control")
+
+
+def profile_input(params: Mapping[str, Any]) -> InputProfile:
+    """Input tokens and cache breakpoints of validated request params (see module docs)."""
+    digest = hashlib.blake2b(str(params["model"]).encode(), digest_size=16)
+    chars = 0
+    breakpoints: list[Breakpoint] = []
+    last_marked = False
+    for text, cache_control in _segments(params):
+        digest.update(text.encode())
+        digest.update(b"\x00")
+        chars += len(text)
+        last_marked = isinstance(cache_control, dict)
+        if isinstance(cache_control, dict):
+            ttl = str(cache_control.get("ttl", "5m"))
+            breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), ttl))
+    auto = params.get("cache_control")
+    if isinstance(auto, dict) and chars and not last_marked:
+        # Top-level cache_control marks the last cacheable block.
+        breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), str(auto.get("ttl", "5m"))))
+    return InputProfile(max(1, _tokens(chars)), tuple(breakpoints))
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if message["role"] != "user":
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            return content
+        return "".join(
+            b["text"] for b in content if b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """Everything needed to answer a request later; small, so a batch can hold 100,000 of them."""
+
+    model: str
+    text: str
+    stop_reason: str
+    output_tokens: int
+    input: InputProfile
+    error_type: str | None
+    expire: bool
+
+
+def plan_reply(params: Mapping[str, Any], *, path: str = "messages") -> ReplyPlan:
+    """The deterministic reply to validated `/v1/messages` params.
+
+    Raises `ApiError` when a directive names an unknown error type (`path` names the field).
+    """
+    user_text = _last_user_text(params["messages"])
+    error_type: str | None = None
+    match = _DIRECTIVE_ERROR.search(user_text)
+    if match:
+        error_type = match.group(1)
+        if error_type not in DIRECTIVE_ERROR_TYPES:
+            raise ApiError.invalid(
+                f"{path}: unknown error type {error_type!r} in [emulator:error=...]; "
+                f"expected one of {', '.join(sorted(DIRECTIVE_ERROR_TYPES))}"
+            )
+    text = REPLY_PREFIX + user_text[:QUOTE_CHARS]
+    max_tokens = int(params["max_tokens"])
+    words = 0
+    stop_reason = "end_turn"
+    for words, word in enumerate(_WORD.finditer(text), start=1):
+        if words == max_tokens:
+            if word.end() < len(text.rstrip()):
+                text = text[: word.end()]
+                stop_reason = "max_tokens"
+            break
+    return ReplyPlan(
+        model=str(params["model"]),
+        text=text,
+        stop_reason=stop_reason,
+        output_tokens=max(1, words),
+        input=profile_input(params),
+        error_type=error_type,
+        expire=_DIRECTIVE_EXPIRE in user_text,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUsage:
+    """Cache tokens of one request: read, and written per TTL."""
+
+    read: int = 0
+    write_5m: int = 0
+    write_1h: int = 0
+
+    @property
+    def write(self) -> int:
+        return self.write_5m + self.write_1h
+
+
+class PromptCache:
+    """Cached prefixes and when each expires, on the emulator clock."""
+
+    def __init__(self) -> None:
+        self._expires: dict[bytes, float] = {}
+
+    def use(self, profile: InputProfile, now: float) -> CacheUsage:
+        """Account for one request at `now`: read the longest live prefix, write the rest."""
+        points = profile.breakpoints
+        if not points:
+            return CacheUsage()
+        hit = -1
+        for i in range(len(points) - 1, -1, -1):
+            if self._expires.get(points[i].key, 0.0) > now:
+                hit = i
+                break
+        read = points[hit].tokens if hit >= 0 else 0
+        write = {"5m": 0, "1h": 0}
+        previous = read
+        for point in points[hit + 1 :]:
+            write[point.ttl] += max(0, point.tokens - previous)
+            previous = max(previous, point.tokens)
+        # A read refreshes the TTL of what it read, as a write starts one.
+        for point in points:
+            self._expires[point.key] = max(self._expires.get(point.key, 0.0), now + TTL_SECONDS[point.ttl])
+        if len(self._expires) > 100_000:
+            self._expires = {k: v for k, v in self._expires.items() if v > now}
+        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+
+    def clear(self) -> None:
+        """Forget every cached prefix."""
+        self._expires.clear()
+
+
+def usage_body(plan: ReplyPlan, cache: CacheUsage, *, service_tier: str) -> dict[str, Any]:
+    """The `usage` object of a reply."""
+    return {
+        "input_tokens": plan.input.tokens - cache.read - cache.write,
+        "output_tokens": plan.output_tokens,
+        "cache_creation_input_tokens": cache.write,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
+        "service_tier": service_tier,
+    }
+
+
+def message_body(plan: ReplyPlan, message_id: str, cache: CacheUsage, *, service_tier: str) -> dict[str, Any]:
+    """The full `Message` object of a reply."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": [{"type": "text", "text": plan.text}],
+        "stop_reason": plan.stop_reason,
+        "stop_sequence": None,
+        "usage": usage_body(plan, cache, service_tier=service_tier),
+    }
+
+
+def _sse(event: str, data: Mapping[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {_COMPACT.encode(data)}\n\n".encode()
+
+
+def _text_chunks(text: str, words_per_chunk: int = 3) -> Iterator[str]:
+    # Chunks keep every character (spaces included) so the deltas add up to the text exactly.
+    starts = [m.start() for m in _WORD.finditer(text)][::words_per_chunk]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        if end > begin:
+            yield text[begin:end]
+
+
+def sse_events(message: Mapping[str, Any]) -> Iterator[bytes]:
+    """The Server-Sent Events the API streams for `message`, in order, encoded."""
+    usage = dict(message["usage"])
+    start_usage = {**usage, "output_tokens": 1}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
+    yield _sse("message_start", {"type": "message_start", "message": start})
+    yield _sse("ping", {"type": "ping"})
+    text = message["content"][0]["text"]
+    yield _sse(
+        "content_block_start",
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    )
+    for chunk in _text_chunks(text):
+        yield _sse(
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}},
+        )
+    yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    delta_usage = {
+        "input_tokens": usage["input_tokens"],
+        "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+        "cache_read_input_tokens": usage["cache_read_input_tokens"],
+        "output_tokens": usage["output_tokens"],
+    }
+    yield _sse(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": delta_usage,
+        },
+    )
+    yield _sse("message_stop", {"type": "message_stop"})
