@@ -15,6 +15,7 @@ import httpx2
 import structlog
 from anthropic.types.messages import MessageBatch
 
+from ._crashpoints import crash_point
 from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
 
 log = structlog.get_logger()
@@ -34,6 +35,8 @@ class FlushReport:
     requests: int = 0  # requests now in those batches
     released: int = 0  # requests put back to pending after a certain create failure
     uncertain: int = 0  # batches whose create answer was lost (reconciled later)
+    failure: BaseException | None = None  # why the flush stopped early, for the caller's backoff
+    uncertain_ids: list[int] = field(default_factory=list)  # their local batch ids
 
 
 async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
@@ -54,6 +57,7 @@ async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
         chunk = b"".join(parts)
         sent += len(chunk)
         yield chunk
+        crash_point("create.mid_body")
     yield BODY_TAIL
     sent += len(BODY_TAIL)
     if sent != claim.body_bytes:
@@ -91,8 +95,12 @@ async def flush(
     now: float,
     first_poll_after: float,
     max_batches: int | None = None,
+    in_flight: set[int] | None = None,
 ) -> FlushReport:
-    """Claim pending requests into as many batches as needed and create them."""
+    """Claim pending requests into as many batches as needed and create them.
+
+    `in_flight` holds the local ids of batches being created right now, so that
+    reconciliation leaves them alone."""
     report = FlushReport()
     while max_batches is None or len(report.batches) + report.uncertain < max_batches:
         claim = await store.claim_batch(
@@ -100,18 +108,28 @@ async def flush(
         )
         if claim is None:
             break
+        crash_point("flush.after_claim")
+        if in_flight is not None:
+            in_flight.add(claim.batch_id)
         try:
             batch = await create_batch(client, store, claim)
         except (anthropic.APIError, httpx2.HTTPError, BodyLengthMismatchError) as exc:
+            report.failure = exc
             if is_certain_failure(exc) or isinstance(exc, BodyLengthMismatchError):
                 released = await store.release_batch(claim.batch_id)
                 report.released += released
                 log.warning("batch_create_failed", error=str(exc), requests=released)
             else:
                 report.uncertain += 1
+                report.uncertain_ids.append(claim.batch_id)
                 log.warning("batch_create_uncertain", error=str(exc), local_batch=claim.batch_id)
             break  # the API is unhappy: leave the rest for the next flush
+        finally:
+            if in_flight is not None:
+                in_flight.discard(claim.batch_id)
+        crash_point("flush.after_create")
         await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
+        crash_point("flush.after_mark_submitted")
         report.batches.append(batch.id)
         report.requests += claim.request_count
         log.info(

@@ -131,6 +131,41 @@ def cmd_results(args: argparse.Namespace) -> int:
     return _with_router(args, body)
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .units import parse_duration
+
+    config = _load(args)
+    try:
+        ttl = parse_duration(args.lease_ttl) if args.lease_ttl else None
+    except ValueError as exc:
+        raise RouterError(f"--lease-ttl: {exc}") from None
+    return asyncio.run(Daemon(config, standby=args.standby, lease_ttl=ttl).run())
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    import time
+
+    from .store.purge import purge
+    from .units import format_duration, parse_duration
+
+    try:
+        given = parse_duration(args.older_than) if args.older_than else None
+    except ValueError as exc:  # before the store is opened: a typo must not delete anything
+        raise RouterError(f"--older-than: {exc}") from None
+
+    async def body(router: Any) -> int:
+        age = given if given is not None else router.config.store.retention
+        report = await purge(router.store, before=time.time() - age)
+        print(
+            f"purged {report.requests} finished requests, {report.batches} done batches and"
+            f" {report.ledger} ledger rows older than {format_duration(age)}"
+        )
+        return 0
+
+    return _with_router(args, body)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -142,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", "-c", help=f"config file (default: $HYBRID_ROUTER_CONFIG or ./{DEFAULT_CONFIG})"
     )
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+    parser.add_argument(
+        "--log-level", default=None, help="debug, info, warning (default; info for daemon), error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run a mixed workload offline against the built-in emulator")
@@ -163,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file and print the effective policy")
     p.add_argument("config_file", nargs="?", help="the file (default: --config or ./router.toml)")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "daemon", help="flush, poll, reconcile, escalate and purge one database until stopped"
+    )
+    p.add_argument(
+        "--standby", action="store_true", help="wait for the lease instead of exiting (code 3)"
+    )
+    p.add_argument("--lease-ttl", help="override [router] lease_ttl, e.g. 15s")
+    p.set_defaults(func=cmd_daemon)
+
+    p = sub.add_parser("purge", help="delete finished requests, done batches and ledger rows past an age")
+    p.add_argument("--older-than", help="a duration such as 30d (default: [store] retention)")
+    p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser("status", help="requests by state and open batches")
     p.set_defaults(func=cmd_status)
@@ -185,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        configure_logging(args.log_level)
+        configure_logging(args.log_level or ("info" if args.command == "daemon" else "warning"))
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,7 +16,7 @@ import structlog
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
-from . import batcher, poller
+from . import batcher, poller, reconcile
 from .config import LatencyClass, RouterConfig, load_config
 from .errors import InvalidRequestError, RouterError
 from .outcomes import Outcome, outcome_of, unwrap
@@ -67,6 +67,12 @@ class Router:
         self._run_scheduler = scheduler
         self._flush_locks: dict[str, asyncio.Lock] = {}
         self._poll_lock = asyncio.Lock()
+        # Reconciliation of lost create answers: batches being created here right now, those
+        # whose create ended here without an answer, and the time before which no other
+        # process can still be creating one (the daemon sets it to the start of its lease).
+        self._creating: set[int] = set()
+        self._settled: set[int] = set()
+        self.settled_before = float("-inf")
         self._enqueued_since_check: dict[str, int] = {}
         self.messages = Messages(self)
         self.results = Results(self)
@@ -100,15 +106,31 @@ class Router:
         await self._watcher.start()
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
-            self._scheduler = RouterScheduler(
-                classes=cfg.classes,
-                flush=self._scheduled_flush,
-                check_triggers=self._check_triggers,
-                poll=self._scheduled_poll,
-                poll_tick=max(0.05, min(cfg.batch.poll_interval, 5.0)),
-            )
-            self._scheduler.start()
+            self.start_scheduler()
         log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
+
+    def start_scheduler(
+        self,
+        *,
+        housekeeping: Callable[[], Awaitable[object]] | None = None,
+        housekeeping_every: float = 86_400.0,
+    ) -> RouterScheduler:
+        """Run the flush, trigger and poll jobs in this process (the daemon calls it once it
+        holds the database's lease; an inline Router at open)."""
+        if self._scheduler is not None:
+            return self._scheduler
+        cfg = self.config
+        self._scheduler = RouterScheduler(
+            classes=cfg.classes,
+            flush=self._scheduled_flush,
+            check_triggers=self._check_triggers,
+            poll=self._scheduled_poll,
+            poll_tick=max(0.05, min(cfg.batch.poll_interval, 5.0)),
+            housekeeping=housekeeping,
+            housekeeping_every=housekeeping_every,
+        )
+        self._scheduler.start()
+        return self._scheduler
 
     async def close(self) -> None:
         if self._scheduler is not None:
@@ -175,7 +197,9 @@ class Router:
                 max_bytes=self.config.batch.max_bytes,
                 now=self.clock(),
                 first_poll_after=self.config.batch.poll_interval,
+                in_flight=self._creating,
             )
+        self._settled.update(report.uncertain_ids)
         if report.batches:
             log.info("flush_done", batches=len(report.batches), requests=report.requests)
         return report
@@ -189,6 +213,16 @@ class Router:
         return report
 
     async def _poll(self, force: bool) -> poller.PollReport:
+        # Lost create answers first: an adopted batch is then polled like any other.
+        await reconcile.reconcile(
+            self.anthropic,
+            self.store,
+            now=self.clock(),
+            grace=self.config.batch.reconcile_grace,
+            in_flight=self._creating,
+            settled=self._settled,
+            settled_before=self.settled_before,
+        )
         return await poller.poll(
             self.anthropic,
             self.store,

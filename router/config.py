@@ -240,6 +240,10 @@ class BatchSettings(BaseModel):
     deadline_margin: Duration = 300.0
     # Interval trigger given to batch classes that declare no trigger at all.
     flush_interval: PositiveDuration = 300.0
+    # How long a batch whose create answer was lost may still be being created by another
+    # process; past it the router lists batches to adopt it or resubmits. Keep it above
+    # [anthropic] timeout when several inline flushers share a database.
+    reconcile_grace: PositiveDuration = 900.0
 
     @model_validator(mode="after")
     def _check_poll(self) -> BatchSettings:
@@ -265,6 +269,9 @@ class RouterSettings(BaseModel):
     flusher: Literal["inline", "daemon"] = "inline"
     default_class: ClassName = "realtime"
     watch_interval: PositiveDuration = 0.25
+    # The daemon's lease on the database: a crashed daemon's lease lapses after this long
+    # (sooner on the same host, where a dead holder is recognised at once).
+    lease_ttl: PositiveDuration = 15.0
 
 
 _BATCH_ONLY = (

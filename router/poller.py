@@ -14,6 +14,7 @@ import anthropic
 import httpx2
 import structlog
 
+from ._crashpoints import crash_point
 from .store import BatchRow, IngestStats, Store, states
 
 log = structlog.get_logger()
@@ -59,6 +60,7 @@ async def ingest(
         totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
         if finished:
             on_finished(finished)
+        crash_point("ingest.after_chunk")
 
     async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
         async for line in response.iter_lines():
@@ -69,6 +71,7 @@ async def ingest(
                 await apply()
     if chunk:
         await apply()
+    crash_point("ingest.before_finish")
     orphans = await store.finish_batch(batch.id, now=now)
     if orphans:
         log.warning("batch_results_missing", batch_id=batch.api_id, requests=orphans)
@@ -101,6 +104,7 @@ async def poll(
             if batch.state in (states.B_IN_PROGRESS, states.B_CANCELING):
                 remote = await client.messages.batches.retrieve(batch.api_id)
                 report.polled += 1
+                crash_point("poll.after_retrieve")
                 if remote.processing_status != "ended":
                     age = now - (batch.submitted_at or batch.created_at)
                     delay = next_poll_delay(age, base=base_interval, ceiling=max_interval)
@@ -109,6 +113,7 @@ async def poll(
                 ended_at = remote.ended_at.timestamp() if remote.ended_at else now
                 await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
+                crash_point("poll.after_ended")
             stats = await ingest(
                 client, store, batch, now=now, max_attempts=max_attempts, on_finished=on_finished
             )

@@ -83,5 +83,9 @@ class RouterScheduler:
         )
         log.debug("flush_woken", latency=latency)
 
+    def every(self, seconds: float, func: Callable[[], Awaitable[object]], job_id: str) -> None:
+        """Add a periodic job (the daemon's lease renewal)."""
+        self._scheduler.add_job(func, IntervalTrigger(seconds=seconds), id=job_id, replace_existing=True)
+
     def job_ids(self) -> list[str]:
         return sorted(job.id for job in self._scheduler.get_jobs())

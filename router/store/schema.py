@@ -70,6 +70,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_by_deadline ON requests (deadline_at)
         WHERE state IN ('pending', 'submitted', 'escalated');
     """,
+    # 3: a lease per database, so that only one daemon drives flushing and polling at a time.
+    """
+    CREATE TABLE leases (
+        name        TEXT PRIMARY KEY,          -- what is leased ("driver": flush, poll, reconcile, purge)
+        owner       TEXT NOT NULL,             -- host:pid:nonce of the holder
+        acquired_at REAL NOT NULL,
+        expires_at  REAL NOT NULL              -- wall-clock time; renewed well before it passes
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import aiosqlite
 import structlog
 
+from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from ..pricing import TokenCounts
 from . import states
@@ -238,10 +239,12 @@ class Store:
                     results.append(Ticket(r.key, rid, latency, deadline, created))
             if ledger:
                 await _insert_ledger(w, ledger)
+            crash_point("enqueue.before_commit")
             await w.execute("COMMIT")
         except BaseException:
             await w.execute("ROLLBACK")
             raise
+        crash_point("enqueue.after_commit")
         return results
 
     # ------------------------------------------------------------------ flush
@@ -303,6 +306,7 @@ class Store:
                     "UPDATE batches SET request_count = ?, body_bytes = ? WHERE id = ?",
                     (count, body, batch_id),
                 )
+                crash_point("claim.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
                 await w.execute("ROLLBACK")
@@ -489,6 +493,7 @@ class Store:
                     )
                 if ledger:
                     await _insert_ledger(w, ledger)
+                crash_point("apply.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
                 await w.execute("ROLLBACK")

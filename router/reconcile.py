@@ -1,0 +1,187 @@
+"""Reconciling batches whose `batches.create` answer was lost (a crash, a timeout, a dropped line).
+
+The intent row (state `creating`) is committed before `batches.create`, with the request
+count and the time. When the answer never made it into the store, the batch may or may not
+exist. The API takes no idempotency key and batches carry no metadata, so the only evidence
+is the listing: a batch not known to this store, created around the intent's time, with the
+intent's request count, is adopted (its results then land by `custom_id`). A successful
+listing that shows no such batch means the create never happened: the requests go back to
+pending. When the listing itself fails past the grace period the router cannot be sure; it
+resubmits and keeps looking (state `released`): a late-found batch is adopted as a duplicate,
+whose results the ingest records in the ledger (duplicate=1) without delivering them twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import anthropic
+import httpx2
+import structlog
+from anthropic.types.messages import MessageBatch
+
+from ._crashpoints import crash_point
+from .store import BatchRow, Store, states
+
+log = structlog.get_logger()
+
+RELEASED = "released"  # batch row: create outcome unknown, requests resubmitted, still looking
+CLOCK_SKEW = 60.0  # seconds of disagreement tolerated between our clock and the API's
+LIST_LIMIT = 10_000  # batches read at most per reconciliation
+
+
+@dataclass
+class ReconcileReport:
+    adopted: list[str] = field(default_factory=list)  # remote batch ids attached to intents
+    resubmitted: int = 0  # requests put back to pending
+    listing_failed: bool = False
+
+
+def _total(batch: MessageBatch) -> int:
+    c = batch.request_counts
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
+
+
+async def _list_since(client: anthropic.AsyncAnthropic, since: float) -> list[MessageBatch]:
+    """Remote batches created at or after `since` (the listing is newest first)."""
+    found: list[MessageBatch] = []
+    async for batch in client.messages.batches.list(limit=100):
+        if batch.created_at.timestamp() < since or len(found) >= LIST_LIMIT:
+            break
+        found.append(batch)
+    return found
+
+
+async def _known(store: Store, api_ids: Collection[str]) -> set[str]:
+    known: set[str] = set()
+    ids = list(api_ids)
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        async with store.reader.execute(
+            f"SELECT api_id FROM batches WHERE api_id IN ({','.join('?' * len(part))})", part
+        ) as cur:
+            known.update(str(r[0]) for r in await cur.fetchall())
+    return known
+
+
+async def _adopt(store: Store, intent: BatchRow, api_id: str, *, now: float) -> bool:
+    """Attach a found remote batch to its intent (guarded on the intent's state)."""
+    try:
+        async with store.transaction() as w:
+            cur = await w.execute(
+                "UPDATE batches SET api_id = ?, state = ?, submitted_at = ?, next_poll_at = ?"
+                " WHERE id = ? AND state = ? AND api_id IS NULL",
+                (api_id, states.B_IN_PROGRESS, now, now, intent.id, intent.state),
+            )
+            if cur.rowcount != 1:
+                return False
+            if intent.state == states.B_CREATING:
+                await w.execute(
+                    "UPDATE requests SET state = 'submitted' WHERE batch_id = ? AND state = 'submitting'",
+                    (intent.id,),
+                )
+    except sqlite3.IntegrityError:  # another process attached the same remote batch first
+        return False
+    return True
+
+
+async def _release(store: Store, intent: BatchRow, *, to: str) -> int:
+    """Put an intent's requests back to pending; the row becomes `to` (done, or released)."""
+    async with store.transaction() as w:
+        cur = await w.execute(
+            "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
+            (to, intent.id, intent.state),
+        )
+        if cur.rowcount != 1:
+            return 0
+        cur = await w.execute(
+            "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitting'", (intent.id,)
+        )
+        return cur.rowcount
+
+
+async def reconcile(
+    client: anthropic.AsyncAnthropic,
+    store: Store,
+    *,
+    now: float,
+    grace: float,
+    in_flight: Collection[int] = (),
+    settled: Collection[int] = (),
+    settled_before: float = float("-inf"),
+) -> ReconcileReport:
+    """Resolve intents whose create answer is unknown.
+
+    An intent is looked at when nobody can still be creating it: it is older than `grace`,
+    or in `settled` (its create ended here without an answer), or older than
+    `settled_before` (the daemon's lease start: the previous driver is gone). Intents in
+    `in_flight` (being created by this process right now) are left alone.
+    """
+    report = ReconcileReport()
+    due = [
+        b
+        for b in await store.open_batches()
+        if b.api_id is None
+        and b.state in (states.B_CREATING, RELEASED)
+        and b.id not in in_flight
+        and (b.id in settled or b.created_at < settled_before or now - b.created_at >= grace)
+    ]
+    if not due:
+        return report
+    try:
+        remote = await _list_since(client, min(b.created_at for b in due) - CLOCK_SKEW)
+    except (anthropic.APIError, httpx2.HTTPError) as exc:
+        report.listing_failed = True
+        log.warning("reconcile_list_failed", error=str(exc), intents=len(due))
+        for intent in due:
+            # Not sure whether the batch exists: resubmit after the grace period, keep looking.
+            if intent.state == states.B_CREATING and now - intent.created_at >= grace:
+                released = await _release(store, intent, to=RELEASED)
+                report.resubmitted += released
+                log.warning("batch_intent_resubmitted", local_batch=intent.id, requests=released)
+        return report
+    crash_point("reconcile.after_list")
+    known = await _known(store, [b.id for b in remote])
+    candidates = sorted((b for b in remote if b.id not in known), key=lambda b: b.created_at)
+    taken: set[str] = set()
+    for intent in sorted(due, key=lambda b: b.created_at):
+        low, high = intent.created_at - CLOCK_SKEW, intent.created_at + max(grace, 0.0) + CLOCK_SKEW
+        match = next(
+            (
+                b
+                for b in candidates
+                if b.id not in taken
+                and _total(b) == intent.request_count
+                and low <= b.created_at.timestamp() <= high
+            ),
+            None,
+        )
+        if match is not None:
+            if await _adopt(store, intent, match.id, now=now):
+                taken.add(match.id)
+                report.adopted.append(match.id)
+                log.info(
+                    "batch_adopted",
+                    batch_id=match.id,
+                    local_batch=intent.id,
+                    requests=intent.request_count,
+                    duplicate=intent.state == RELEASED,
+                )
+                crash_point("reconcile.after_adopt")
+            continue
+        if intent.state == states.B_CREATING:
+            # The listing covers the intent's time and shows no such batch: it was never created.
+            crash_point("reconcile.before_release")
+            released = await _release(store, intent, to=states.B_DONE)
+            report.resubmitted += released
+            log.info("batch_intent_released", local_batch=intent.id, requests=released)
+        else:
+            # Listed successfully after the grace period and nothing there: stop looking.
+            async with store.transaction() as w:
+                await w.execute(
+                    "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
+                    (states.B_DONE, intent.id, RELEASED),
+                )
+    return report

@@ -1,0 +1,91 @@
+"""Store queries for leases: one named holder per database at a time, with an expiry.
+
+Taken and renewed in `BEGIN IMMEDIATE` with guarded statements, so two processes racing
+for the same lease cannot both win. Times are wall-clock (`time.time()`): leases are shared
+between processes, which share no other clock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from .store import Store
+
+DRIVER = "driver"  # the lease of whoever flushes, polls, reconciles and purges a database
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    name: str
+    owner: str
+    acquired_at: float
+    expires_at: float
+
+
+def new_owner() -> str:
+    """An owner id naming this host and process (so a dead local holder can be recognised)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when the owner certainly died: a process of this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host: only the expiry tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # A zombie (killed, not yet reaped by its parent) still has a pid but holds nothing.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+async def current(store: Store, name: str = DRIVER) -> Lease | None:
+    async with store.reader.execute(
+        "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = ?", (name,)
+    ) as cur:
+        row = await cur.fetchone()
+    return Lease(*row) if row else None
+
+
+async def acquire(store: Store, owner: str, *, ttl: float, now: float, name: str = DRIVER) -> bool:
+    """Take or renew the lease; True when `owner` holds it until `now + ttl`.
+
+    Succeeds when the lease is free, already ours, expired, or held by a local process
+    that no longer exists (a SIGKILLed daemon need not be waited for).
+    """
+    holder = await current(store, name)
+    dead = holder is not None and holder.owner != owner and owner_is_dead(holder.owner)
+    async with store.transaction() as w:
+        await w.execute(
+            "INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+            " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at"
+            " ELSE excluded.acquired_at END,"
+            " expires_at = excluded.expires_at"
+            " WHERE leases.owner = excluded.owner OR leases.expires_at <= ? OR leases.owner = ?",
+            (name, owner, now, now + ttl, now, holder.owner if dead and holder else ""),
+        )
+        async with w.execute("SELECT owner FROM leases WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+    return row is not None and row[0] == owner
+
+
+async def release(store: Store, owner: str, *, name: str = DRIVER) -> bool:
+    """Give the lease up (clean shutdown) so a standby takes over at once."""
+    async with store.transaction() as w:
+        cur = await w.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+        return cur.rowcount == 1

@@ -1,0 +1,46 @@
+"""Store queries for retention: drop finished rows past a cutoff, never anything still in flight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    requests: int
+    batches: int
+    ledger: int
+
+    @property
+    def total(self) -> int:
+        return self.requests + self.batches + self.ledger
+
+
+async def purge(store: Store, *, before: float) -> PurgeReport:
+    """Delete final requests finished before `before`, done batches ended before it, and ledger rows.
+
+    Pending, submitting, submitted and escalated requests are never touched, nor open batches.
+    The newest request id and the newest completion number are always kept: SQLite would
+    otherwise hand a purged id out again (a new request would then answer to an old
+    `custom_id`), and a watcher's completion cursor must never run backwards.
+    """
+    async with store.transaction() as w:
+        cur = await w.execute(
+            "DELETE FROM requests WHERE state IN ('succeeded', 'failed') AND finished_at < ?"
+            " AND id < (SELECT MAX(id) FROM requests)"
+            " AND (done_seq IS NULL OR done_seq < (SELECT MAX(done_seq) FROM requests))",
+            (before,),
+        )
+        requests = cur.rowcount
+        cur = await w.execute(
+            "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < ?"
+            " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
+            " AND r.state IN ('submitting', 'submitted'))",
+            (before,),
+        )
+        batches = cur.rowcount
+        cur = await w.execute("DELETE FROM ledger WHERE at < ?", (before,))
+        ledger = cur.rowcount
+    return PurgeReport(requests, batches, ledger)

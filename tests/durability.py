@@ -1,0 +1,161 @@
+"""Subprocess plumbing for the daemon and crash tests: config files, daemon and app processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+APP = Path(__file__).with_name("durability_app.py")
+
+
+def write_config(
+    tmp_path: Path, url: str, *, lease_ttl: str = "1s", grace: str = "2s", name: str = "router"
+) -> Path:
+    """A daemon-mode config on `url` with fast flushes and polls (store next to it)."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f"""
+[anthropic]
+base_url = "{url}"
+max_retries = 0
+timeout = "10s"
+
+[store]
+path = "{name}.db"
+
+[batch]
+poll_interval = "100ms"
+poll_max_interval = "200ms"
+reconcile_grace = "{grace}"
+
+[router]
+flusher = "daemon"
+watch_interval = "50ms"
+lease_ttl = "{lease_ttl}"
+
+[classes.daily]
+route = "batch"
+deadline = "1d"
+every = "200ms"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def env(crash_at: str | None = None) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("HYBRID_ROUTER_CRASH_AT", "ANTHROPIC_BASE_URL")}
+    out["ANTHROPIC_API_KEY"] = "test-key"
+    out["PYTHONPATH"] = str(REPO)
+    if crash_at:
+        out["HYBRID_ROUTER_CRASH_AT"] = crash_at
+    return out
+
+
+# Small ingest chunks so that "mid-results" has several commits to fall between.
+_DAEMON = (
+    "import sys, router.poller as p; p.INGEST_CHUNK = 2;"
+    " from router.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+async def start_daemon(config: Path, *extra: str, crash_at: str | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _DAEMON,
+        "--config",
+        str(config),
+        "daemon",
+        *extra,
+        env=env(crash_at),
+        cwd=str(config.parent),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@dataclass
+class Finished:
+    code: int
+    stdout: str
+    stderr: str
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> Finished:
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+        raise AssertionError(
+            f"process did not finish in {timeout}s; stderr:\n{err.decode()[-3000:]}"
+        ) from None
+    assert proc.returncode is not None
+    return Finished(proc.returncode, out.decode(), err.decode())
+
+
+async def stop(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> Finished:
+    """SIGTERM and wait: a clean shutdown."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    return await finish(proc, timeout)
+
+
+async def run_app(config: Path, mode: str, *args: str, crash_at: str | None = None) -> Finished:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(APP),
+        mode,
+        str(config),
+        *args,
+        env=env(crash_at),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return await finish(proc)
+
+
+def prompt(key: str) -> str:
+    return f"crash test request {key}"
+
+
+def query(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def lease_owner(db: Path) -> str | None:
+    try:
+        rows = query(db, "SELECT owner FROM leases WHERE name = 'driver'")
+    except sqlite3.OperationalError:  # not migrated yet
+        return None
+    return str(rows[0][0]) if rows else None
+
+
+async def until(condition: Any, *, timeout: float = 15.0, what: str = "condition") -> None:
+    """Wait for a condition on the store or on processes (never for a batch's duration)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - state written by another process
+            await asyncio.sleep(0.02)
+
+
+def stderr_events(text: str) -> list[dict[str, Any]]:
+    """The JSON log lines a subprocess wrote (its stderr is not a terminal)."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
