@@ -11,6 +11,7 @@ from .config import LatencyClass, RouterConfig, load_config
 from .errors import (
     BatchResultMissingError,
     ConfigError,
+    DeadlineError,
     InvalidRequestError,
     RequestCanceledError,
     RequestExpiredError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchResultMissingError",
     "ConfigError",
+    "DeadlineError",
     "InvalidRequestError",
     "LatencyClass",
     "Messages",

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,13 +16,16 @@ import structlog
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
-from . import batcher, poller, reconcile
+from . import batcher, bulk, poller, reconcile
 from .config import LatencyClass, RouterConfig, load_config
-from .errors import InvalidRequestError, RouterError
+from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
+from .errors import DeadlineError, InvalidRequestError, RouterError
+from .limits import check_realtime_size
 from .outcomes import Outcome, outcome_of, unwrap
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .policy import Policy
 from .realtime import RealtimeLane
+from .retry import Backoff
 from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
 from .store.store import BODY_FIXED
@@ -63,9 +66,13 @@ class Router:
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
         self._scheduler: RouterScheduler | None = None
+        self._estimator: TurnaroundEstimator | None = None
+        self._escalator: Escalator | None = None
         # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
         self._run_scheduler = scheduler
         self._flush_locks: dict[str, asyncio.Lock] = {}
+        # Scheduled flushes wait out a failed batches.create (429 retry-after, 5xx) before trying again.
+        self._create_backoff = Backoff()
         self._poll_lock = asyncio.Lock()
         # Reconciliation of lost create answers: batches being created here right now, those
         # whose create ended here without an answer, and the time before which no other
@@ -104,6 +111,14 @@ class Router:
         )
         self._watcher = CompletionWatcher(self._store, interval=cfg.router.watch_interval)
         await self._watcher.start()
+        self._estimator = TurnaroundEstimator(
+            self._store, prior=cfg.batch.turnaround_prior, percentile=cfg.batch.turnaround_percentile
+        )
+        await self._estimator.refresh()
+        self._escalator = Escalator(
+            store=self._store, lane=self._realtime, config=cfg, estimator=self._estimator,
+            clock=self.clock, on_finished=self._finished,
+        )
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
             self.start_scheduler()
@@ -115,8 +130,8 @@ class Router:
         housekeeping: Callable[[], Awaitable[object]] | None = None,
         housekeeping_every: float = 86_400.0,
     ) -> RouterScheduler:
-        """Run the flush, trigger and poll jobs in this process (the daemon calls it once it
-        holds the database's lease; an inline Router at open)."""
+        """Run the flush, trigger, poll and escalation jobs in this process (the daemon calls
+        it once it holds the database's lease; an inline Router at open)."""
         if self._scheduler is not None:
             return self._scheduler
         cfg = self.config
@@ -126,6 +141,8 @@ class Router:
             check_triggers=self._check_triggers,
             poll=self._scheduled_poll,
             poll_tick=max(0.05, min(cfg.batch.poll_interval, 5.0)),
+            escalate=self._scheduled_escalate,
+            escalate_every=max(1.0, min(cfg.batch.deadline_margin / 4, 30.0)),
             housekeeping=housekeeping,
             housekeeping_every=housekeeping_every,
         )
@@ -136,6 +153,9 @@ class Router:
         if self._scheduler is not None:
             self._scheduler.shutdown()
             self._scheduler = None
+        if self._escalator is not None:
+            await self._escalator.stop()
+            self._escalator = None
         if self._watcher is not None:
             await self._watcher.stop()
             self._watcher = None
@@ -167,6 +187,22 @@ class Router:
         if self._realtime is None:
             raise RouterError("the Router is not open: use `async with Router(...) as client:`")
         return self._realtime
+
+    @property
+    def _deadlines(self) -> Escalator:
+        if self._escalator is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._escalator
+
+    @property
+    def _turnaround(self) -> TurnaroundEstimator:
+        if self._estimator is None:
+            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+        return self._estimator
+
+    def _finished(self, ids: Sequence[int]) -> None:
+        self._waiters.notify(ids)
+        self._waiters.wake()
 
     @property
     def _waiters(self) -> CompletionWatcher:
@@ -210,7 +246,19 @@ class Router:
             report = await self._poll(force)
         if report.delivered:
             self._waiters.wake()
+        if report.ended:
+            await self._turnaround.refresh()
         return report
+
+    async def escalate(self) -> EscalationReport:
+        """Escalate (or fail, per policy) requests whose deadline a batch can no longer meet."""
+        return await self._deadlines.run()
+
+    async def _scheduled_escalate(self) -> None:
+        try:
+            await self.escalate()
+        except Exception as exc:
+            log.error("escalation_failed", error=str(exc))
 
     async def _poll(self, force: bool) -> poller.PollReport:
         # Lost create answers first: an adopted batch is then polled like any other.
@@ -235,10 +283,19 @@ class Router:
         )
 
     async def _scheduled_flush(self, latency: str) -> None:
+        if not self._create_backoff.ready(self.clock()):
+            log.debug("flush_backing_off", latency=latency, until=self._create_backoff.not_before)
+            return
         try:
-            await self.flush(latency)
+            report = await self.flush(latency)
         except Exception as exc:  # a scheduled job must log, not die silently
             log.error("flush_failed", latency=latency, error=str(exc))
+            return
+        if report.failure is not None:
+            until = self._create_backoff.failed(report.failure, self.clock())
+            log.warning("flush_backoff", latency=latency, retry_in=until - self.clock())
+        elif report.batches:
+            self._create_backoff.succeeded()
 
     async def _scheduled_poll(self) -> None:
         try:
@@ -291,6 +348,16 @@ class Router:
                 ' the batch envelope; [batch] max_bytes); send it with latency="realtime" or make it smaller'
             )
         now = self.clock()
+        deadline_at = now + cls.deadline if cls.deadline is not None else None
+        # A batch that cannot finish before the deadline is no option: go real time at once.
+        at_risk = self._deadlines.at_risk_now(str(params["model"]), deadline_at, now)
+        if at_risk and cls.on_deadline_risk == "fail":
+            raise DeadlineError(
+                f"latency: class {cls.name!r} has a {cls.deadline:.0f} s deadline but batches are expected"
+                f" to take {self._turnaround.estimate(str(params['model'])):.0f} s (+ the"
+                f" {self.config.batch.deadline_margin:.0f} s margin), and the class says"
+                ' on_deadline_risk = "fail"'
+            )
         request = NewRequest(
             key=key or f"auto-{uuid.uuid4().hex}",
             latency=cls.name,
@@ -298,10 +365,13 @@ class Router:
             model=str(params["model"]),
             params=body,
             created_at=now,
-            deadline_at=now + cls.deadline if cls.deadline is not None else None,
+            deadline_at=deadline_at,
         )
         ticket = await self.store.enqueue(request)
-        if ticket.created:
+        if ticket.created and at_risk:
+            await self._deadlines.escalate_ids([ticket.request_id], now)
+            log.info("request_escalated", request_id=ticket.request_id, reason="turnaround", latency=cls.name)
+        elif ticket.created:
             log.debug("request_deferred", request_id=ticket.request_id, latency=cls.name, tag=tag)
             self._after_enqueue(cls)
         return ticket
@@ -313,6 +383,7 @@ class Router:
         check_keywords(kwargs)
         cls = self._resolve_class(latency, tag, kwargs.get("model"))
         if cls.route == "realtime":
+            check_realtime_size(kwargs)
             try:
                 return await self._lane.create(kwargs, latency=cls.name, tag=tag)
             except anthropic.RateLimitError:
@@ -364,6 +435,27 @@ class Messages:
     async def submit(self, **kwargs: Any) -> Ticket:
         """Store a deferrable request and return its ticket once durably committed."""
         return await self._router._submit(kwargs)
+
+    def map(
+        self,
+        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        *,
+        latency: str | None = None,
+        tag: str | None = None,
+        window: int = bulk.DEFAULT_WINDOW,
+    ) -> AsyncIterator[tuple[str, Outcome]]:
+        """Defer many requests; yields `(key, Message or exception)` as their results arrive.
+
+        `requests` is an iterable or async iterable of create() keyword dicts, each of which
+        may carry its own `key` (and `tag`); it is read lazily, and at most `window` requests
+        are stored but not yet yielded. A bad item is yielded with its InvalidRequestError
+        (nothing stored for it). Requests are flushed by the scheduler (or the daemon); results
+        come in completion order. Stopping early leaves the stored requests in the store.
+        """
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise InvalidRequestError(f"window: expected an integer >= 1, got {window!r}")
+        bulk.check_batch_class(self._router, latency, tag)
+        return bulk.map_requests(self._router, requests, latency=latency, tag=tag, window=window)
 
     def stream(self, **kwargs: Any) -> Any:
         """Real-time streaming, exactly as `AsyncAnthropic().messages.stream`."""

@@ -11,6 +11,7 @@ from anthropic._error_classes import make_status_error
 __all__ = [
     "BatchResultMissingError",
     "ConfigError",
+    "DeadlineError",
     "InvalidRequestError",
     "RequestCanceledError",
     "RequestExpiredError",
@@ -52,6 +53,10 @@ class RequestCanceledError(RouterError):
 
 class RequestExpiredError(RouterError):
     """The batch holding this request expired (24 h) before the request was processed."""
+
+
+class DeadlineError(RouterError):
+    """A batch could not meet the request's deadline and its class says `on_deadline_risk = "fail"`."""
 
 
 class BatchResultMissingError(RouterError):

@@ -10,6 +10,7 @@ from anthropic.types import Message
 
 from .errors import (
     BatchResultMissingError,
+    DeadlineError,
     RequestCanceledError,
     RequestExpiredError,
     RouterError,
@@ -41,6 +42,8 @@ def outcome_of(row: RequestRow) -> Outcome:
             f"request {row.key!r} expired: its batch ended (24 h limit) before it was processed"
             f" (after {row.attempts} attempt(s))"
         )
+    if kind == "deadline":
+        return DeadlineError(str(result.get("reason") or f"request {row.key!r} cannot meet its deadline"))
     if kind == "missing":
         return BatchResultMissingError(str(result.get("reason") or f"request {row.key!r} has no result"))
     return RouterError(f"request {row.key!r} ended with an unknown result type {kind!r}")

@@ -15,7 +15,10 @@ import httpx2
 import structlog
 
 from ._crashpoints import crash_point
+from .retry import retry_after_of
 from .store import BatchRow, IngestStats, Store, states
+from .store.deadlines import record_turnaround
+from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
 
 log = structlog.get_logger()
 
@@ -32,6 +35,13 @@ class PollReport:
     retried: int = 0
     duplicates: int = 0
     errors: int = 0
+
+
+def _missing_reason(batch: BatchRow, age: float) -> str:
+    return (
+        f"the results of batch {batch.api_id} could not be downloaded: it was created"
+        f" {age / 86400:.1f} days ago and the API keeps batch results for 29 days"
+    )
 
 
 def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
@@ -98,8 +108,12 @@ async def poll(
     for batch in await store.open_batches():
         if batch.api_id is None:
             continue  # a create whose answer is unknown: see reconcile
-        if not force and batch.state == states.B_IN_PROGRESS and (batch.next_poll_at or 0) > now:
-            continue
+        if (
+            not force
+            and batch.state in (states.B_IN_PROGRESS, states.B_ENDED)
+            and (batch.next_poll_at or 0) > now
+        ):
+            continue  # not due yet, or backing off after an error
         try:
             if batch.state in (states.B_IN_PROGRESS, states.B_CANCELING):
                 remote = await client.messages.batches.retrieve(batch.api_id)
@@ -112,15 +126,30 @@ async def poll(
                     continue
                 ended_at = remote.ended_at.timestamp() if remote.ended_at else now
                 await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
+                if remote.cancel_initiated_at is None and remote.ended_at is not None:
+                    # Both times from the API's clock; a canceled batch says nothing of turnaround.
+                    turnaround = (remote.ended_at - remote.created_at).total_seconds()
+                    await record_turnaround(store, batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
                 crash_point("poll.after_ended")
             stats = await ingest(
                 client, store, batch, now=now, max_attempts=max_attempts, on_finished=on_finished
             )
-        except (anthropic.APIError, httpx2.HTTPError) as exc:
-            # Transient or not, the batch stays open and is polled again; nothing is lost.
+        except (anthropic.APIError, httpx2.HTTPError, ValueError) as exc:
+            # ValueError: a results line cut mid-way. Whatever it was, the batch stays open
+            # and is polled again after a backoff; what was ingested is skipped on re-read.
+            age = now - (batch.submitted_at or batch.created_at)
+            if isinstance(exc, anthropic.NotFoundError) and age >= RESULTS_RETENTION_SECONDS:
+                lost = await fail_missing(store, batch.id, now=now, reason=_missing_reason(batch, age))
+                log.error("batch_results_lost", batch_id=batch.api_id, requests=len(lost))
+                if lost:
+                    on_finished(lost)
+                report.delivered += len(lost)
+                continue
             report.errors += 1
-            log.warning("batch_poll_failed", batch_id=batch.api_id, error=str(exc))
+            delay = max(base_interval, min(retry_after_of(exc) or 0.0, max_interval))
+            await store.update_batch(batch.id, next_poll_at=now + delay)
+            log.warning("batch_poll_failed", batch_id=batch.api_id, error=str(exc), retry_in=delay)
             continue
         report.ended.append(batch.api_id)
         report.delivered += stats.delivered

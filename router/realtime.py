@@ -37,6 +37,12 @@ class RealtimeLane:
             self.record(reply, latency=latency, tag=tag)
         return reply
 
+    async def send(self, params: dict[str, Any]) -> Message:
+        """Send stored batch params real time (escalation); the caller records the usage."""
+        async with self._limit:
+            reply: Message = await self.client.messages.create(**params)
+        return reply
+
     def record(self, message: Message, *, latency: str | None, tag: str | None) -> None:
         if self._store is None:
             return

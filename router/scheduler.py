@@ -33,6 +33,8 @@ class RouterScheduler:
         check_triggers: Callable[[str], Awaitable[object]],
         poll: Callable[[], Awaitable[object]],
         poll_tick: float,
+        escalate: Callable[[], Awaitable[object]] | None = None,
+        escalate_every: float = 30.0,
         housekeeping: Callable[[], Awaitable[object]] | None = None,
         housekeeping_every: float = 86_400.0,
     ) -> None:
@@ -59,6 +61,8 @@ class RouterScheduler:
                     check_triggers, IntervalTrigger(seconds=every), args=[name], id=f"triggers:{name}"
                 )
         self._scheduler.add_job(poll, IntervalTrigger(seconds=poll_tick), id="poll")
+        if escalate is not None:
+            self._scheduler.add_job(escalate, IntervalTrigger(seconds=escalate_every), id="escalate")
         if housekeeping is not None:
             self._scheduler.add_job(
                 housekeeping, IntervalTrigger(seconds=housekeeping_every), id="housekeeping"

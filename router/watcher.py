@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from .errors import RouterError
 from .outcomes import Outcome, outcome_of
 from .store import RequestRow, Store, states
 
@@ -27,6 +28,8 @@ class CompletionWatcher:
         self._store = store
         self._interval = interval
         self._waiters: dict[int, list[asyncio.Future[Outcome]]] = defaultdict(list)
+        # Bulk callers: one listener per map() call, one dict entry per awaited id (no futures).
+        self._listeners: dict[int, CompletionListener] = {}
         self._wake = asyncio.Event()
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -47,6 +50,9 @@ class CompletionWatcher:
                 if not fut.done():
                     fut.cancel()
         self._waiters.clear()
+        for listener in set(self._listeners.values()):
+            listener._stop()
+        self._listeners.clear()
 
     @property
     def waiting(self) -> int:
@@ -57,8 +63,12 @@ class CompletionWatcher:
         self._wake.set()
 
     def notify(self, ids: Sequence[int]) -> None:
-        if any(i in self._waiters for i in ids):
+        if any(i in self._waiters or i in self._listeners for i in ids):
             self._wake.set()
+
+    def listen(self) -> CompletionListener:
+        """A listener that collects the final rows of the ids added to it, as they complete."""
+        return CompletionListener(self, self._store)
 
     async def wait(self, request_id: int, timeout: float | None = None) -> Outcome:
         """Wait for a request's final outcome."""
@@ -106,7 +116,72 @@ class CompletionWatcher:
             if not batch:
                 return
             self._cursor = batch[-1][0]
-            wanted = [rid for _, rid in batch if rid in self._waiters]
+            wanted = [rid for _, rid in batch if rid in self._waiters or rid in self._listeners]
             if wanted:
                 for row in await self._store.get_many(wanted):
                     self._resolve(row)
+                    listener = self._listeners.pop(row.id, None)
+                    if listener is not None:
+                        listener._push(row)
+
+
+class CompletionListener:
+    """Final rows of a set of request ids, handed over in completion order (for `messages.map`).
+
+    Memory is one dict entry per id still awaited plus the rows completed but not taken yet.
+    """
+
+    def __init__(self, watcher: CompletionWatcher, store: Store) -> None:
+        self._watcher = watcher
+        self._store = store
+        self._ids: set[int] = set()
+        self._ready: list[RequestRow] = []
+        self._event = asyncio.Event()
+        self._stopped = False
+
+    @property
+    def awaited(self) -> int:
+        return len(self._ids)
+
+    async def add(self, ids: Sequence[int]) -> None:
+        """Start listening for `ids`; those already final are ready at once."""
+        new = [i for i in ids if i not in self._ids]
+        for rid in new:
+            self._ids.add(rid)
+            self._watcher._listeners[rid] = self
+        # Registered first, checked second: a completion between the two cannot be missed.
+        for row in await self._store.get_many(new):
+            if row.state in states.FINAL_STATES and self._watcher._listeners.pop(row.id, None) is self:
+                self._push(row)
+
+    def take(self) -> list[RequestRow]:
+        """The rows completed since the last take (possibly none), without waiting."""
+        rows, self._ready = self._ready, []
+        self._event.clear()
+        return rows
+
+    async def get(self) -> list[RequestRow]:
+        """Wait until at least one row is ready and take them all."""
+        while not self._ready:
+            if self._stopped:
+                raise RouterError("the Router was closed while results were still awaited")
+            await self._event.wait()
+            self._event.clear()
+        return self.take()
+
+    def close(self) -> None:
+        for rid in self._ids:
+            if self._watcher._listeners.get(rid) is self:
+                del self._watcher._listeners[rid]
+        self._ids.clear()
+        self._ready.clear()
+
+    def _stop(self) -> None:
+        self._stopped = True
+        self._event.set()
+
+    def _push(self, row: RequestRow) -> None:
+        if row.id in self._ids:
+            self._ids.discard(row.id)
+            self._ready.append(row)
+            self._event.set()

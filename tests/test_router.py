@@ -273,7 +273,7 @@ path = "{db_path}"
 poll_interval = "50ms"
 [classes.soon]
 route = "batch"
-deadline = "1h"
+deadline = "24h"
 every = "100ms"
 """
     cfg_file = db_path.parent / "router.toml"

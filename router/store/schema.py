@@ -69,6 +69,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE requests ADD COLUMN escalated_at REAL;
     CREATE INDEX requests_by_deadline ON requests (deadline_at)
         WHERE state IN ('pending', 'submitted', 'escalated');
+    -- Observed batch turnaround (submitted -> ended) per model, for deadline estimates.
+    CREATE TABLE turnarounds (
+        batch_id INTEGER NOT NULL,
+        model    TEXT    NOT NULL,
+        seconds  REAL    NOT NULL,
+        PRIMARY KEY (model, batch_id)
+    );
     """,
     # 3: a lease per database, so that only one daemon drives flushing and polling at a time.
     """
@@ -78,6 +85,17 @@ MIGRATIONS: tuple[str, ...] = (
         acquired_at REAL NOT NULL,
         expires_at  REAL NOT NULL              -- wall-clock time; renewed well before it passes
     );
+    """,
+    # 4: request params in their own table. SQLite rewrites a whole row on any UPDATE, so with
+    # ~2 KB of params inline every state change (claim, submit, result) rewrote the params too:
+    # a 100,000-request flush wrote ~800 MB of WAL. requests.params is left empty (x'').
+    """
+    CREATE TABLE request_params (
+        id     INTEGER PRIMARY KEY REFERENCES requests (id) ON DELETE CASCADE,
+        params BLOB    NOT NULL                -- request params exactly as sent (JSON bytes)
+    );
+    INSERT INTO request_params (id, params) SELECT id, params FROM requests;
+    UPDATE requests SET params = x'';
     """,
 )
 

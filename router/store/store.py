@@ -8,6 +8,7 @@ fsync per group rather than one per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import aiosqlite
 import structlog
 
+from .. import retry as _retry
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from ..pricing import TokenCounts
@@ -127,6 +129,23 @@ class Store:
         await self._reader.close()
         await self._writer.close()
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._writer
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection (sees committed data; never blocks the writer in WAL mode)."""
+        return self._reader
+
     # ------------------------------------------------------------------ enqueue
 
     async def enqueue(self, request: NewRequest) -> Ticket:
@@ -194,7 +213,6 @@ class Store:
                     r.latency,
                     r.tag,
                     r.model,
-                    r.params,
                     d,
                     len(r.params),
                     states.PENDING,
@@ -209,8 +227,9 @@ class Store:
                 async with w.execute("SELECT COALESCE(MAX(id), 0) FROM requests") as cur:
                     before = (await cur.fetchone() or (0,))[0]
                 await w.executemany(
+                    # params live in request_params (schema 4): state changes then rewrite small rows.
                     "INSERT INTO requests (key, class, tag, model, params, digest, size, state, created_at,"
-                    " deadline_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                    " deadline_at) VALUES (?,?,?,?,x'',?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
                     rows,
                 )
                 found: dict[str, tuple[int, bytes, str, float | None]] = {}
@@ -224,6 +243,7 @@ class Store:
                         for key, rid, digest, latency, deadline in await cur.fetchall():
                             found[key] = (rid, digest, latency, deadline)
                 seen: set[str] = set()
+                new_params: list[tuple[int, bytes]] = []
                 for r, d in zip(requests, digests, strict=True):
                     rid, stored_digest, latency, deadline = found[r.key]
                     if stored_digest != d:
@@ -236,9 +256,13 @@ class Store:
                         continue
                     created = rid > before and r.key not in seen
                     seen.add(r.key)
+                    if created:
+                        new_params.append((rid, r.params))
                     results.append(Ticket(r.key, rid, latency, deadline, created))
+                if new_params:
+                    await w.executemany("INSERT INTO request_params (id, params) VALUES (?, ?)", new_params)
             if ledger:
-                await _insert_ledger(w, ledger)
+                await insert_ledger(w, ledger)
             crash_point("enqueue.before_commit")
             await w.execute("COMMIT")
         except BaseException:
@@ -314,16 +338,24 @@ class Store:
         return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
 
     async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
-        """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time."""
-        async with self._reader.execute(
-            "SELECT id, params FROM requests WHERE batch_id = ? AND state = 'submitting' ORDER BY id",
-            (batch_id,),
-        ) as cur:
-            while True:
-                rows = await cur.fetchmany(chunk)
-                if not rows:
-                    return
-                yield [(int(r[0]), bytes(r[1])) for r in rows]
+        """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time.
+
+        One short statement per chunk (keyset pagination), never a cursor held open across
+        awaits: that would pin the reader connection to an old snapshot for every other read
+        of this process, and hold back WAL checkpoints, for as long as the upload lasts.
+        """
+        after = 0
+        while True:
+            async with self._reader.execute(
+                "SELECT r.id, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+                " WHERE r.batch_id = ? AND r.state = 'submitting' AND r.id > ? ORDER BY r.id LIMIT ?",
+                (batch_id, after, chunk),
+            ) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            yield [(int(r[0]), bytes(r[1])) for r in rows]
 
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async with self._write_lock:
@@ -433,8 +465,7 @@ class Store:
                         (batch_id, *part),
                     ) as cur:
                         seen.update(r[0] for r in await cur.fetchall())
-                async with w.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests") as cur:
-                    seq = (await cur.fetchone() or (0,))[0]
+                seq = await next_done_seq(w) - 1
                 finals: list[tuple[Any, ...]] = []
                 retries: list[tuple[Any, ...]] = []
                 ledger: list[LedgerEntry] = []
@@ -447,8 +478,12 @@ class Store:
                         skipped += 1
                         continue
                     seen.add(rid)
-                    state, bid, latency, tag, model, attempts, _deadline = row
-                    ours = bid == batch_id and state == states.SUBMITTED
+                    state, bid, latency, tag, model, attempts, deadline = row
+                    # An escalated request still takes a succeeded batch result: the first final
+                    # outcome wins, and the real-time reply that comes second is the duplicate.
+                    ours = bid == batch_id and (
+                        state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
+                    )
                     message = result.get("message") if rtype == "succeeded" else None
                     ledger.append(
                         LedgerEntry(
@@ -467,9 +502,14 @@ class Store:
                     if not ours:
                         duplicates += 1
                         continue
-                    if _should_retry(rtype, result) and attempts + 1 < max_attempts.get(
-                        latency, default_max_attempts
-                    ):
+                    decision = _retry.decide(
+                        result,
+                        attempts=attempts + 1,
+                        max_attempts=max_attempts.get(latency, default_max_attempts),
+                        deadline_at=deadline,
+                        now=now,
+                    )
+                    if rtype != "succeeded" and decision == _retry.RESUBMIT:
                         retries.append((rid, batch_id))
                         retried += 1
                         continue
@@ -482,7 +522,8 @@ class Store:
                     await w.executemany(
                         "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?,"
                         " finished_at = ?,"
-                        " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = 'submitted'",
+                        " attempts = attempts + 1 WHERE id = ? AND batch_id = ?"
+                        " AND state IN ('submitted', 'escalated')",
                         finals,
                     )
                 if retries:
@@ -492,7 +533,7 @@ class Store:
                         retries,
                     )
                 if ledger:
-                    await _insert_ledger(w, ledger)
+                    await insert_ledger(w, ledger)
                 crash_point("apply.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
@@ -587,17 +628,6 @@ class Store:
             return int((await cur.fetchone() or (0,))[0])
 
 
-def _should_retry(result_type: str, result: Mapping[str, Any]) -> bool:
-    if result_type in ("expired", "canceled"):
-        return True
-    if result_type == "errored":
-        error = result.get("error") or {}
-        inner = error.get("error") if isinstance(error, dict) else None
-        etype = inner.get("type") if isinstance(inner, dict) else None
-        return etype in states.RETRYABLE_ERROR_TYPES
-    return False
-
-
 def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
     if latencies is None:
         return "", ()
@@ -606,7 +636,13 @@ def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]
     return f" AND class IN ({','.join('?' * len(latencies))})", tuple(latencies)
 
 
-async def _insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
+async def next_done_seq(w: aiosqlite.Connection) -> int:
+    """The next completion number; call inside the write transaction that completes the row."""
+    async with w.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests") as cur:
+        return int((await cur.fetchone() or (1,))[0])
+
+
+async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
     await w.executemany(
         "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
         " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
@@ -641,6 +677,19 @@ async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None
     await conn.execute("PRAGMA foreign_keys = ON")
 
 
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (SQLite's own tokenizer decides; `;` in comments is fine)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    return out
+
+
 async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     await conn.execute("BEGIN IMMEDIATE")
     try:
@@ -652,9 +701,8 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
                 f" ({SCHEMA_VERSION}); upgrade hybrid-router"
             )
         for number in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    await conn.execute(statement)
+            for statement in _statements(MIGRATIONS[number]):
+                await conn.execute(statement)
             await conn.execute(f"PRAGMA user_version = {number + 1}")
         await conn.execute("COMMIT")
     except BaseException:
