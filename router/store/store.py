@@ -351,7 +351,7 @@ class Store:
                 " WHERE r.batch_id = ? AND r.state = 'submitting' AND r.id > ? ORDER BY r.id LIMIT ?",
                 (batch_id, after, chunk),
             ) as cur:
-                rows = await cur.fetchall()
+                rows = list(await cur.fetchall())
             if not rows:
                 return
             after = int(rows[-1][0])
