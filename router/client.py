@@ -138,7 +138,7 @@ class Router:
         self._scheduler = RouterScheduler(
             classes=cfg.classes,
             flush=self._scheduled_flush,
-            check_triggers=self._check_triggers,
+            check_triggers=self.check_triggers,
             poll=self._scheduled_poll,
             poll_tick=max(0.05, min(cfg.batch.poll_interval, 5.0)),
             escalate=self._scheduled_escalate,
@@ -152,6 +152,7 @@ class Router:
     async def close(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown()
+            await self._scheduler.drain()  # let a running flush record the batch it created
             self._scheduler = None
         if self._escalator is not None:
             await self._escalator.stop()
@@ -289,7 +290,7 @@ class Router:
         try:
             report = await self.flush(latency)
         except Exception as exc:  # a scheduled job must log, not die silently
-            log.error("flush_failed", latency=latency, error=str(exc))
+            log.exception("flush_failed", latency=latency, error=str(exc))
             return
         if report.failure is not None:
             until = self._create_backoff.failed(report.failure, self.clock())
@@ -303,7 +304,7 @@ class Router:
         except Exception as exc:
             log.error("poll_failed", error=str(exc))
 
-    async def _check_triggers(self, latency: str) -> bool:
+    async def check_triggers(self, latency: str) -> bool:
         """Flush a class now if its size or age trigger is reached. Returns whether it fired."""
         cls = self.config.classes[latency]
         count, size, oldest = await self.store.pending_stats([latency])
@@ -326,7 +327,7 @@ class Router:
             self._enqueued_since_check[cls.name] = seen
             return
         self._enqueued_since_check[cls.name] = 0
-        task = asyncio.get_running_loop().create_task(self._check_triggers(cls.name))
+        task = asyncio.get_running_loop().create_task(self.check_triggers(cls.name))
         task.add_done_callback(_log_task_error)
 
     # ------------------------------------------------------------------ the two lanes

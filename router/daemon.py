@@ -142,7 +142,7 @@ class Daemon:
             log.error("poll_failed", error=str(exc))
         for name in router._batch_classes():
             try:
-                await router._check_triggers(name)
+                await router.check_triggers(name)
             except Exception as exc:
                 log.error("flush_failed", latency=name, error=str(exc))
         await self._scheduled_purge()
@@ -159,6 +159,8 @@ class Daemon:
         if not held:
             log.error("lease_lost", owner=self.owner)
             self.stop(EXIT_LEASE_LOST)
+            return
+        crash_point("lease.after_renew")
 
     async def purge(self) -> PurgeReport:
         """Drop what is past `[store] retention` (finished requests, done batches, ledger rows)."""

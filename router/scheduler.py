@@ -6,6 +6,7 @@ has `max_instances=1` and `coalesce=True` so a slow flush is never stacked on it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,12 @@ class RouterScheduler:
         housekeeping: Callable[[], Awaitable[object]] | None = None,
         housekeeping_every: float = 86_400.0,
     ) -> None:
+        self._running: set[asyncio.Task[object]] = set()
+        flush = self._shielded(flush)
+        check_triggers = self._shielded(check_triggers)
+        poll = self._shielded(poll)
+        escalate = self._shielded(escalate) if escalate is not None else None
+        housekeeping = self._shielded(housekeeping) if housekeeping is not None else None
         self._flush = flush
         self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=UTC)
         for name, cls in classes.items():
@@ -68,12 +75,33 @@ class RouterScheduler:
                 housekeeping, IntervalTrigger(seconds=housekeeping_every), id="housekeeping"
             )
 
+    def _shielded(self, job: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
+        """Run a job as its own task, shielded from the executor's cancellation at shutdown.
+
+        A flush cut in half would leave a batch created but unrecorded; shutdown instead stops
+        new runs and waits (drain) for the running ones to finish their step.
+        """
+
+        async def run(*args: object) -> object:
+            task: asyncio.Task[object] = asyncio.ensure_future(job(*args))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return await asyncio.shield(task)
+
+        return run
+
     def start(self) -> None:
         self._scheduler.start()
 
     def shutdown(self) -> None:
+        """Stop starting jobs; running ones go on until `drain()`."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+
+    async def drain(self) -> None:
+        """Wait for the jobs that were running at shutdown."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
 
     def flush_now(self, latency: str) -> None:
         """Wake a class's flush at once (a size or age trigger was reached)."""
@@ -90,6 +118,14 @@ class RouterScheduler:
     def every(self, seconds: float, func: Callable[[], Awaitable[object]], job_id: str) -> None:
         """Add a periodic job (the daemon's lease renewal)."""
         self._scheduler.add_job(func, IntervalTrigger(seconds=seconds), id=job_id, replace_existing=True)
+
+    def next_run(self, job_id: str, after: datetime) -> datetime | None:
+        """When a job's trigger fires next after `after` (None if the job or a next time does not exist)."""
+        job = self._scheduler.get_job(job_id)
+        if job is None:
+            return None
+        fire: datetime | None = job.trigger.get_next_fire_time(None, after)
+        return fire
 
     def job_ids(self) -> list[str]:
         return sorted(job.id for job in self._scheduler.get_jobs())

@@ -137,7 +137,7 @@ class Store:
             try:
                 yield self._writer
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await rollback(self._writer)
                 raise
             await self._writer.execute("COMMIT")
 
@@ -266,7 +266,7 @@ class Store:
             crash_point("enqueue.before_commit")
             await w.execute("COMMIT")
         except BaseException:
-            await w.execute("ROLLBACK")
+            await rollback(w)
             raise
         crash_point("enqueue.after_commit")
         return results
@@ -323,7 +323,7 @@ class Store:
                 ) as c:
                     count, total = await c.fetchone() or (0, 0)
                 if count == 0:
-                    await w.execute("ROLLBACK")
+                    await rollback(w)
                     return None
                 body = batch_body_bytes(int(total))
                 await w.execute(
@@ -333,7 +333,7 @@ class Store:
                 crash_point("claim.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                await rollback(w)
                 raise
         return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
 
@@ -373,7 +373,7 @@ class Store:
                 )
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                await rollback(w)
                 raise
 
     async def release_batch(self, batch_id: int) -> int:
@@ -393,7 +393,7 @@ class Store:
                 )
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                await rollback(w)
                 raise
         return released
 
@@ -537,7 +537,7 @@ class Store:
                 crash_point("apply.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                await rollback(w)
                 raise
         stats = IngestStats(delivered, retried, duplicates, skipped, unknown)
         return stats, finished
@@ -563,7 +563,7 @@ class Store:
                 )
                 await w.execute("COMMIT")
             except BaseException:
-                await w.execute("ROLLBACK")
+                await rollback(w)
                 raise
         return orphans
 
@@ -636,6 +636,19 @@ def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]
     return f" AND class IN ({','.join('?' * len(latencies))})", tuple(latencies)
 
 
+async def rollback(w: aiosqlite.Connection) -> None:
+    """Roll back the open transaction, if there still is one.
+
+    A cancelled await does not stop the statement in aiosqlite's thread: a COMMIT may have
+    completed after all, and then there is nothing left to roll back.
+    """
+    try:
+        await w.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "no transaction is active" not in str(exc):
+            raise
+
+
 async def next_done_seq(w: aiosqlite.Connection) -> int:
     """The next completion number; call inside the write transaction that completes the row."""
     async with w.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests") as cur:
@@ -706,5 +719,5 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
             await conn.execute(f"PRAGMA user_version = {number + 1}")
         await conn.execute("COMMIT")
     except BaseException:
-        await conn.execute("ROLLBACK")
+        await rollback(conn)
         raise
