@@ -113,8 +113,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _with_router(args, body)
 
 
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from .jsonl import describe, enqueue_file
+
+    async def body(router: Any) -> int:
+        report = await enqueue_file(router, args.file, latency=args.latency, tag=args.tag)
+        print(describe(report, args.file))
+        return 0
+
+    return _with_router(args, body)
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from .outcomes import outcome_of
+
+    if args.out is not None or args.keys:
+        return _export_results(args)
+    if args.key is None:
+        print("hybrid-router results: give a KEY, or --out FILE (with --keys K ... to pick)", file=sys.stderr)
+        return 2
 
     async def body(router: Any) -> int:
         row = await router.results.status(args.key)
@@ -127,6 +144,30 @@ def cmd_results(args: argparse.Namespace) -> int:
             return 1
         print(outcome.model_dump_json())
         return 0
+
+    return _with_router(args, body)
+
+
+def _export_results(args: argparse.Namespace) -> int:
+    from .jsonl import export_results
+
+    keys = ([args.key] if args.key else []) + list(args.keys or [])
+
+    async def body(router: Any) -> int:
+        if args.out in (None, "-"):
+            report = await export_results(router, sys.stdout.buffer, keys=keys or None)
+            sys.stdout.buffer.flush()
+        else:
+            with open(args.out, "wb") as out:  # noqa: ASYNC230 - a CLI writing its one output file
+                report = await export_results(router, out, keys=keys or None)
+        where = "stdout" if args.out in (None, "-") else args.out
+        print(f"wrote {report.written} result(s) to {where}", file=sys.stderr)
+        for key, state in report.unfinished.items():
+            print(f"  {key}: not finished ({state})", file=sys.stderr)
+        if report.unknown:
+            print(f"  unknown key(s): {', '.join(report.unknown)}", file=sys.stderr)
+            return 2
+        return 3 if report.unfinished else 0
 
     return _with_router(args, body)
 
@@ -225,8 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="cost per lane against sending everything real time")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("results", help="print the result of a request by key (Message JSON)")
-    p.add_argument("key")
+    p = sub.add_parser(
+        "enqueue", help="store the requests of a Batch API JSONL file (custom_id + params per line)"
+    )
+    p.add_argument("file", help='one {"custom_id": ..., "params": {...}} per line; custom_id is the key')
+    p.add_argument("--latency", help="batch class (default: the policy's choice per request)")
+    p.add_argument("--tag", help="tag every request")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = sub.add_parser(
+        "results",
+        help="print the result of a request by key (Message JSON), or write results as Batch API JSONL",
+    )
+    p.add_argument("key", nargs="?", help="one request's key: print its Message JSON")
+    p.add_argument(
+        "--out", help='write {"custom_id": key, "result": ...} lines to this file ("-": stdout)'
+    )
+    p.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys (default: every finished one)")
     p.set_defaults(func=cmd_results)
     return parser
 

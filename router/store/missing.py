@@ -1,0 +1,48 @@
+"""Failing the requests of a batch whose results can no longer be downloaded.
+
+The API keeps results for 29 days after a batch's `created_at`. A batch still open in the
+store past that (a daemon down for a month) cannot be ingested any more: its unanswered
+requests fail with a result of type ``missing`` that says why (`BatchResultMissingError`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import states
+from .records import custom_id_for
+from .store import Store, next_done_seq
+
+RESULTS_RETENTION_SECONDS = 29 * 24 * 3600.0
+
+
+def missing_line(request_id: int, reason: str) -> bytes:
+    """The stored result line of a request whose result is lost (router-specific type ``missing``)."""
+    return json.dumps(
+        {"custom_id": custom_id_for(request_id), "result": {"type": "missing", "reason": reason}},
+        separators=(",", ":"),
+    ).encode()
+
+
+async def fail_missing(store: Store, batch_id: int, *, now: float, reason: str) -> list[int]:
+    """Fail every request of the batch still waiting for its result, close the batch; returns their ids."""
+    async with store.transaction() as w:
+        async with w.execute(
+            "SELECT id FROM requests WHERE batch_id = ? AND state = ? ORDER BY id",
+            (batch_id, states.SUBMITTED),
+        ) as cur:
+            ids = [int(r[0]) for r in await cur.fetchall()]
+        seq = await next_done_seq(w)
+        await w.executemany(
+            "UPDATE requests SET state = ?, outcome = 'missing', result = ?, done_seq = ?, finished_at = ?,"
+            " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = ?",
+            [
+                (states.FAILED, missing_line(rid, reason), seq + n, now, rid, batch_id, states.SUBMITTED)
+                for n, rid in enumerate(ids)
+            ],
+        )
+        await w.execute(
+            "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
+            (states.B_DONE, now, batch_id),
+        )
+    return ids

@@ -1,0 +1,225 @@
+"""HTTP faults on create / retrieve / results: retried with backoff, no duplicate batch, no lost result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from router import Router, poller
+from router.emulator import Emulator
+from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
+from tests.helpers import ask, reply_text, until
+
+CERTAIN_CREATE_FAILURES = [
+    pytest.param({"status": 429, "retry_after": 30}, id="429-retry-after"),
+    pytest.param({"status": 500}, id="500"),
+    pytest.param({"status": 529}, id="529"),
+]
+POLL_FAULTS = [
+    pytest.param({"status": 429, "retry_after": 45}, id="429-retry-after"),
+    pytest.param({"status": 500}, id="500"),
+    pytest.param({"status": 529}, id="529"),
+    pytest.param({"drop": True}, id="dropped-connection"),
+]
+
+
+async def submit_many(router: Router, count: int, latency: str = "daily") -> None:
+    for i in range(count):
+        await router.messages.submit(**ask(f"request {i}"), latency=latency, key=f"k{i}")
+
+
+async def all_delivered(router: Router, count: int) -> None:
+    for i in range(count):
+        assert f"request {i}" in reply_text(await router.results.wait(f"k{i}")), i
+    rows = await ledger_rows(router)
+    assert sorted(r for r, _, _ in rows) == list(range(1, count + 1))  # each result once
+    assert all(t == "succeeded" and not dup for _, t, dup in rows)
+
+
+@pytest.mark.parametrize("fault", CERTAIN_CREATE_FAILURES)
+async def test_create_answered_with_an_error_is_retried_after_a_backoff(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 5)
+        emulator.faults.fail_next("batches.create", **fault)
+        await router._scheduled_flush("daily")
+        assert not emulator.batches  # the API said no: certainly no batch
+        assert await router.store.state_counts() == {"pending": 5}
+        # The scheduler's next tick waits out the backoff (retry-after when given) ...
+        await router._scheduled_flush("daily")
+        assert len(creates(emulator)) == 1
+        emulator.clock.advance(fault.get("retry_after", 1) + 0.5)
+        # ... then creates exactly one batch.
+        await router._scheduled_flush("daily")
+        assert [e.status for e in creates(emulator)] == [fault["status"], 200]
+        emulator.end_batches()
+        await router.poll()
+        await all_delivered(router, 5)
+        assert len(emulator.batches) == 1
+
+
+async def test_backoff_grows_while_create_keeps_failing(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 1)
+        emulator.faults.fail_next("batches.create", status=500, count=3)
+        waits = []
+        for _ in range(3):
+            await router._scheduled_flush("daily")
+            waits.append(router._create_backoff.not_before - emulator.clock.now())
+            emulator.clock.advance(waits[-1])
+        assert waits == [1.0, 2.0, 4.0]
+        await router._scheduled_flush("daily")
+        assert len(emulator.batches) == 1
+        assert router._create_backoff.failures == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"drop": True}, id="dropped-before"),
+        pytest.param({"drop": True, "after": True}, id="dropped-after-creating"),
+    ],
+)
+async def test_create_without_an_answer_is_never_sent_twice(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 3)
+        emulator.faults.fail_next("batches.create", **fault)
+        report = await router.flush()
+        assert report.uncertain == 1 and report.requests == 0
+        assert len(emulator.batches) == (1 if fault.get("after") else 0)
+        # Uncertain: the requests stay with their `creating` batch for the reconciler.
+        assert await router.store.state_counts() == {"submitting": 3}
+        assert await batch_states(router) == ["creating"]
+        for _ in range(3):
+            assert (await router.flush()).requests == 0
+        assert len(creates(emulator)) == 1
+
+
+async def test_create_timeout_is_uncertain_and_never_resent(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    impatient = sdk.with_options(timeout=0.2)
+    emulator.faults.set("batches.create", slow_seconds=0.6)
+    async with quiet_router(db_path, emulator, impatient) as router:
+        await submit_many(router, 2)
+        report = await router.flush()
+        assert report.uncertain == 1
+        assert isinstance(report.failure, anthropic.APITimeoutError)
+        emulator.faults.clear()
+        assert (await router.flush()).requests == 0
+
+        async def answered() -> bool:  # the emulator finishes the slow create after the client left
+            return len(creates(emulator)) >= 1
+
+        await until(answered)
+        assert len(creates(emulator)) == 1 and len(emulator.batches) <= 1
+        assert await router.store.state_counts() == {"submitting": 2}
+
+
+@pytest.mark.parametrize("fault", POLL_FAULTS)
+async def test_retrieve_fault_is_retried_with_backoff(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 4)
+        await router.flush()
+        emulator.end_batches()
+        emulator.faults.fail_next("batches.retrieve", **fault)
+        first = await router.poll()
+        assert (first.errors, first.delivered) == (1, 0)
+        (batch,) = await router.store.open_batches()
+        wait = max(router.config.batch.poll_interval, fault.get("retry_after", 0))
+        assert batch.next_poll_at == pytest.approx(emulator.clock.now() + wait)
+        before = calls(emulator, "batches.retrieve")
+        await router.poll(force=False)  # not due yet: left alone
+        assert calls(emulator, "batches.retrieve") == before
+        emulator.clock.advance(wait)
+        assert (await router.poll(force=False)).delivered == 4
+        await all_delivered(router, 4)
+
+
+@pytest.mark.parametrize("fault", POLL_FAULTS)
+async def test_results_download_fault_is_retried_with_backoff(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 4)
+        await router.flush()
+        emulator.end_batches()
+        emulator.faults.fail_next("batches.results", **fault)
+        first = await router.poll()
+        assert (first.errors, first.delivered) == (1, 0)
+        assert await batch_states(router) == ["ended"]  # known ended; results still to fetch
+        before = calls(emulator, "batches.results")
+        await router.poll(force=False)
+        assert calls(emulator, "batches.results") == before  # backing off
+        emulator.clock.advance(max(router.config.batch.poll_interval, fault.get("retry_after", 0)))
+        assert (await router.poll(force=False)).delivered == 4
+        await all_delivered(router, 4)
+        assert calls(emulator, "batches.results") == 2
+
+
+@pytest.mark.parametrize("cut", ["results_cut_after", "results_cut_bytes"])
+async def test_results_stream_cut_midway_resumes_skipping_what_is_stored(
+    db_path: Path,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    cut: str,
+) -> None:
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)  # several committed chunks before the cut
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 60)
+        await router.flush()
+        emulator.end_batches()
+        (remote,) = emulator.batches.values()
+        lines = list(remote.result_lines())
+        where = 35 if cut == "results_cut_after" else sum(len(line) for line in lines[:35]) + 17
+        emulator.faults.set("batches.results", **{cut: where})
+        first = await router.poll()
+        assert first.errors == 1
+        # Three whole chunks were committed before the stream broke; the line cut in two was not.
+        assert await router.store.state_counts() == {"succeeded": 30, "submitted": 30}
+        emulator.faults.clear()
+        second = await router.poll()
+        assert (second.delivered, second.duplicates, second.errors) == (30, 0, 0)
+        await all_delivered(router, 60)
+        assert await router.store.open_batches() == []
+
+
+async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 7)
+    emulator.faults.set("batches.create", rate_limit=0.2, overloaded=0.2, server_error=0.2)
+    for endpoint in ("batches.retrieve", "batches.results"):
+        emulator.faults.set(endpoint, rate_limit=0.15, overloaded=0.15, server_error=0.15, drop=0.15)
+    emulator.outcomes.errored = {"overloaded_error": 0.1}
+    emulator.outcomes.expired = 0.1
+    extra = "[batch]\nmax_requests = 40\n"
+    async with quiet_router(db_path, emulator, sdk, extra) as router:
+        await submit_many(router, 150, latency="weekly")
+        for _ in range(60):
+            await router.flush()
+            emulator.end_batches()
+            await router.poll()
+            emulator.clock.advance(60)
+            counts = await router.store.state_counts()
+            if set(counts) <= {"succeeded", "failed"}:
+                break
+        counts = await router.store.state_counts()
+        assert sum(counts.values()) == 150 and set(counts) <= {"succeeded", "failed"}, counts
+        rows = await ledger_rows(router)
+        assert not any(dup for _, _, dup in rows)
+        finals = [r for r, t, _ in rows if t == "succeeded"]
+        assert len(finals) == len(set(finals)) == counts.get("succeeded", 0)
+        # Every batch the API accepted holds requests no other accepted batch held at the same time.
+        assert sum(b.request_count for b in emulator.batches.values()) == len(rows)
