@@ -189,3 +189,13 @@ async def test_spillover_defers_a_rate_limited_realtime_call(
         emulator.faults.fail_next("messages", status=429, count=1)
         with pytest.raises(anthropic.RateLimitError):
             await router.messages.create(**ask("no spill"), latency="realtime")
+
+
+async def test_deadline_drill_misses_no_deadline_with_slow_batches() -> None:
+    from bench.deadline_drill import run_drill
+
+    result = await run_drill(150, slow_share=0.5, seed=3, step_minutes=4)
+    assert result.requests == 150
+    assert result.slow_batches > 0 and result.escalated > 0  # the drill did put deadlines at risk
+    assert result.missed == 0
+    assert result.cost < result.all_realtime_cost
