@@ -90,6 +90,22 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "
     ]
 
 
+def _deadline_warnings(config: RouterConfig) -> list[str]:
+    """Classes whose deadline the turnaround prior cannot meet: their requests go real time at first."""
+    batch = config.batch
+    needed = batch.turnaround_prior + batch.deadline_margin
+    out: list[str] = []
+    for latency_class in config.classes.values():
+        if latency_class.is_batch and latency_class.deadline is not None and latency_class.deadline <= needed:
+            out.append(
+                f"  note: {latency_class.name}: deadline {format_duration(latency_class.deadline)}"
+                f" <= turnaround prior {format_duration(batch.turnaround_prior)} + margin"
+                f" {format_duration(batch.deadline_margin)}; its requests go real time until batch history"
+                " shows batches fast enough ([batch] turnaround_prior)"
+            )
+    return out
+
+
 def format_effective_policy(config: RouterConfig, source: str) -> str:
     """Plain-text tables of classes, rules, batch limits and store settings, for `hybrid-router validate`."""
     lines = [f"hybrid-router effective policy (from {source})", ""]
@@ -116,6 +132,7 @@ def format_effective_policy(config: RouterConfig, source: str) -> str:
         ("name", "route", "deadline", "triggers", "on_deadline_risk", "max_attempts", "on_rate_limit"),
         class_rows,
     )
+    lines += _deadline_warnings(config)
     lines.append("")
 
     default = config.router.default_class
