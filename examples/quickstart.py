@@ -16,9 +16,11 @@ import anthropic
 
 from router import Router, RouterConfig
 from router.emulator import Emulator, EmulatorClock
+from router.logs import configure_logging
 
 
 async def main() -> None:
+    configure_logging("warning")  # the library logs through structlog; the app decides where
     async with Emulator(clock=EmulatorClock(start=time.time()), batch_seconds=3600) as emulator:
         sdk = anthropic.AsyncAnthropic(base_url=emulator.url, api_key="emulator")
         config = RouterConfig.default(store_path=Path(tempfile.mkdtemp()) / "quickstart.db")

@@ -43,6 +43,7 @@ class DemoResult:
     realtime: int = 0
     deferred: int = 0
     batches: int = 0
+    escalated: int = 0  # deferrable requests a batch could not serve in time: sent real time
     mismatched: int = 0
     failed: int = 0
     seconds: float = 0.0
@@ -159,8 +160,8 @@ async def run_demo(
                 emulator.clock.advance(emulator.batch_seconds)  # batches end on the emulator clock
             while stats["done"] < len(calls):
                 await router.poll(force=emulator is not None)
-                progress.show(f"answered {stats['done']}/{len(calls)}")
                 if stats["done"] < len(calls):
+                    progress.show(f"answered {stats['done']}/{len(calls)}")
                     await asyncio.sleep(0.05 if emulator is not None else router.config.batch.poll_interval)
             progress.show(f"answered {stats['done']}/{len(calls)}", final=True)
             for call, reply in await asyncio.gather(*tasks):
@@ -177,6 +178,10 @@ async def run_demo(
                 if emulator is not None and call["messages"][0]["content"] not in text:
                     result.mismatched += 1
             result.batches = await router.store.batch_count()
+            rows = await router.store.reader.execute_fetchall(
+                "SELECT COUNT(*) FROM requests WHERE escalated_at IS NOT NULL"
+            )
+            result.escalated = int(next(iter(rows))[0])
             summary = await cost_summary(router.store, router.config)
             result.summary_text = summary.render()
     finally:
@@ -191,8 +196,14 @@ async def run_demo(
 def _print_report(result: DemoResult, out: TextIO) -> None:
     out.write("\n== hybrid-router demo report ==\n")
     out.write(
-        f"requests        {result.requests}  (real time {result.realtime}, deferred {result.deferred})\n"
+        f"requests        {result.requests}: {result.realtime} real time, {result.deferred} deferrable\n"
     )
+    out.write(f"  batched       {result.deferred - result.escalated}\n")
+    if result.escalated:
+        out.write(
+            f"  escalated     {result.escalated} sent real time at once: a batch could not meet their"
+            " deadline (turnaround prior + margin)\n"
+        )
     out.write("by tag          " + ", ".join(f"{t} {n}" for t, n in sorted(result.per_tag.items())) + "\n")
     out.write(f"batches         {result.batches}\n")
     out.write(f"failed          {result.failed}\n")
