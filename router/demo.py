@@ -99,12 +99,13 @@ async def run_demo(
     total: int = 1200,
     live: bool = False,
     db_path: Path | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     live_model: str | None = None,
 ) -> DemoResult:
     """Run the demo; offline against an in-process emulator unless `live`."""
     from .emulator import Emulator, EmulatorClock
 
+    out = out or sys.stdout
     result = DemoResult()
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="hybrid-router-demo-"))
