@@ -8,6 +8,10 @@ import sys
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "warning", *, json: bool | None = None) -> None:
     """Structured logs to stderr: JSON when not on a terminal (or when asked), readable otherwise."""
     numeric = logging.getLevelName(level.upper())
@@ -25,6 +29,7 @@ def configure_logging(level: str = "warning", *, json: bool | None = None) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr looked up per logger, not once: it may be replaced (tests, daemons).
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anthropic
 import pytest
+import structlog
 
 from router import Router, RouterConfig
 from router.emulator import Emulator, EmulatorClock
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Tests that run the CLI configure structlog; later tests start from the library default."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
