@@ -61,14 +61,23 @@ def env(crash_at: str | None = None) -> dict[str, str]:
     return out
 
 
-# Small ingest chunks so that "mid-results" has several commits to fall between.
+# Small ingest chunks so that "mid-results" has several commits to fall between. A gated
+# daemon does its (slow) imports, then waits for a line on stdin before it starts: the crash
+# test warms the next daemon up while the current one runs.
 _DAEMON = (
-    "import sys, router.poller as p; p.INGEST_CHUNK = 2;"
-    " from router.cli import main; sys.exit(main(sys.argv[1:]))"
+    "import os, sys, router.poller as p; p.INGEST_CHUNK = 2; from router.cli import main;"
+    " import router.daemon;"
+    " os.environ.get('TEST_DAEMON_GATE') and sys.stdin.readline();"
+    " sys.exit(main(sys.argv[1:]))"
 )
 
 
-async def start_daemon(config: Path, *extra: str, crash_at: str | None = None) -> asyncio.subprocess.Process:
+async def start_daemon(
+    config: Path, *extra: str, crash_at: str | None = None, gated: bool = False
+) -> asyncio.subprocess.Process:
+    environment = env(crash_at)
+    if gated:
+        environment["TEST_DAEMON_GATE"] = "1"
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -77,11 +86,19 @@ async def start_daemon(config: Path, *extra: str, crash_at: str | None = None) -
         str(config),
         "daemon",
         *extra,
-        env=env(crash_at),
+        env=environment,
         cwd=str(config.parent),
+        stdin=asyncio.subprocess.PIPE if gated else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def go(proc: asyncio.subprocess.Process) -> None:
+    """Let a gated daemon start."""
+    assert proc.stdin is not None
+    proc.stdin.write(b"go\n")
+    await proc.stdin.drain()
 
 
 @dataclass

@@ -171,3 +171,30 @@ async def test_sigint_stops_a_daemon_cleanly(tmp_path: Path, emulator: Emulator)
     assert done.code == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert lease_owner(tmp_path / "router.db") is None
+
+
+async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
+    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    config = write_config(tmp_path, emulator.url)
+    db = tmp_path / "router.db"
+    emulator.faults.set("batches.create", slow_seconds=1.0)  # the create is in flight for a second
+    async with Router.from_config(config, anthropic=sdk) as app:
+        for i in range(3):
+            await app.messages.submit(
+                model=MODEL,
+                max_tokens=32,
+                messages=[{"role": "user", "content": prompt(f"t{i}")}],
+                latency="daily",
+                key=f"t{i}",
+            )
+    daemon = await start_daemon(config)
+    await until(lambda: states(db).get("submitting", 0) == 3)  # claimed; batches.create under way
+    done = await stop(daemon)
+    assert done.code == 0, done.stderr
+    # The step finished: the batch exists and the store knows it; nothing is left half-made.
+    assert states(db) == {"submitted": 3}
+    assert query(db, "SELECT state, api_id IS NOT NULL FROM batches") == [("in_progress", 1)]
+    assert len(emulator.batches) == 1
+    events = [e["event"] for e in stderr_events(done.stderr)]
+    assert events.index("batch_submitted") < events.index("daemon_stopped")

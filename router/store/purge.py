@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._crashpoints import crash_point
 from .store import Store
 
 
@@ -43,4 +44,5 @@ async def purge(store: Store, *, before: float) -> PurgeReport:
         batches = cur.rowcount
         cur = await w.execute("DELETE FROM ledger WHERE at < ?", (before,))
         ledger = cur.rowcount
+        crash_point("purge.before_commit")
     return PurgeReport(requests, batches, ledger)
