@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import InvalidRequestError, RouterError
-from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, serialize
+from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
 from .store.store import BODY_FIXED, digest_of
 
@@ -146,6 +146,9 @@ async def enqueue_file(
 ) -> EnqueueReport:
     """Store every request of a Batch API JSONL file, or none (raises JsonlError naming the bad lines)."""
     file = _existing(path)
+    tag = check_tag(tag)
+    if latency is not None:
+        router._resolve_class(latency, tag, None)  # an unknown class is one error, not one per line
     problems: list[tuple[int, str]] = []
     bad = 0
     first_line: dict[str, int] = {}

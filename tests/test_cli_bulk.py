@@ -120,6 +120,8 @@ async def test_enqueue_key_clash_with_the_store_stores_nothing_and_reruns_are_id
     assert await cli("-c", str(cfg), "enqueue", str(second), "--latency", "daily") == 2
     assert f"{second}:2: custom_id 'k3' is already stored with different params" in capsys.readouterr().err
     assert sorted(await stored_rows(cfg)) == [f"k{i}" for i in range(5)]
+    assert await cli("-c", str(cfg), "enqueue", str(second), "--latency", "someday") == 2
+    assert 'unknown latency class "someday"' in capsys.readouterr().err
     # A real-time class cannot take a file.
     assert await cli("-c", str(cfg), "enqueue", str(second), "--latency", "realtime") == 2
     assert "real time" in capsys.readouterr().err

@@ -223,3 +223,43 @@ async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
         assert len(finals) == len(set(finals)) == counts.get("succeeded", 0)
         # Every batch the API accepted holds requests no other accepted batch held at the same time.
         assert sum(b.request_count for b in emulator.batches.values()) == len(rows)
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["created-answer-lost", "never-created"])
+async def test_lost_create_answer_with_a_failing_list_ends_in_one_batch(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, after: bool
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 3)
+        emulator.faults.fail_next("batches.create", drop=True, after=after)
+        assert (await router.flush()).uncertain == 1
+        emulator.faults.fail_next("batches.list", status=500)
+        await router.poll()  # the listing fails: nothing is decided, nothing is resent
+        assert await router.store.state_counts() == {"submitting": 3}
+        emulator.faults.fail_next("batches.list", status=429, retry_after=5)
+        await router.poll()
+        assert await router.store.state_counts() == {"submitting": 3}
+        await router.poll()  # the listing answers: adopted if it exists, else back to pending
+        await router.flush()
+        emulator.end_batches()
+        await router.poll()
+        await all_delivered(router, 3)
+        assert len(emulator.batches) == 1
+        assert calls(emulator, "batches.list") >= 3
+
+
+@pytest.mark.parametrize("endpoint", ["batches.retrieve", "batches.results"])
+async def test_poll_timeouts_are_retried(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, endpoint: str
+) -> None:
+    async with quiet_router(db_path, emulator, sdk.with_options(timeout=0.2)) as router:
+        await submit_many(router, 2)
+        await router.flush()
+        emulator.end_batches()
+        emulator.faults.set(endpoint, slow_seconds=0.5)
+        report = await router.poll()
+        assert (report.errors, report.delivered) == (1, 0)
+        emulator.faults.clear()
+        emulator.clock.advance(router.config.batch.poll_interval)
+        assert (await router.poll(force=False)).delivered == 2
+        await all_delivered(router, 2)
