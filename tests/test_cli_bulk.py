@@ -14,6 +14,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse
 from router import Router, load_config
 from router.cli import main
 from router.emulator import Emulator
+from router.jsonl import result_line
 from tests.engine import CLASSES
 from tests.helpers import MODEL
 
@@ -186,3 +187,19 @@ async def test_enqueue_and_results_in_a_real_subprocess(
     assert sorted(x["custom_id"] for x in lines) == ["s0", "s1", "s2"]
     assert all(x["result"]["type"] == "succeeded" for x in lines)
     assert "wrote 3 result(s) to stdout" in err
+
+
+def test_router_specific_outcomes_are_written_as_errored_results() -> None:
+    stored = json.dumps({"custom_id": "r7", "result": {"type": "missing", "reason": "kept 29 days only"}})
+    out = json.loads(result_line("my-key", stored.encode()))
+    parsed = MessageBatchIndividualResponse.model_validate(out)
+    assert parsed.custom_id == "my-key" and parsed.result.type == "errored"
+    assert out["result"]["error"]["error"] == {
+        "type": "api_error",
+        "message": "hybrid-router: kept 29 days only",
+    }
+    same = {"custom_id": "r8", "result": {"type": "expired"}}
+    assert json.loads(result_line("k", json.dumps(same).encode())) == {
+        "custom_id": "k",
+        "result": {"type": "expired"},
+    }

@@ -100,3 +100,20 @@ async def test_results_stream_cut_mid_line(emu: Emulator, client: anthropic.Asyn
     assert not received.endswith(b"\n")
     emu.faults.clear()
     assert len(await results_of(client, batch.id)) == 10
+
+
+async def test_new_faults_are_settable_over_the_admin_api(emu: Emulator) -> None:
+    async with httpx2.AsyncClient(base_url=emu.url) as http:
+        response = await http.post(
+            "/_emulator/config",
+            json={
+                "outcomes": {"partial_rate": 1.0, "partial_done": 0.25},
+                "faults": {"endpoints": {"batches.create": {"drop_after": 0.5}}},
+            },
+        )
+        assert response.status_code == 200
+        bad = await http.post("/_emulator/config", json={"outcomes": {"partial_done": 2}})
+        assert bad.status_code == 400 and "partial_done" in bad.text
+    assert (emu.outcomes.partial_rate, emu.outcomes.partial_done) == (1.0, 0.25)
+    assert emu.faults.rates_for("batches.create").drop_after == 0.5
+    assert emu.faults.rates_for("batches.results").results_cut_bytes is None

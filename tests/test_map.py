@@ -142,3 +142,19 @@ async def test_map_refuses_real_time_and_bad_windows(router: Router) -> None:
     with pytest.raises(InvalidRequestError, match="window"):
         router.messages.map([ask("x")], latency="daily", window=0)
     assert await router.store.state_counts() == {}
+
+
+async def test_map_with_the_inline_scheduler_needs_no_driver(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    cfg_file = db_path.parent / "router.toml"
+    cfg_file.write_text(
+        f'[store]\npath = "{db_path}"\n[batch]\npoll_interval = "50ms"\n'
+        '[classes.soon]\nroute = "batch"\ndeadline = "1h"\nevery = "100ms"\n'
+    )
+    emulator.batch_seconds = 0.0  # batches end as soon as they are looked at
+    source = Counting(600)
+    async with Router.from_config(cfg_file, anthropic=sdk) as router:  # real clock: jobs fall due
+        got = {k: o async for k, o in router.messages.map(source, latency="soon", window=250)}
+    assert len(got) == 600 and all(isinstance(o, Message) for o in got.values())
+    assert len(creates(emulator)) >= 3  # the window let no more than 250 through at a time
