@@ -180,6 +180,7 @@ class Daemon:
         scheduler = router.scheduler
         if scheduler is not None:
             scheduler.shutdown()
+            await scheduler.drain()
         for _ in range(2):  # a job that started just before the shutdown takes its lock next
             async with router._poll_lock:
                 pass

@@ -198,3 +198,33 @@ async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
     assert len(emulator.batches) == 1
     events = [e["event"] for e in stderr_events(done.stderr)]
     assert events.index("batch_submitted") < events.index("daemon_stopped")
+
+
+async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    config = write_config(tmp_path, emulator.url, lease_ttl="1s")
+    db = tmp_path / "router.db"
+    first = await start_daemon(config)
+    await until(lambda: owned_by(db, first))
+    standby = await start_daemon(config, "--standby")
+    try:
+        await read_until_event(standby, "daemon_standby")
+        first.send_signal(signal.SIGSTOP)  # alive but silent: only the expiry can tell
+        frozen = time.monotonic()
+        await until(lambda: owned_by(db, standby), timeout=10)
+        takeover = time.monotonic() - frozen
+        print(f"\nlease takeover from a hung (SIGSTOP) daemon, lease_ttl 1s: {takeover * 1000:.0f} ms")
+        assert takeover >= 0.3  # renewed every ttl/3, so never taken before it lapsed
+        first.send_signal(signal.SIGCONT)
+        woke = await finish(first)
+        assert woke.code == 4  # its next renewal fails: it stops instead of driving alongside
+        assert "lease_lost" in woke.stderr
+        assert owned_by(db, standby)
+    finally:
+        if first.returncode is None:
+            first.send_signal(signal.SIGCONT)
+            first.kill()
+            await first.wait()
+        done = await stop(standby)
+    assert done.code == 0, done.stderr
