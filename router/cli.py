@@ -299,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:  # expected failures: a clear message, no traceback
         print(f"hybrid-router: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 
