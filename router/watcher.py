@@ -29,7 +29,7 @@ class CompletionWatcher:
         self._interval = interval
         self._waiters: dict[int, list[asyncio.Future[Outcome]]] = defaultdict(list)
         # Bulk callers: one listener per map() call, one dict entry per awaited id (no futures).
-        self._listeners: dict[int, CompletionListener] = {}
+        self._listeners: dict[int, list[CompletionListener]] = {}
         self._wake = asyncio.Event()
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -50,7 +50,7 @@ class CompletionWatcher:
                 if not fut.done():
                     fut.cancel()
         self._waiters.clear()
-        for listener in set(self._listeners.values()):
+        for listener in {each for group in self._listeners.values() for each in group}:
             listener._stop()
         self._listeners.clear()
 
@@ -120,8 +120,7 @@ class CompletionWatcher:
             if wanted:
                 for row in await self._store.get_many(wanted):
                     self._resolve(row)
-                    listener = self._listeners.pop(row.id, None)
-                    if listener is not None:
+                    for listener in self._listeners.pop(row.id, ()):
                         listener._push(row)
 
 
@@ -148,10 +147,10 @@ class CompletionListener:
         new = [i for i in ids if i not in self._ids]
         for rid in new:
             self._ids.add(rid)
-            self._watcher._listeners[rid] = self
+            self._watcher._listeners.setdefault(rid, []).append(self)
         # Registered first, checked second: a completion between the two cannot be missed.
         for row in await self._store.get_many(new):
-            if row.state in states.FINAL_STATES and self._watcher._listeners.pop(row.id, None) is self:
+            if row.state in states.FINAL_STATES and self._unregister(row.id):
                 self._push(row)
 
     def take(self) -> list[RequestRow]:
@@ -171,10 +170,18 @@ class CompletionListener:
 
     def close(self) -> None:
         for rid in self._ids:
-            if self._watcher._listeners.get(rid) is self:
-                del self._watcher._listeners[rid]
+            self._unregister(rid)
         self._ids.clear()
         self._ready.clear()
+
+    def _unregister(self, rid: int) -> bool:
+        group = self._watcher._listeners.get(rid)
+        if group is None or self not in group:
+            return False
+        group.remove(self)
+        if not group:
+            del self._watcher._listeners[rid]
+        return True
 
     def _stop(self) -> None:
         self._stopped = True

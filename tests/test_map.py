@@ -158,3 +158,18 @@ async def test_map_with_the_inline_scheduler_needs_no_driver(
         got = {k: o async for k, o in router.messages.map(source, latency="soon", window=250)}
     assert len(got) == 600 and all(isinstance(o, Message) for o in got.values())
     assert len(creates(emulator)) >= 3  # the window let no more than 250 through at a time
+
+
+async def test_two_maps_over_the_same_keys_both_get_every_result(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    items = [ask(f"shared {i}", key=f"s{i}") for i in range(30)]
+
+    async def collect(router: Router) -> dict[str, Any]:
+        return {k: o async for k, o in router.messages.map(items, latency="daily", window=10)}
+
+    async with quiet_router(db_path, emulator, sdk) as router, pumping(router, emulator):
+        first, second = await asyncio.wait_for(asyncio.gather(collect(router), collect(router)), 30)
+        assert router._waiters._listeners == {}
+    assert sorted(first) == sorted(second) == sorted(f"s{i}" for i in range(30))
+    assert all(isinstance(o, Message) for o in [*first.values(), *second.values()])
