@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .errors import InvalidRequestError, RouterError
+from .errors import DeadlineError, InvalidRequestError, RouterError
 from .outcomes import Outcome, outcome_of
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes
@@ -31,6 +31,21 @@ DEFAULT_WINDOW = 100_000  # one full batch outstanding at most: about 10 MB of b
 MAX_CHUNK = 1000  # requests per enqueue transaction
 
 MapItem = Mapping[str, Any]
+
+
+def deadline_risk(router: Router, request: NewRequest, cls: LatencyClass) -> bool:
+    """Whether no batch can answer `request` in time (as submit() decides); raises DeadlineError
+    when the class says `on_deadline_risk = "fail"`. At-risk requests are escalated once stored."""
+    if not router._deadlines.at_risk_now(request.model, request.deadline_at, request.created_at):
+        return False
+    if cls.on_deadline_risk == "fail":
+        raise DeadlineError(
+            f"latency: class {cls.name!r} has a {cls.deadline or 0:.0f} s deadline but batches are expected"
+            f" to take {router._turnaround.estimate(request.model):.0f} s (+ the"
+            f" {router.config.batch.deadline_margin:.0f} s margin), and the class says"
+            ' on_deadline_risk = "fail"'
+        )
+    return True
 
 
 def check_batch_class(router: Router, latency: object, tag: object) -> LatencyClass:
@@ -58,6 +73,7 @@ async def map_requests(
     listener = router._waiters.listen()
     chunk_size = min(MAX_CHUNK, window)
     run = uuid.uuid4().hex[:16]
+    at_risk: set[str] = set()  # keys of the current chunk no batch can answer in time
     outstanding: dict[int, int] = {}  # request id -> times it appears in the input still unanswered
     pending = 0
     index = 0
@@ -77,7 +93,9 @@ async def map_requests(
                         break
                     try:
                         request, cls = _build(router, item, index, run, default_cls, tag)
-                    except InvalidRequestError as exc:
+                        if deadline_risk(router, request, cls):
+                            at_risk.add(request.key)
+                    except (InvalidRequestError, DeadlineError) as exc:
                         yield _item_key(item, index, run), exc
                         continue
                     finally:
@@ -88,6 +106,7 @@ async def map_requests(
                     break
                 tickets = await store.enqueue_many(requests)
                 ids: list[int] = []
+                escalate: list[int] = []
                 for request, cls, ticket in zip(requests, classes, tickets, strict=True):
                     if isinstance(ticket, BaseException):
                         yield request.key, ticket
@@ -95,9 +114,15 @@ async def map_requests(
                     outstanding[ticket.request_id] = outstanding.get(ticket.request_id, 0) + 1
                     pending += 1
                     ids.append(ticket.request_id)
-                    if ticket.created:
+                    if ticket.created and request.key in at_risk:
+                        escalate.append(ticket.request_id)
+                    elif ticket.created:
                         router._after_enqueue(cls)
+                at_risk.clear()
                 await listener.add(ids)
+                if escalate:  # after listening: a quick real-time answer cannot be missed
+                    await router._deadlines.escalate_ids(escalate, router.clock())
+                    log.info("requests_escalated", requests=len(escalate), reason="turnaround")
                 for key, outcome in _take(listener.take(), outstanding):
                     pending -= 1
                     yield key, outcome

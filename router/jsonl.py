@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, RouterError
+from .bulk import deadline_risk
+from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
 from .store.store import BODY_FIXED, digest_of
@@ -50,6 +51,7 @@ class EnqueueReport:
     lines: int = 0
     stored: int = 0  # new requests
     existing: int = 0  # custom_ids already stored with the same params (idempotent)
+    escalated: int = 0  # stored but sent real time at once: no batch could meet their deadline
     classes: dict[str, int] = field(default_factory=dict)
 
 
@@ -106,6 +108,19 @@ def _parse(router: Router, number: int, text: str, latency: str | None, tag: str
             f" ({limit:,} bytes; [batch] max_bytes)"
         )
     return _Line(number, key, body, str(checked["model"]), cls)
+
+
+def _request(line: _Line, tag: str | None, now: float) -> NewRequest:
+    deadline = line.cls.deadline
+    return NewRequest(
+        key=line.key,
+        latency=line.cls.name,
+        tag=tag,
+        model=line.model,
+        params=line.params,
+        created_at=now,
+        deadline_at=now + deadline if deadline is not None else None,
+    )
 
 
 def _existing(path: str | Path) -> Path:
@@ -173,6 +188,11 @@ async def enqueue_file(
                 if seen != item.number:
                     problem(item.number, f"custom_id {item.key!r} already used on line {seen}")
                     continue
+                try:
+                    deadline_risk(router, _request(item, tag, router.clock()), item.cls)
+                except DeadlineError as exc:
+                    problem(item.number, str(exc))
+                    continue
                 good.append(item)
             stored = await _stored_digests(router, [line.key for line in good])
             for line in good:
@@ -194,31 +214,28 @@ async def enqueue_file(
             if len(lines) != len(chunk):
                 raise RouterError(f"{file} changed while it was being stored; run the command again")
             now = router.clock()
-            tickets = await router.store.enqueue_many(
-                [
-                    NewRequest(
-                        key=line.key,
-                        latency=line.cls.name,
-                        tag=tag,
-                        model=line.model,
-                        params=line.params,
-                        created_at=now,
-                        deadline_at=now + line.cls.deadline if line.cls.deadline is not None else None,
-                    )
-                    for line in lines
-                ]
-            )
-            for line, ticket in zip(lines, tickets, strict=True):
+            requests = [_request(line, tag, now) for line in lines]
+            tickets = await router.store.enqueue_many(requests)
+            escalate: list[int] = []
+            for line, request, ticket in zip(lines, requests, tickets, strict=True):
                 if isinstance(ticket, BaseException):
                     raise RouterError(f"{file}:{line.number}: {ticket} (stored by another process meanwhile)")
-                if ticket.created:
-                    report.stored += 1
-                    report.classes[line.cls.name] = report.classes.get(line.cls.name, 0) + 1
-                    router._after_enqueue(line.cls)
-                else:
+                if not ticket.created:
                     report.existing += 1
+                    continue
+                report.stored += 1
+                report.classes[line.cls.name] = report.classes.get(line.cls.name, 0) + 1
+                if deadline_risk(router, request, line.cls):
+                    escalate.append(ticket.request_id)  # no batch can answer in time: real time now
+                else:
+                    router._after_enqueue(line.cls)
+            if escalate:
+                await router._deadlines.escalate_ids(escalate, now)
+                report.escalated += len(escalate)
     except UnicodeDecodeError as exc:
         raise RouterError(f"{file}: not UTF-8 text ({exc}); nothing was stored") from None
+    if report.escalated:
+        await router._deadlines.drain()  # the caller may exit next: let the real-time sends finish
     return report
 
 
@@ -307,7 +324,9 @@ async def export_results(
 
 def describe(report: EnqueueReport, path: Path | str) -> str:
     classes = ", ".join(f"{n} {name}" for name, n in sorted(report.classes.items())) or "none new"
+    escalated = f"; {report.escalated} sent real time (no batch could meet their deadline)"
     return (
         f"stored {report.stored} request(s) from {path} ({classes});"
         f" {report.existing} already stored with the same params"
+        f"{escalated if report.escalated else ''}"
     )

@@ -203,3 +203,23 @@ def test_router_specific_outcomes_are_written_as_errored_results() -> None:
         "custom_id": "k",
         "result": {"type": "expired"},
     }
+
+
+async def test_enqueue_lines_no_batch_can_answer_in_time(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        f'[store]\npath = "{tmp_path / "router.db"}"\n[anthropic]\nbase_url = "{emulator.url}"\n'
+        '[classes.urgent]\nroute = "batch"\ndeadline = "30m"\n'  # shorter than the 1 h turnaround prior
+        '[classes.strict]\nroute = "batch"\ndeadline = "30m"\non_deadline_risk = "fail"\n'
+    )
+    source = write(tmp_path / "u.jsonl", [line("u1", "now please"), line("u2", "me too")])
+    assert await cli("-c", str(cfg), "enqueue", str(source), "--latency", "strict") == 2
+    assert f"{source}:1: latency: class 'strict'" in capsys.readouterr().err
+    assert await stored_rows(cfg) == {}
+    assert await cli("-c", str(cfg), "enqueue", str(source), "--latency", "urgent") == 0
+    assert "2 sent real time" in capsys.readouterr().out
+    assert {k: v[2] for k, v in (await stored_rows(cfg)).items()} == {"u1": "succeeded", "u2": "succeeded"}
+    assert not emulator.batches

@@ -14,6 +14,7 @@ from anthropic.types import Message
 
 from router import InvalidRequestError, Router
 from router.emulator import Emulator
+from router.errors import DeadlineError
 from tests.engine import creates, quiet_router
 from tests.helpers import ask, reply_text
 
@@ -150,7 +151,7 @@ async def test_map_with_the_inline_scheduler_needs_no_driver(
     cfg_file = db_path.parent / "router.toml"
     cfg_file.write_text(
         f'[store]\npath = "{db_path}"\n[batch]\npoll_interval = "50ms"\n'
-        '[classes.soon]\nroute = "batch"\ndeadline = "1h"\nevery = "100ms"\n'
+        '[classes.soon]\nroute = "batch"\ndeadline = "1d"\nevery = "100ms"\n'
     )
     emulator.batch_seconds = 0.0  # batches end as soon as they are looked at
     source = Counting(600)
@@ -173,3 +174,21 @@ async def test_two_maps_over_the_same_keys_both_get_every_result(
         assert router._waiters._listeners == {}
     assert sorted(first) == sorted(second) == sorted(f"s{i}" for i in range(30))
     assert all(isinstance(o, Message) for o in [*first.values(), *second.values()])
+
+
+async def test_map_items_no_batch_can_answer_in_time_go_real_time_or_fail(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    extra = (
+        '[classes.urgent]\nroute = "batch"\ndeadline = "30m"\n'  # shorter than the 1 h turnaround prior
+        '[classes.strict]\nroute = "batch"\ndeadline = "30m"\non_deadline_risk = "fail"\n'
+    )
+    async with quiet_router(db_path, emulator, sdk, extra) as router:
+        urgent = {k: o async for k, o in router.messages.map([ask("hurry", key="u")], latency="urgent")}
+        strict = {k: o async for k, o in router.messages.map([ask("hurry", key="s")], latency="strict")}
+        assert reply_text(urgent["u"]) == "Reply to: hurry"  # answered in real time, no batch
+        assert isinstance(strict["s"], DeadlineError)
+        assert creates(emulator) == []
+        assert (await router.results.status("u")).state == "succeeded"
+        with pytest.raises(KeyError):
+            await router.results.status("s")
