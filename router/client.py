@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import structlog
@@ -34,6 +34,7 @@ from .watcher import CompletionWatcher
 log = structlog.get_logger()
 
 Clock = Callable[[], float]
+_T = TypeVar("_T")
 
 
 class UnknownKeyError(RouterError, KeyError):
@@ -169,15 +170,11 @@ class Router:
 
     @property
     def store(self) -> Store:
-        if self._store is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._store
+        return _opened(self._store)
 
     @property
     def anthropic(self) -> AsyncAnthropic:
-        if self._client is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._client
+        return _opened(self._client)
 
     @property
     def scheduler(self) -> RouterScheduler | None:
@@ -185,21 +182,15 @@ class Router:
 
     @property
     def _lane(self) -> RealtimeLane:
-        if self._realtime is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._realtime
+        return _opened(self._realtime)
 
     @property
     def _deadlines(self) -> Escalator:
-        if self._escalator is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._escalator
+        return _opened(self._escalator)
 
     @property
     def _turnaround(self) -> TurnaroundEstimator:
-        if self._estimator is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._estimator
+        return _opened(self._estimator)
 
     def _finished(self, ids: Sequence[int]) -> None:
         self._waiters.notify(ids)
@@ -207,9 +198,7 @@ class Router:
 
     @property
     def _waiters(self) -> CompletionWatcher:
-        if self._watcher is None:
-            raise RouterError("the Router is not open: use `async with Router(...) as client:`")
-        return self._watcher
+        return _opened(self._watcher)
 
     # ------------------------------------------------------------------ flushing and polling
 
@@ -503,6 +492,13 @@ class Results:
     async def wait_many(self, keys: Sequence[str]) -> list[Outcome]:
         """Outcomes (Message or exception instance) for several keys, in order."""
         return list(await asyncio.gather(*(self._router._wait_key(k, None) for k in keys)))
+
+
+def _opened(part: _T | None) -> _T:
+    """A part that exists only while the Router is open."""
+    if part is None:
+        raise RouterError("the Router is not open: use `async with Router(...) as client:`")
+    return part
 
 
 def build_anthropic_client(config: RouterConfig) -> AsyncAnthropic:

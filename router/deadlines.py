@@ -10,6 +10,7 @@ recorded for cost but not delivered twice. First final outcome wins, whichever l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import math
@@ -21,7 +22,6 @@ import anthropic
 import structlog
 
 from .config import RouterConfig
-from .pricing import TokenCounts
 from .realtime import RealtimeLane
 from .store import LedgerEntry, Store, custom_id_for, states
 from .store import deadlines as q
@@ -200,16 +200,7 @@ class Escalator:
             log.warning("escalation_send_failed", request_id=request_id, error=str(exc))
             return
         line = _line(request_id, {"type": "succeeded", "message": json.loads(message.model_dump_json())})
-        entry = LedgerEntry(
-            at=self._clock(),
-            lane="realtime",
-            model=message.model,
-            latency=latency,
-            tag=tag,
-            result_type="succeeded",
-            usage=TokenCounts.from_usage(message.usage),
-            request_id=request_id,
-        )
+        entry = self._lane.ledger_entry(message, latency=latency, tag=tag, request_id=request_id)
         await self._finish(request_id, line, succeeded=True, outcome="succeeded", ledger=entry)
 
     async def _finish(
@@ -229,19 +220,7 @@ class Escalator:
             self._on_finished([request_id])
         elif ledger is not None:
             # The batch answered first: this real-time reply was billed but is not delivered.
-            self._store.record(
-                LedgerEntry(
-                    at=ledger.at,
-                    lane="realtime",
-                    model=ledger.model,
-                    latency=ledger.latency,
-                    tag=ledger.tag,
-                    result_type="succeeded",
-                    usage=ledger.usage,
-                    request_id=request_id,
-                    duplicate=True,
-                )
-            )
+            self._store.record(dataclasses.replace(ledger, duplicate=True))
 
     async def _fail(self, row: q.AtRisk, now: float) -> bool:
         reason = (

@@ -44,16 +44,20 @@ class RealtimeLane:
         return reply
 
     def record(self, message: Message, *, latency: str | None, tag: str | None) -> None:
-        if self._store is None:
-            return
-        self._store.record(
-            LedgerEntry(
-                at=self._clock(),
-                lane="realtime",
-                model=message.model,
-                latency=latency,
-                tag=tag,
-                result_type="succeeded",
-                usage=TokenCounts.from_usage(message.usage),
-            )
+        if self._store is not None:
+            self._store.record(self.ledger_entry(message, latency=latency, tag=tag))
+
+    def ledger_entry(
+        self, message: Message, *, latency: str | None, tag: str | None, request_id: int | None = None
+    ) -> LedgerEntry:
+        """The cost-ledger row of a real-time reply, from the usage the API returned."""
+        return LedgerEntry(
+            at=self._clock(),
+            lane="realtime",
+            model=message.model,
+            latency=latency,
+            tag=tag,
+            result_type="succeeded",
+            usage=TokenCounts.from_usage(message.usage),
+            request_id=request_id,
         )
