@@ -26,7 +26,7 @@ async def main() -> None:
         config = RouterConfig.default(store_path=Path(tempfile.mkdtemp()) / "quickstart.db")
         async with Router(config, anthropic=sdk) as client:
             now = await client.messages.create(
-                model="claude-sonnet-4-5",
+                model="claude-sonnet-4-6",
                 max_tokens=64,
                 messages=[{"role": "user", "content": "Summarise ticket #1"}],
                 latency="realtime",

@@ -25,10 +25,10 @@ from .report import cost_summary
 
 # (tag, latency class, model, share of the workload)
 WORKLOAD: tuple[tuple[str, str, str, float], ...] = (
-    ("chat", "realtime", "claude-sonnet-4-5", 0.15),
+    ("chat", "realtime", "claude-sonnet-4-6", 0.15),
     ("support-triage", "hourly", "claude-haiku-4-5", 0.15),
     ("nightly-classify", "daily", "claude-haiku-4-5", 0.35),
-    ("enrichment", "daily", "claude-sonnet-4-5", 0.20),
+    ("enrichment", "daily", "claude-sonnet-4-6", 0.20),
     ("evals", "weekly", "claude-opus-4-5", 0.15),
 )
 
