@@ -569,21 +569,24 @@ class Store:
 
     # ------------------------------------------------------------------ results
 
+    # Reads a caller may issue by the thousand at once (one per waiting caller) use
+    # execute_fetchall: one trip to aiosqlite's thread, and the statement is finished at once.
+    # With execute() + fetch, every concurrent caller kept a statement open, each new one was
+    # compiled afresh, and 100,000 concurrent lookups took minutes instead of seconds.
+
     async def get_by_key(self, key: str) -> RequestRow | None:
-        async with self._reader.execute(
-            f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE key = ?", (key,)
-        ) as cur:
-            row = await cur.fetchone()
-        return _row_to_request(row) if row else None
+        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE key = ?"
+        rows = list(await self._reader.execute_fetchall(sql, (key,)))
+        return _row_to_request(rows[0]) if rows else None
 
     async def get_many(self, ids: Sequence[int]) -> list[RequestRow]:
         out: list[RequestRow] = []
         for part in _chunks(list(ids), _SQL_VARS):
             marks = ",".join("?" * len(part))
-            async with self._reader.execute(
+            rows = await self._reader.execute_fetchall(
                 f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id IN ({marks})", part
-            ) as cur:
-                out.extend(_row_to_request(r) for r in await cur.fetchall())
+            )
+            out.extend(_row_to_request(r) for r in rows)
         return out
 
     async def max_done_seq(self) -> int:

@@ -1,0 +1,200 @@
+"""Shared helpers of the benchmarks: RSS sampling, medians, an emulator subprocess, request bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from router.logs import configure_logging  # noqa: E402
+
+# As an application would: warnings only (the library logs debug events it must not pay for).
+configure_logging("warning")
+
+MiB = 1024 * 1024
+MODEL = "claude-haiku-4-5"
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (VmRSS)."""
+    return _status_field("VmRSS:")
+
+
+def hwm_bytes() -> int:
+    """Peak resident set size of this process so far (VmHWM)."""
+    return _status_field("VmHWM:")
+
+
+def _status_field(name: str) -> int:
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(name.encode()):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{name} not in /proc/self/status")
+
+
+class RssSampler:
+    """Samples VmRSS in a thread every `interval` seconds; `peak` is the highest value seen.
+
+    Use as a context manager around the measured code; `growth` is peak minus the RSS at entry.
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.base = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.base = rss_bytes()
+        self.peak = self.base
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "inf"
+
+
+def banner(title: str) -> None:
+    print(f"\n### {title}", flush=True)
+    print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
+
+
+def row(label: str, runs: Sequence[float], unit: str, fmt: str = "{:,.0f}") -> None:
+    shown = ", ".join(fmt.format(v) for v in runs)
+    print(f"  {label:<44} median {fmt.format(median(runs))} {unit}   (runs: {shown})", flush=True)
+
+
+def emulator_process(*extra: str) -> contextlib.AbstractContextManager[str]:
+    """Run `python -m router.emulator` in a subprocess (its CPU and memory are not the client's)."""
+    return server_process([sys.executable, "-m", "router.emulator", "--port", "0", *extra])
+
+
+def sink_process() -> contextlib.AbstractContextManager[str]:
+    """Run bench/_sink.py: reads a batches.create body to the end and answers at once."""
+    return server_process([sys.executable, str(ROOT / "bench" / "_sink.py")])
+
+
+@contextlib.contextmanager
+def server_process(argv: list[str]) -> Iterator[str]:
+    """Run a server subprocess that prints `... listening on URL`; yields the URL."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if "listening on" in line:
+                url = line.rsplit(" ", 1)[-1].strip()
+                break
+        if not url:
+            raise RuntimeError(f"{argv} did not start")
+        # Keep reading its output: a full pipe would block the server mid-benchmark.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def params_of_size(i: int, size: int) -> dict[str, Any]:
+    """Messages params whose JSON is about `size` bytes (distinct per i)."""
+    head = f"Request {i}: classify the following text. "
+    base = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": head}]}
+    pad = max(0, size - len(json.dumps(base, separators=(",", ":"))))
+    filler = ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:pad]
+    base["messages"][0]["content"] = head + filler
+    return base
+
+
+def run_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn(*args)` in a fresh spawned process and return its result (a picklable value)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+@dataclass
+class Timing:
+    seconds: float
+    rss_growth: int
+    rss_peak: int
+
+    def mib(self) -> float:
+        return self.rss_growth / MiB
+
+
+async def build_store(path: Path, count: int, size: int, *, chunk: int = 5000, start: int = 0) -> None:
+    """A store file holding `count` pending requests of about `size` bytes of params each."""
+    from router.store import NewRequest, Store
+
+    store = await Store.open(path)
+    try:
+        now = time.time()
+        for first in range(start, start + count, chunk):
+            batch = []
+            for i in range(first, min(first + chunk, start + count)):
+                body = json.dumps(params_of_size(i, size), separators=(",", ":")).encode()
+                batch.append(NewRequest(f"k{i}", "daily", None, MODEL, body, now, now + 86400))
+            await store.enqueue_many(batch)
+    finally:
+        await store.close()
+
+
+def run_async_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """`asyncio.run(fn(*args))` in a fresh spawned process; returns its (picklable) result."""
+    return run_child(_run_async, fn, *args)
+
+
+def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(fn(*args))

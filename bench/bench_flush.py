@@ -1,0 +1,137 @@
+"""Flush of 100,000 stored requests (~2 KB of params each) into one batches.create.
+
+Sides, each in its own spawned subprocess (so one side's peak RSS cannot hide the other's),
+each on a fresh copy of the same store file:
+  - ours: `batcher.flush` (claim in SQL, body streamed from the store with an exact Content-Length),
+  - competitor: read the same rows, build `requests=[{"custom_id", "params": dict}]` and call the
+    SDK's own `client.messages.batches.create(requests=...)`.
+
+Client-side time is the duration of the call against `bench/_sink.py`, a subprocess server that
+reads every byte of the body and answers at once (so the server's JSON parsing is not counted).
+Once per run, ours is also flushed into the real emulator (subprocess) to show it accepts it.
+Peak RSS growth: a thread samples VmRSS every 2 ms; growth = peak - RSS just before the call.
+Targets: <= 1.5 s, <= 100 MiB; ratio >= 3x on time, >= 6x on memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    MiB,
+    RssSampler,
+    banner,
+    build_store,
+    emulator_process,
+    median,
+    ratio,
+    row,
+    run_async_child,
+    sink_process,
+)
+
+N = 100_000
+SIZE = 2000
+REPEATS = 3
+
+
+async def ours(db: str, url: str) -> dict[str, Any]:
+    import anthropic
+
+    from router import batcher
+    from router.store import Store
+
+    store = await Store.open(db)
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    try:
+        with RssSampler() as rss:
+            start = time.perf_counter()
+            report = await batcher.flush(
+                store,
+                client,
+                latencies=None,
+                max_requests=N,
+                max_bytes=256_000_000,
+                now=time.time(),
+                first_poll_after=60.0,
+            )
+            seconds = time.perf_counter() - start
+        assert report.requests == N and len(report.batches) == 1, report
+        return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
+    finally:
+        await client.close()
+        await store.close()
+
+
+async def sdk(db: str, url: str) -> dict[str, Any]:
+    import aiosqlite
+    import anthropic
+
+    conn = await aiosqlite.connect(db)
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    try:
+        with RssSampler() as rss:
+            start = time.perf_counter()
+            async with conn.execute(
+                "SELECT r.id, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+                " WHERE r.state = 'pending' ORDER BY r.id LIMIT ?",
+                (N,),
+            ) as cur:
+                rows = await cur.fetchall()
+            requests: list[Any] = [{"custom_id": f"r{rid}", "params": json.loads(p)} for rid, p in rows]
+            del rows
+            batch = await client.messages.batches.create(requests=requests)
+            seconds = time.perf_counter() - start
+        assert batch.id
+        return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
+    finally:
+        await client.close()
+        await conn.close()
+
+
+def main() -> int:
+    banner(f"flush of {N:,} stored requests (~{SIZE:,} B params each) into one batches.create")
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": [], "emulator": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        master = Path(tmp) / "master.db"
+        t = time.perf_counter()
+        asyncio.run(build_store(master, N, SIZE))
+        print(
+            f"  (store of {N:,} requests built in {time.perf_counter() - t:.1f} s,"
+            f" {master.stat().st_size / MiB:,.0f} MiB)",
+            flush=True,
+        )
+        with sink_process() as sink, emulator_process() as emu:
+            for i in range(REPEATS):
+                for name, fn, url in (("ours", ours, sink), ("sdk", sdk, sink), ("emulator", ours, emu)):
+                    if name == "emulator" and i > 0:
+                        continue
+                    db = Path(tmp) / f"{name}-{i}.db"
+                    shutil.copyfile(master, db)
+                    runs[name].append(run_async_child(fn, str(db), url))
+                    db.unlink()
+    secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
+    grow = {k: [r["growth"] / MiB for r in v] for k, v in runs.items()}
+    row("ours: batcher.flush, time (sink server)", secs["ours"], "s", "{:.2f}")
+    row("SDK batches.create(requests=[...]), time", secs["sdk"], "s", "{:.2f}")
+    row("ours: peak RSS growth", grow["ours"], "MiB", "{:.1f}")
+    row("SDK: peak RSS growth", grow["sdk"], "MiB", "{:.1f}")
+    row("ours into the real emulator (incl. its parse)", secs["emulator"], "s", "{:.2f}")
+    row("ours into the real emulator, peak RSS growth", grow["emulator"], "MiB", "{:.1f}")
+    t_ours, t_sdk = median(secs["ours"]), median(secs["sdk"])
+    m_ours, m_sdk = median(grow["ours"]), median(grow["sdk"])
+    print(f"  ratio time SDK / ours: {ratio(t_sdk, t_ours)};  memory SDK / ours: {ratio(m_sdk, m_ours)}")
+    ok = t_ours <= 1.5 and m_ours <= 100 and t_sdk / t_ours >= 3 and m_sdk / max(m_ours, 1e-9) >= 6
+    print(f"  target <= 1.5 s, <= 100 MiB, >= 3x time, >= 6x memory: {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

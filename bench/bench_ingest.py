@@ -1,0 +1,197 @@
+"""Ingest of a 100,000-line batch results file: store every result and resolve the waiting callers.
+
+Setup (not timed): 100,000 requests stored and flushed into one batch of the emulator (a
+subprocess), the batch ended through the emulator's admin route. Each run works on a fresh copy
+of that store, in its own spawned subprocess, with 100,000 callers waiting:
+  - ours: 100,000 tasks waiting on the completion watcher (what `results.wait(key)` does
+    once it found the key's row), then `client.poll()` (results streamed in
+    chunks into the store, waiters resolved by the completion watcher); timed until every
+    waiter has its Message,
+  - competitor: 100,000 futures keyed by custom_id, the SDK's own
+    `client.messages.batches.results(id)` (one pydantic object per line), each chunk of 2,000
+    written with executemany in one transaction, futures resolved with the parsed Message.
+Peak RSS growth is sampled (VmRSS every 2 ms) from just before the poll to the last waiter.
+Targets: <= 3 s and <= 150 MiB for ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    MiB,
+    RssSampler,
+    banner,
+    build_store,
+    emulator_process,
+    median,
+    ratio,
+    row,
+    run_async_child,
+)
+
+N = 100_000
+SIZE = 300
+REPEATS = 3
+
+
+async def prepare(db: Path, url: str) -> str:
+    """Store N requests, flush them into one emulator batch and end it; returns the batch id."""
+    import anthropic
+
+    from router import batcher
+    from router.store import Store
+
+    await build_store(db, N, SIZE)
+    store = await Store.open(db)
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    try:
+        report = await batcher.flush(
+            store,
+            client,
+            latencies=None,
+            max_requests=N,
+            max_bytes=256_000_000,
+            now=time.time(),
+            first_poll_after=0.0,
+        )
+        assert len(report.batches) == 1 and report.requests == N, report
+    finally:
+        await client.close()
+        await store.close()
+    await asyncio.to_thread(_end_batches, url)
+    return report.batches[0]
+
+
+def _end_batches(url: str) -> None:
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/_emulator/batches/end", method="POST")) as r:
+        r.read()
+
+
+async def ours(db: str, url: str) -> dict[str, Any]:
+    import anthropic
+
+    from router import Router, RouterConfig
+    from router.outcomes import unwrap
+
+    config = RouterConfig.default(store_path=db).with_base_url(url)
+    sdk = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    got = 0
+
+    async with Router(config, anthropic=sdk, scheduler=False) as client:
+
+        async def waiter(request_id: int) -> None:
+            nonlocal got
+            message = unwrap(await watcher.wait(request_id))
+            got += message.usage.output_tokens > 0
+
+        # What `results.wait(key)` does after looking up the key (a second query per caller,
+        # which would only make the untimed setup longer).
+        watcher = client._waiters
+        async with client.store.reader.execute("SELECT id FROM requests") as cur:
+            ids = [int(r[0]) for r in await cur.fetchall()]
+        tasks = [asyncio.create_task(waiter(i)) for i in ids]
+        # Wait until every caller is registered and has looked its row up (reads run in order).
+        while watcher.waiting < N:  # noqa: ASYNC110 - a count, not an event
+            await asyncio.sleep(0.05)
+        await client.store.max_done_seq()
+        await asyncio.sleep(0.1)
+        with RssSampler() as rss:
+            start = time.perf_counter()
+            report = await client.poll()
+            await asyncio.gather(*tasks)
+            seconds = time.perf_counter() - start
+    await sdk.close()
+    assert report.delivered == N and got == N, (report, got)
+    return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
+
+
+async def sdk_side(db: str, url: str) -> dict[str, Any]:
+    import aiosqlite
+    import anthropic
+
+    conn = await aiosqlite.connect(db, isolation_level=None)
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = FULL")
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    async with conn.execute("SELECT api_id FROM batches WHERE api_id IS NOT NULL") as cur:
+        (api_id,) = await cur.fetchone() or ("",)
+    loop = asyncio.get_running_loop()
+    futures: dict[str, asyncio.Future[Any]] = {f"r{i}": loop.create_future() for i in range(1, N + 1)}
+    got = 0
+
+    async def waiter(fut: asyncio.Future[Any]) -> None:
+        nonlocal got
+        message = await fut
+        got += message.usage.output_tokens > 0
+
+    tasks = [asyncio.create_task(waiter(f)) for f in futures.values()]
+    await asyncio.sleep(0)
+
+    async def apply(chunk: list[Any]) -> None:
+        await conn.execute("BEGIN IMMEDIATE")
+        await conn.executemany(
+            "UPDATE requests SET state = 'succeeded', outcome = ?, result = ? WHERE id = ?",
+            [(r.result.type, r.to_json(indent=None).encode(), int(r.custom_id[1:])) for r in chunk],
+        )
+        await conn.execute("COMMIT")
+        for r in chunk:
+            futures[r.custom_id].set_result(r.result.message)
+
+    try:
+        with RssSampler() as rss:
+            start = time.perf_counter()
+            chunk: list[Any] = []
+            async for result in await client.messages.batches.results(api_id):
+                chunk.append(result)
+                if len(chunk) >= 2000:
+                    await apply(chunk)
+                    chunk = []
+            if chunk:
+                await apply(chunk)
+            await asyncio.gather(*tasks)
+            seconds = time.perf_counter() - start
+    finally:
+        await client.close()
+        await conn.close()
+    assert got == N, got
+    return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
+
+
+def main() -> int:
+    banner(f"ingest of a {N:,}-line results file, {N:,} callers waiting")
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": []}
+    with tempfile.TemporaryDirectory() as tmp, emulator_process() as url:
+        master = Path(tmp) / "master.db"
+        t = time.perf_counter()
+        asyncio.run(prepare(master, url))
+        print(f"  (setup: {N:,} requests stored, flushed and ended in {time.perf_counter() - t:.1f} s)")
+        for i in range(REPEATS):
+            for name, fn in (("ours", ours), ("sdk", sdk_side)):
+                db = Path(tmp) / f"{name}-{i}.db"
+                shutil.copyfile(master, db)
+                runs[name].append(run_async_child(fn, str(db), url))
+                db.unlink()
+    secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
+    grow = {k: [r["growth"] / MiB for r in v] for k, v in runs.items()}
+    row("ours: Router.poll + watcher, time", secs["ours"], "s", "{:.2f}")
+    row("SDK results() + executemany + futures, time", secs["sdk"], "s", "{:.2f}")
+    row("ours: peak RSS growth", grow["ours"], "MiB", "{:.1f}")
+    row("SDK: peak RSS growth", grow["sdk"], "MiB", "{:.1f}")
+    t_ours, t_sdk = median(secs["ours"]), median(secs["sdk"])
+    m_ours, m_sdk = median(grow["ours"]), median(grow["sdk"])
+    print(f"  ratio time SDK / ours: {ratio(t_sdk, t_ours)};  memory SDK / ours: {ratio(m_sdk, m_ours)}")
+    ok = t_ours <= 3 and m_ours <= 150
+    print(f"  target <= 3 s, <= 150 MiB: {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
