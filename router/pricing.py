@@ -55,12 +55,18 @@ _VERSION_SUFFIX = re.compile(r"[-@](\d{8}|latest)([-@:].*)?")
 
 
 def _count(usage: Any, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+    # dict and int first: ingest calls this six times per result line, and the ABC checks
+    # (Mapping, int | float) cost more than the rest of the line's bookkeeping.
+    is_map = isinstance(usage, dict) or isinstance(usage, Mapping)
+    value = usage.get(name) if is_map else getattr(usage, name, None)
+    if type(value) is int:
+        return value
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _part(usage: Any, name: str) -> Any:
-    return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+    is_map = isinstance(usage, dict) or isinstance(usage, Mapping)
+    return usage.get(name) if is_map else getattr(usage, name, None)
 
 
 @dataclass(frozen=True)
