@@ -168,8 +168,11 @@ class Store:
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
         if not self._closed:
+            # Wake the committer for the first entry only: later ones ride along (see _commit_loop).
+            first = not self._ledger_queue
             self._ledger_queue.append(entry)
-            self._wake.set()
+            if first:
+                self._wake.set()
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
