@@ -269,6 +269,7 @@ class Router:
             max_interval=self.config.batch.poll_max_interval,
             max_attempts={name: cls.max_attempts for name, cls in self.config.classes.items()},
             on_finished=self._waiters.notify,
+            on_final=self._waiters.deliver,
             force=force,
         )
 

@@ -7,6 +7,8 @@ a crash mid-ingest re-reads the stream and the store skips what it already has.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,13 +18,13 @@ import structlog
 
 from ._crashpoints import crash_point
 from .retry import retry_after_of
-from .store import BatchRow, IngestStats, Store, states
+from .store import BatchRow, FinalResult, IngestStats, Store, states
 from .store.deadlines import record_turnaround
 from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
 
 log = structlog.get_logger()
 
-INGEST_CHUNK = 2000
+INGEST_CHUNK = 10000  # 2,000 cost ~1.4 s more per 100,000 lines (five times the commits)
 
 
 @dataclass
@@ -57,35 +59,80 @@ async def ingest(
     now: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
+    on_final: Callable[[Sequence[FinalResult]], None] | None = None,
 ) -> IngestStats:
-    """Stream a batch's results into the store in chunks; returns the summed stats."""
+    """Stream a batch's results into the store in chunks; returns the summed stats.
+
+    Each chunk's final rows go to `on_final` when given (resolves waiters from what was
+    just parsed), else their ids to `on_finished`.
+    """
     assert batch.api_id is not None
     totals = IngestStats()
     chunk: list[str] = []
+    # At most one chunk in flight: apply_results parses its lines before it takes the write
+    # lock, so the next chunk is read and parsed in the event loop while SQLite's thread
+    # writes this one.
+    in_flight: asyncio.Task[tuple[IngestStats, list[FinalResult]]] | None = None
 
-    async def apply() -> None:
-        nonlocal totals
-        stats, finished = await store.apply_results(batch.id, chunk, now=now, max_attempts=max_attempts)
-        chunk.clear()
+    async def collect() -> None:
+        nonlocal totals, in_flight
+        if in_flight is None:
+            return
+        task, in_flight = in_flight, None
+        stats, finished = await task
         totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
         if finished:
-            on_finished(finished)
+            if on_final is not None:
+                on_final(finished)
+            else:
+                on_finished([row.id for row, _ in finished])
         crash_point("ingest.after_chunk")
 
-    async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
-        async for line in response.iter_lines():
-            if not line.strip():
-                continue
-            chunk.append(line)
-            if len(chunk) >= INGEST_CHUNK:
-                await apply()
-    if chunk:
-        await apply()
+    async def apply() -> None:
+        nonlocal in_flight
+        lines = chunk.copy()
+        chunk.clear()
+        task = asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
+        try:
+            await collect()
+        except BaseException:
+            await _abandon(task)
+            raise
+        in_flight = task
+
+    try:
+        async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
+            async for line in response.iter_lines():
+                if not line.strip():
+                    continue
+                chunk.append(line)
+                if len(chunk) >= INGEST_CHUNK:
+                    await apply()
+        if chunk:
+            await apply()
+        await collect()
+    except asyncio.CancelledError:
+        if in_flight is not None:
+            await _abandon(in_flight)
+        raise
+    except BaseException:
+        # The stream broke (or a chunk failed): the chunk read whole before that still counts.
+        with contextlib.suppress(Exception):
+            await collect()
+        raise
     crash_point("ingest.before_finish")
     orphans = await store.finish_batch(batch.id, now=now)
     if orphans:
         log.warning("batch_results_missing", batch_id=batch.api_id, requests=orphans)
     return totals
+
+
+async def _abandon(task: asyncio.Task[tuple[IngestStats, list[FinalResult]]]) -> None:
+    """Stop a chunk still in flight after an error (its transaction rolls back; a re-read
+    applies it later) and wait for it, so nothing writes after ingest returned."""
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await task
 
 
 def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
@@ -101,6 +148,7 @@ async def poll(
     max_interval: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
+    on_final: Callable[[Sequence[FinalResult]], None] | None = None,
     force: bool = False,
 ) -> PollReport:
     """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""
@@ -133,7 +181,13 @@ async def poll(
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
                 crash_point("poll.after_ended")
             stats = await ingest(
-                client, store, batch, now=now, max_attempts=max_attempts, on_finished=on_finished
+                client,
+                store,
+                batch,
+                now=now,
+                max_attempts=max_attempts,
+                on_finished=on_finished,
+                on_final=on_final,
             )
         except (anthropic.APIError, httpx2.HTTPError, ValueError) as exc:
             # ValueError: a results line cut mid-way. Whatever it was, the batch stays open

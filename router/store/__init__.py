@@ -14,13 +14,22 @@ from .records import (
     custom_id_for,
     request_id_from,
 )
-from .store import BODY_HEAD, BODY_TAIL, Store, StoreClosedError, batch_body_bytes, entry_bytes
+from .store import (
+    BODY_HEAD,
+    BODY_TAIL,
+    FinalResult,
+    Store,
+    StoreClosedError,
+    batch_body_bytes,
+    entry_bytes,
+)
 
 __all__ = [
     "BODY_HEAD",
     "BODY_TAIL",
     "BatchClaim",
     "BatchRow",
+    "FinalResult",
     "IngestStats",
     "LedgerEntry",
     "NewRequest",

@@ -41,6 +41,10 @@ log = structlog.get_logger()
 
 Durability = Literal["full", "normal"]
 
+# A request that reached a final state in apply_results: its row as stored, and the parsed
+# `result` object of its line.
+FinalResult = tuple[RequestRow, dict[str, Any]]
+
 # Bytes a request adds to a batch body besides its params:
 # `{"custom_id":"r` + digits + `","params":` + params + `}` and the separating comma.
 ENTRY_OVERHEAD = 28
@@ -439,10 +443,12 @@ class Store:
         now: float,
         max_attempts: Mapping[str, int],
         default_max_attempts: int = 1,
-    ) -> tuple[IngestStats, list[int]]:
+    ) -> tuple[IngestStats, list[FinalResult]]:
         """Apply one chunk of result lines in one transaction.
 
-        Returns the stats and the ids of requests that reached a final state. A line already
+        Returns the stats and, for each request that reached a final state, its row as now
+        stored plus the line's parsed `result` (so this process resolves its waiters without
+        reading or parsing the line again). A line already
         ingested (stream re-read after a crash) is skipped; a result for a request answered by
         another batch or by the real-time lane is recorded in the ledger as a duplicate only.
         """
@@ -458,23 +464,25 @@ class Store:
                 continue
             parsed.append((rid, str(result.get("type")), data, result))
         delivered = retried = duplicates = skipped = 0
-        finished: list[int] = []
+        finished: list[FinalResult] = []
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: a cancel while it runs (a poll task stopped mid-ingest)
+                # still rolls back, instead of leaving the writer inside a transaction.
+                await w.execute("BEGIN IMMEDIATE")
                 ids = [p[0] for p in parsed]
-                current: dict[int, tuple[str, int | None, str, str | None, str, int, float | None]] = {}
+                current: dict[int, Any] = {}
                 seen: set[int] = set()
                 for part in _chunks(ids, _SQL_VARS):
                     marks = ",".join("?" * len(part))
                     async with w.execute(
-                        f"SELECT id, state, batch_id, class, tag, model, attempts, deadline_at FROM requests"
-                        f" WHERE id IN ({marks})",
+                        f"SELECT id, state, batch_id, class, tag, model, attempts, deadline_at, key,"
+                        f" created_at FROM requests WHERE id IN ({marks})",
                         part,
                     ) as cur:
-                        for rid, state, bid, latency, tag, model, attempts, deadline in await cur.fetchall():
-                            current[rid] = (state, bid, latency, tag, model, attempts, deadline)
+                        for r in await cur.fetchall():
+                            current[r[0]] = r
                     async with w.execute(
                         f"SELECT request_id FROM ledger WHERE batch_id = ? AND request_id IN ({marks})",
                         (batch_id, *part),
@@ -483,7 +491,7 @@ class Store:
                 seq = await next_done_seq(w) - 1
                 finals: list[tuple[Any, ...]] = []
                 retries: list[tuple[Any, ...]] = []
-                ledger: list[LedgerEntry] = []
+                ledger: list[tuple[Any, ...]] = []
                 for rid, rtype, data, result in parsed:
                     row = current.get(rid)
                     if row is None:
@@ -493,25 +501,31 @@ class Store:
                         skipped += 1
                         continue
                     seen.add(rid)
-                    state, bid, latency, tag, model, attempts, deadline = row
+                    _, state, bid, latency, tag, model, attempts, deadline, key, created_at = row
                     # An escalated request still takes a succeeded batch result: the first final
                     # outcome wins, and the real-time reply that comes second is the duplicate.
                     ours = bid == batch_id and (
                         state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
                     )
-                    message = result.get("message") if rtype == "succeeded" else None
+                    message = (result.get("message") if rtype == "succeeded" else None) or {}
+                    usage = TokenCounts.from_usage(message.get("usage") or {})
+                    # A plain tuple in insert_ledger_rows' column order: no LedgerEntry per line.
                     ledger.append(
-                        LedgerEntry(
-                            at=now,
-                            lane="batch",
-                            model=str((message or {}).get("model") or model),
-                            latency=latency,
-                            tag=tag,
-                            result_type=rtype,
-                            usage=TokenCounts.from_usage((message or {}).get("usage") or {}),
-                            request_id=rid,
-                            batch_id=batch_id,
-                            duplicate=not ours,
+                        (
+                            now,
+                            "batch",
+                            str(message.get("model") or model),
+                            latency,
+                            tag,
+                            rid,
+                            batch_id,
+                            rtype,
+                            usage.input,
+                            usage.output,
+                            usage.cache_write_5m,
+                            usage.cache_write_1h,
+                            usage.cache_read,
+                            int(not ours),
                         )
                     )
                     if not ours:
@@ -531,7 +545,22 @@ class Store:
                     seq += 1
                     final_state = states.SUCCEEDED if rtype == "succeeded" else states.FAILED
                     finals.append((final_state, rtype, data, seq, now, rid, batch_id))
-                    finished.append(rid)
+                    # The row as the guarded UPDATE below leaves it (same transaction as the SELECT).
+                    final_row = RequestRow(
+                        id=rid,
+                        key=key,
+                        latency=latency,
+                        tag=tag,
+                        model=model,
+                        state=final_state,
+                        attempts=attempts + 1,
+                        outcome=rtype,
+                        result=data,
+                        created_at=created_at,
+                        deadline_at=deadline,
+                        batch_id=bid,
+                    )
+                    finished.append((final_row, result))
                     delivered += 1
                 if finals:
                     await w.executemany(
@@ -548,7 +577,7 @@ class Store:
                         retries,
                     )
                 if ledger:
-                    await insert_ledger(w, ledger)
+                    await insert_ledger_rows(w, ledger)
                 crash_point("apply.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
@@ -565,8 +594,8 @@ class Store:
         """
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
             try:
+                await w.execute("BEGIN IMMEDIATE")  # inside the try: see apply_results
                 cur = await w.execute(
                     "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitted'",
                     (batch_id,),
@@ -673,11 +702,19 @@ async def next_done_seq(w: aiosqlite.Connection) -> int:
         return int((await cur.fetchone() or (1,))[0])
 
 
-async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
+async def insert_ledger_rows(w: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert ledger rows given as tuples in column order (see insert_ledger)."""
     await w.executemany(
         "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
         " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+
+
+async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
+    await insert_ledger_rows(
+        w,
         [
             (
                 e.at,
