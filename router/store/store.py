@@ -138,8 +138,8 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a cancelled BEGIN may still have run
+                await self._writer.execute("BEGIN IMMEDIATE")
                 yield self._writer
             except BaseException:
                 await rollback(self._writer)
@@ -239,8 +239,8 @@ class Store:
                     r.deadline_at,
                 )
             )
-        await w.execute("BEGIN IMMEDIATE")
-        try:
+        try:  # BEGIN inside: a cancelled BEGIN may still have run
+            await w.execute("BEGIN IMMEDIATE")
             results: list[Any] = []
             if rows:
                 async with w.execute("SELECT COALESCE(MAX(id), 0) FROM requests") as cur:
@@ -314,8 +314,8 @@ class Store:
         where, args = _class_filter(latencies)
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a cancelled BEGIN may still have run
+                await w.execute("BEGIN IMMEDIATE")
                 cur = await w.execute(
                     "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES (?, 0, 0, ?)",
                     (states.B_CREATING, now),
@@ -379,8 +379,8 @@ class Store:
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a cancelled BEGIN may still have run
+                await w.execute("BEGIN IMMEDIATE")
                 await w.execute(
                     "UPDATE batches SET api_id = ?, state = ?, submitted_at = ?, next_poll_at = ?"
                     " WHERE id = ? AND state = ?",
@@ -399,8 +399,8 @@ class Store:
         """batches.create certainly failed: put the claimed requests back to pending. Returns how many."""
         async with self._write_lock:
             w = self._writer
-            await w.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # BEGIN inside: a cancelled BEGIN may still have run
+                await w.execute("BEGIN IMMEDIATE")
                 cur = await w.execute(
                     "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitting'",
                     (batch_id,),
@@ -759,8 +759,8 @@ def _statements(script: str) -> list[str]:
 
 
 async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    try:  # BEGIN inside: a cancelled BEGIN may still have run
+        await conn.execute("BEGIN IMMEDIATE")
         async with conn.execute("PRAGMA user_version") as cur:
             version = int((await cur.fetchone() or (0,))[0])
         if version > SCHEMA_VERSION:
