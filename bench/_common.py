@@ -189,6 +189,42 @@ async def build_store(path: Path, count: int, size: int, *, chunk: int = 5000, s
         await store.close()
 
 
+async def measured_flush(
+    db: str, url: str, *, max_requests: int
+) -> tuple[Any, dict[str, Any], dict[str, int]]:
+    """Our side of the flush benchmarks: one `batcher.flush` (what the scheduler and the daemon
+    call) of a prepared store, timed, with the flusher's RSS sampled.
+
+    Returns the FlushReport, the figures (seconds, RSS growth, peak, base) and the state counts.
+    """
+    import anthropic
+
+    from router import batcher
+    from router.store import Store
+
+    store = await Store.open(db)
+    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    try:
+        with RssSampler() as rss:
+            start = time.perf_counter()
+            report = await batcher.flush(
+                store,
+                client,
+                latencies=None,
+                max_requests=max_requests,
+                max_bytes=256_000_000,
+                now=time.time(),
+                first_poll_after=60.0,
+            )
+            seconds = time.perf_counter() - start
+        counts = await store.state_counts()
+    finally:
+        await client.close()
+        await store.close()
+    figures = {"seconds": seconds, "growth": rss.growth, "peak": rss.peak, "base": rss.base}
+    return report, figures, counts
+
+
 def run_async_child(fn: Callable[..., Any], *args: Any) -> Any:
     """`asyncio.run(fn(*args))` in a fresh spawned process; returns its (picklable) result."""
     return run_child(_run_async, fn, *args)

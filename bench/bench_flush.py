@@ -30,6 +30,7 @@ from _common import (
     banner,
     build_store,
     emulator_process,
+    measured_flush,
     median,
     ratio,
     row,
@@ -43,31 +44,9 @@ REPEATS = 3
 
 
 async def ours(db: str, url: str) -> dict[str, Any]:
-    import anthropic
-
-    from router import batcher
-    from router.store import Store
-
-    store = await Store.open(db)
-    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
-    try:
-        with RssSampler() as rss:
-            start = time.perf_counter()
-            report = await batcher.flush(
-                store,
-                client,
-                latencies=None,
-                max_requests=N,
-                max_bytes=256_000_000,
-                now=time.time(),
-                first_poll_after=60.0,
-            )
-            seconds = time.perf_counter() - start
-        assert report.requests == N and len(report.batches) == 1, report
-        return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
-    finally:
-        await client.close()
-        await store.close()
+    report, figures, _ = await measured_flush(db, url, max_requests=N)
+    assert report.requests == N and len(report.batches) == 1, report
+    return figures
 
 
 async def sdk(db: str, url: str) -> dict[str, Any]:

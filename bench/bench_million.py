@@ -26,6 +26,7 @@ from _common import (
     banner,
     build_store,
     emulator_process,
+    measured_flush,
     ratio,
     run_async_child,
 )
@@ -36,33 +37,10 @@ SIZE = 1000
 
 
 async def ours(db: str, url: str) -> dict[str, Any]:
-    import anthropic
-
-    from router import batcher
-    from router.store import Store
-
-    store = await Store.open(db)
-    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
-    try:
-        with RssSampler() as rss:
-            start = time.perf_counter()
-            report = await batcher.flush(
-                store,
-                client,
-                latencies=None,
-                max_requests=PER_BATCH,
-                max_bytes=256_000_000,
-                now=time.time(),
-                first_poll_after=60.0,
-            )
-            seconds = time.perf_counter() - start
-        counts = await store.state_counts()
-    finally:
-        await client.close()
-        await store.close()
+    report, figures, counts = await measured_flush(db, url, max_requests=PER_BATCH)
     assert report.requests == N and len(report.batches) == N // PER_BATCH, report
     assert counts.get("submitted") == N, counts
-    return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak, "base": rss.base}
+    return figures
 
 
 async def sdk_side(db: str, url: str) -> dict[str, Any]:
