@@ -21,6 +21,7 @@ from .bulk import deadline_risk
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
+from .store.sql import chunks
 from .store.store import BODY_FIXED, digest_of
 
 if TYPE_CHECKING:
@@ -241,8 +242,7 @@ async def enqueue_file(
 
 async def _stored_digests(router: Router, keys: Sequence[str]) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
-    for start in range(0, len(keys), 900):
-        part = keys[start : start + 900]
+    for part in chunks(keys):
         marks = ",".join("?" * len(part))
         async with router.store.reader.execute(
             f"SELECT key, digest FROM requests WHERE key IN ({marks})", part
@@ -301,8 +301,7 @@ async def export_results(
             out.write(b"".join(result_line(str(key), bytes(result)) for _, key, result in rows))
             report.written += len(rows)
     wanted = list(dict.fromkeys(keys))
-    for start in range(0, len(wanted), 900):
-        part = wanted[start : start + 900]
+    for part in chunks(wanted):
         marks = ",".join("?" * len(part))
         async with reader.execute(
             f"SELECT key, state, result FROM requests WHERE key IN ({marks})", part

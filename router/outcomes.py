@@ -3,9 +3,9 @@ the same failure would have raised on the real-time endpoint."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import pydantic_core
 from anthropic.types import Message
 
 from .errors import (
@@ -21,17 +21,12 @@ from .store import RequestRow, states
 Outcome = Message | BaseException
 
 
-def outcome_of(row: RequestRow, result: dict[str, Any] | None = None) -> Outcome:
-    """The Message of a succeeded row, else the exception to raise. The row must be final.
-
-    `result` is the line's parsed `result` object when the caller already has it (ingest in
-    this process), so the stored line is not parsed a second time.
-    """
+def outcome_of(row: RequestRow) -> Outcome:
+    """The Message of a succeeded row, else the exception to raise. The row must be final."""
     if row.state not in states.FINAL_STATES or row.result is None:
         raise RouterError(f"request {row.key!r} has no result yet (state {row.state})")
-    if result is None:
-        line: dict[str, Any] = json.loads(row.result)
-        result = line.get("result") or {}
+    line: dict[str, Any] = pydantic_core.from_json(row.result)
+    result = line.get("result") or {}
     kind = result.get("type")
     if kind == "succeeded":
         return Message.model_validate(result["message"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
@@ -18,7 +18,7 @@ import structlog
 
 from ._crashpoints import crash_point
 from .retry import retry_after_of
-from .store import BatchRow, FinalResult, IngestStats, Store, states
+from .store import BatchRow, FinalRow, IngestStats, Store, states
 from .store.deadlines import record_turnaround
 from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
 
@@ -59,20 +59,20 @@ async def ingest(
     now: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalResult]], None] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
 
-    Each chunk's final rows go to `on_final` when given (resolves waiters from what was
-    just parsed), else their ids to `on_finished`.
+    Each chunk's final rows go to `on_final` when given (resolves this process's waiters
+    without reading the rows back), else their ids to `on_finished`.
     """
     assert batch.api_id is not None
     totals = IngestStats()
-    chunk: list[str] = []
+    chunk: list[bytes] = []
     # At most one chunk in flight: apply_results parses its lines before it takes the write
     # lock, so the next chunk is read and parsed in the event loop while SQLite's thread
     # writes this one.
-    in_flight: asyncio.Task[tuple[IngestStats, list[FinalResult]]] | None = None
+    in_flight: asyncio.Task[tuple[IngestStats, list[FinalRow]]] | None = None
 
     async def collect() -> None:
         nonlocal totals, in_flight
@@ -85,13 +85,13 @@ async def ingest(
             if on_final is not None:
                 on_final(finished)
             else:
-                on_finished([row.id for row, _ in finished])
+                on_finished([row[0] for row in finished])
         crash_point("ingest.after_chunk")
 
     async def apply() -> None:
         nonlocal in_flight
-        lines = chunk.copy()
-        chunk.clear()
+        lines = chunk[:INGEST_CHUNK]
+        del chunk[:INGEST_CHUNK]
         task = asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
         try:
             await collect()
@@ -102,11 +102,9 @@ async def ingest(
 
     try:
         async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
-            async for line in response.iter_lines():
-                if not line.strip():
-                    continue
-                chunk.append(line)
-                if len(chunk) >= INGEST_CHUNK:
+            async for lines in _line_blocks(response.iter_bytes()):
+                chunk.extend(lines)
+                while len(chunk) >= INGEST_CHUNK:
                     await apply()
         if chunk:
             await apply()
@@ -127,7 +125,22 @@ async def ingest(
     return totals
 
 
-async def _abandon(task: asyncio.Task[tuple[IngestStats, list[FinalResult]]]) -> None:
+async def _line_blocks(blocks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """The non-blank lines of a JSONL body, a list per block read, kept as bytes.
+
+    (httpx's `aiter_lines` decodes to str and splits in Python; the store wants bytes.) A
+    line cut by a broken stream is never yielded: the read raises first.
+    """
+    rest = b""
+    async for block in blocks:
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()
+        yield [line for line in lines if line.strip()]
+    if rest.strip():
+        yield [rest]
+
+
+async def _abandon(task: asyncio.Task[tuple[IngestStats, list[FinalRow]]]) -> None:
     """Stop a chunk still in flight after an error (its transaction rolls back; a re-read
     applies it later) and wait for it, so nothing writes after ingest returned."""
     task.cancel()
@@ -148,7 +161,7 @@ async def poll(
     max_interval: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalResult]], None] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
     force: bool = False,
 ) -> PollReport:
     """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""

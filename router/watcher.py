@@ -16,7 +16,7 @@ import structlog
 
 from .errors import RouterError
 from .outcomes import Outcome, outcome_of
-from .store import FinalResult, RequestRow, Store, states
+from .store import FinalRow, RequestRow, Store, states
 
 log = structlog.get_logger()
 
@@ -27,7 +27,10 @@ class CompletionWatcher:
     def __init__(self, store: Store, *, interval: float) -> None:
         self._store = store
         self._interval = interval
-        self._waiters: dict[int, list[asyncio.Future[Outcome]]] = defaultdict(list)
+        # Futures get the final row's values; each caller builds its RequestRow and Message in
+        # its own task, so a chunk of 10,000 completions leaves no 10,000 objects for the
+        # garbage collector to track (see records.FinalRow).
+        self._waiters: dict[int, list[asyncio.Future[FinalRow]]] = defaultdict(list)
         # Bulk callers: one listener per map() call, one dict entry per awaited id (no futures).
         self._listeners: dict[int, list[CompletionListener]] = {}
         self._wake = asyncio.Event()
@@ -66,23 +69,21 @@ class CompletionWatcher:
         if any(i in self._waiters or i in self._listeners for i in ids):
             self._wake.set()
 
-    def deliver(self, finals: Sequence[FinalResult]) -> None:
+    def deliver(self, finals: Sequence[FinalRow]) -> None:
         """Resolve this process's waiters and listeners from rows it just made final.
 
-        Saves reading and parsing each line again. The ids are taken out of the maps, so the
-        `done_seq` pass that later sees them (and moves the cursor past them) skips them; a
-        caller that registers afterwards finds its row final in the store.
+        Saves reading the rows back. The ids are taken out of the maps, so the `done_seq`
+        pass that later sees them (and moves the cursor past them) skips them; a caller that
+        registers afterwards finds its row final in the store.
         """
         waiters, listeners = self._waiters, self._listeners
-        for row, result in finals:
-            futures = waiters.pop(row.id, None)
-            if futures:
-                outcome = outcome_of(row, result)
-                for fut in futures:
-                    if not fut.done():
-                        fut.set_result(outcome)
-            for listener in listeners.pop(row.id, ()):
-                listener._push(row)
+        for values in finals:
+            rid = values[0]
+            for fut in waiters.pop(rid, ()):
+                if not fut.done():
+                    fut.set_result(values)
+            for listener in listeners.pop(rid, ()):
+                listener._push(RequestRow._make(values))
 
     def listen(self) -> CompletionListener:
         """A listener that collects the final rows of the ids added to it, as they complete."""
@@ -90,14 +91,15 @@ class CompletionWatcher:
 
     async def wait(self, request_id: int, timeout: float | None = None) -> Outcome:
         """Wait for a request's final outcome."""
-        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[FinalRow] = asyncio.get_running_loop().create_future()
         self._waiters[request_id].append(fut)
         try:
             # Registered first, checked second: a completion between the two cannot be missed.
             rows = await self._store.get_many([request_id])
             if rows and rows[0].state in states.FINAL_STATES:
                 self._resolve(rows[0])
-            return await asyncio.wait_for(fut, timeout) if timeout is not None else await fut
+            values = await asyncio.wait_for(fut, timeout) if timeout is not None else await fut
+            return outcome_of(RequestRow._make(values))
         finally:
             futures = self._waiters.get(request_id)
             if futures is not None:
@@ -107,13 +109,9 @@ class CompletionWatcher:
                     del self._waiters[request_id]
 
     def _resolve(self, row: RequestRow) -> None:
-        futures = self._waiters.get(row.id)
-        if not futures:
-            return
-        outcome = outcome_of(row)
-        for fut in futures:
+        for fut in self._waiters.get(row.id, ()):
             if not fut.done():
-                fut.set_result(outcome)
+                fut.set_result(row)
 
     async def _run(self) -> None:
         while not self._stopping:

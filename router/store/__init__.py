@@ -6,6 +6,7 @@ from . import states
 from .records import (
     BatchClaim,
     BatchRow,
+    FinalRow,
     IngestStats,
     LedgerEntry,
     NewRequest,
@@ -17,7 +18,6 @@ from .records import (
 from .store import (
     BODY_HEAD,
     BODY_TAIL,
-    FinalResult,
     Store,
     StoreClosedError,
     batch_body_bytes,
@@ -29,7 +29,7 @@ __all__ = [
     "BODY_TAIL",
     "BatchClaim",
     "BatchRow",
-    "FinalResult",
+    "FinalRow",
     "IngestStats",
     "LedgerEntry",
     "NewRequest",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import states
 from .records import LedgerEntry
+from .sql import chunks
 from .store import Store, insert_ledger, next_done_seq
 
 
@@ -76,8 +77,7 @@ async def escalated_params(store: Store, ids: Sequence[int]) -> list[tuple[int, 
     wrongly skip a request whose escalation this read does not see yet.
     """
     out: list[tuple[int, str, str | None, str, bytes]] = []
-    for start in range(0, len(ids), 900):
-        part = ids[start : start + 900]
+    for part in chunks(ids):
         marks = ",".join("?" * len(part))
         async with store.reader.execute(
             f"SELECT r.id, r.class, r.tag, r.model, p.params FROM requests r"

@@ -9,41 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
-import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 import structlog
 
-from .. import retry as _retry
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
-from ..pricing import TokenCounts
 from . import states
+from .ingest import apply_chunk
 from .records import (
     BatchClaim,
     BatchRow,
+    FinalRow,
     IngestStats,
     LedgerEntry,
     NewRequest,
     RequestRow,
     Ticket,
-    request_id_from,
 )
+from .result_lines import ParsedLine, parse_result_line
 from .schema import MIGRATIONS, SCHEMA_VERSION
+from .sql import LEDGER_INSERT, chunks
 
 log = structlog.get_logger()
 
-Durability = Literal["full", "normal"]
+T = TypeVar("T")
 
-# A request that reached a final state in apply_results: its row as stored, and the parsed
-# `result` object of its line.
-FinalResult = tuple[RequestRow, dict[str, Any]]
+Durability = Literal["full", "normal"]
 
 # Bytes a request adds to a batch body besides its params:
 # `{"custom_id":"r` + digits + `","params":` + params + `}` and the separating comma.
@@ -53,7 +52,6 @@ BODY_TAIL = b"]}"
 # Head and tail minus the one comma the last entry does not have.
 BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
 
-_SQL_VARS = 900  # stay under SQLite's default limit of host parameters per statement
 _GROUP_MAX = 4096  # rows per group commit
 _LEDGER_LINGER = 0.05  # seconds a ledger-only group waits for company before its commit
 
@@ -73,11 +71,6 @@ def batch_body_bytes(entries_total: int) -> int:
 
 def digest_of(params: bytes) -> bytes:
     return hashlib.blake2b(params, digest_size=16).digest()
-
-
-def _chunks(seq: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(seq), size):
-        yield seq[start : start + size]
 
 
 def _row_to_request(row: sqlite3.Row | tuple[Any, ...]) -> RequestRow:
@@ -253,7 +246,7 @@ class Store:
                 )
                 found: dict[str, tuple[int, bytes, str, float | None]] = {}
                 keys = list(dict.fromkeys(r.key for r in requests))
-                for part in _chunks(keys, _SQL_VARS):
+                for part in chunks(keys):
                     marks = ",".join("?" * len(part))
                     async with w.execute(
                         f"SELECT key, id, digest, class, deadline_at FROM requests WHERE key IN ({marks})",
@@ -443,148 +436,52 @@ class Store:
         now: float,
         max_attempts: Mapping[str, int],
         default_max_attempts: int = 1,
-    ) -> tuple[IngestStats, list[FinalResult]]:
+    ) -> tuple[IngestStats, list[FinalRow]]:
         """Apply one chunk of result lines in one transaction.
 
-        Returns the stats and, for each request that reached a final state, its row as now
-        stored plus the line's parsed `result` (so this process resolves its waiters without
-        reading or parsing the line again). A line already
-        ingested (stream re-read after a crash) is skipped; a result for a request answered by
-        another batch or by the real-time lane is recorded in the ledger as a duplicate only.
+        Returns the stats and the row, as now stored, of each request that reached a final
+        state, as a FinalRow (so this process resolves its waiters without reading back). A line
+        already ingested (stream re-read after a crash) is skipped; a result for a request
+        answered by another batch or by the real-time lane is recorded in the ledger as a
+        duplicate only.
         """
-        parsed: list[tuple[int, str, bytes, dict[str, Any]]] = []
+        parsed: list[ParsedLine] = []
         unknown = 0
         for raw in lines:
-            data = raw.encode() if isinstance(raw, str) else raw
-            obj = json.loads(data)
-            rid = request_id_from(str(obj.get("custom_id", "")))
-            result = obj.get("result") or {}
-            if rid is None:
+            line = parse_result_line(raw.encode() if isinstance(raw, str) else raw)
+            if line is None:
                 unknown += 1
-                continue
-            parsed.append((rid, str(result.get("type")), data, result))
-        delivered = retried = duplicates = skipped = 0
-        finished: list[FinalResult] = []
+            else:
+                parsed.append(line)
         async with self._write_lock:
-            w = self._writer
-            try:
-                # BEGIN inside the try: a cancel while it runs (a poll task stopped mid-ingest)
-                # still rolls back, instead of leaving the writer inside a transaction.
-                await w.execute("BEGIN IMMEDIATE")
-                ids = [p[0] for p in parsed]
-                current: dict[int, Any] = {}
-                seen: set[int] = set()
-                for part in _chunks(ids, _SQL_VARS):
-                    marks = ",".join("?" * len(part))
-                    async with w.execute(
-                        f"SELECT id, state, batch_id, class, tag, model, attempts, deadline_at, key,"
-                        f" created_at FROM requests WHERE id IN ({marks})",
-                        part,
-                    ) as cur:
-                        for r in await cur.fetchall():
-                            current[r[0]] = r
-                    async with w.execute(
-                        f"SELECT request_id FROM ledger WHERE batch_id = ? AND request_id IN ({marks})",
-                        (batch_id, *part),
-                    ) as cur:
-                        seen.update(r[0] for r in await cur.fetchall())
-                seq = await next_done_seq(w) - 1
-                finals: list[tuple[Any, ...]] = []
-                retries: list[tuple[Any, ...]] = []
-                ledger: list[tuple[Any, ...]] = []
-                for rid, rtype, data, result in parsed:
-                    row = current.get(rid)
-                    if row is None:
-                        unknown += 1
-                        continue
-                    if rid in seen:
-                        skipped += 1
-                        continue
-                    seen.add(rid)
-                    _, state, bid, latency, tag, model, attempts, deadline, key, created_at = row
-                    # An escalated request still takes a succeeded batch result: the first final
-                    # outcome wins, and the real-time reply that comes second is the duplicate.
-                    ours = bid == batch_id and (
-                        state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
-                    )
-                    message = (result.get("message") if rtype == "succeeded" else None) or {}
-                    usage = TokenCounts.from_usage(message.get("usage") or {})
-                    # A plain tuple in insert_ledger_rows' column order: no LedgerEntry per line.
-                    ledger.append(
-                        (
-                            now,
-                            "batch",
-                            str(message.get("model") or model),
-                            latency,
-                            tag,
-                            rid,
-                            batch_id,
-                            rtype,
-                            usage.input,
-                            usage.output,
-                            usage.cache_write_5m,
-                            usage.cache_write_1h,
-                            usage.cache_read,
-                            int(not ours),
-                        )
-                    )
-                    if not ours:
-                        duplicates += 1
-                        continue
-                    decision = _retry.decide(
-                        result,
-                        attempts=attempts + 1,
-                        max_attempts=max_attempts.get(latency, default_max_attempts),
-                        deadline_at=deadline,
-                        now=now,
-                    )
-                    if rtype != "succeeded" and decision == _retry.RESUBMIT:
-                        retries.append((rid, batch_id))
-                        retried += 1
-                        continue
-                    seq += 1
-                    final_state = states.SUCCEEDED if rtype == "succeeded" else states.FAILED
-                    finals.append((final_state, rtype, data, seq, now, rid, batch_id))
-                    # The row as the guarded UPDATE below leaves it (same transaction as the SELECT).
-                    final_row = RequestRow(
-                        id=rid,
-                        key=key,
-                        latency=latency,
-                        tag=tag,
-                        model=model,
-                        state=final_state,
-                        attempts=attempts + 1,
-                        outcome=rtype,
-                        result=data,
-                        created_at=created_at,
-                        deadline_at=deadline,
-                        batch_id=bid,
-                    )
-                    finished.append((final_row, result))
-                    delivered += 1
-                if finals:
-                    await w.executemany(
-                        "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?,"
-                        " finished_at = ?,"
-                        " attempts = attempts + 1 WHERE id = ? AND batch_id = ?"
-                        " AND state IN ('submitted', 'escalated')",
-                        finals,
-                    )
-                if retries:
-                    await w.executemany(
-                        "UPDATE requests SET state = 'pending', attempts = attempts + 1"
-                        " WHERE id = ? AND batch_id = ? AND state = 'submitted'",
-                        retries,
-                    )
-                if ledger:
-                    await insert_ledger_rows(w, ledger)
-                crash_point("apply.before_commit")
-                await w.execute("COMMIT")
-            except BaseException:
-                await rollback(w)
-                raise
-        stats = IngestStats(delivered, retried, duplicates, skipped, unknown)
+            stats, finished = await self._on_writer_thread(
+                apply_chunk,
+                batch_id,
+                parsed,
+                now=now,
+                max_attempts=max_attempts,
+                default_max_attempts=default_max_attempts,
+            )
+        if unknown:
+            stats = dataclasses.replace(stats, unknown=stats.unknown + unknown)
         return stats, finished
+
+    async def _on_writer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(connection, *args, **kwargs)` on the writer connection's own thread, in one hand-off.
+
+        For transactions of many statements (see ingest.py). Hold the write lock. aiosqlite
+        has no public way to run a function on its thread, hence its `_execute` (every
+        ingest test goes through it). A cancelled caller still waits for `fn` to end: `fn` runs to
+        its COMMIT or ROLLBACK regardless, and nothing may write after the caller returned.
+        """
+        writer = self._writer
+        execute = cast(Callable[..., Awaitable[T]], writer._execute)
+        task = asyncio.ensure_future(execute(fn, writer._conn, *args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
 
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a batch whose results are all ingested.
@@ -625,7 +522,7 @@ class Store:
 
     async def get_many(self, ids: Sequence[int]) -> list[RequestRow]:
         out: list[RequestRow] = []
-        for part in _chunks(list(ids), _SQL_VARS):
+        for part in chunks(list(ids)):
             marks = ",".join("?" * len(part))
             rows = await self._reader.execute_fetchall(
                 f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id IN ({marks})", part
@@ -704,12 +601,7 @@ async def next_done_seq(w: aiosqlite.Connection) -> int:
 
 async def insert_ledger_rows(w: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert ledger rows given as tuples in column order (see insert_ledger)."""
-    await w.executemany(
-        "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-        " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
+    await w.executemany(LEDGER_INSERT, rows)
 
 
 async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:

@@ -1,0 +1,166 @@
+"""Applying a chunk of batch result lines to the store: one transaction, one thread hand-off.
+
+The whole transaction runs as one function on the writer connection's own thread. Awaiting
+each statement instead cost a trip through the event loop per statement, and while an ingest
+resolves thousands of waiting callers each trip waited behind all of them: a 100,000-line
+ingest spent most of its time there, not in SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .. import retry as _retry
+from .._crashpoints import crash_point
+from . import states
+from .records import FinalRow, IngestStats
+from .result_lines import SUCCEEDED_RESULT, ParsedLine
+
+# The ledger columns of LEDGER_INSERT, read from a JSON array of rows (see _apply).
+LEDGER_INSERT_JSON = (
+    "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
+    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
+    " SELECT v ->> 0, 'batch', v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7, v ->> 8,"
+    " v ->> 9, v ->> 10, v ->> 11, v ->> 12 FROM (SELECT value AS v FROM json_each(?))"
+)
+
+# REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
+# every bit (a float is read back from the text exactly).
+_LOOKUP = (
+    "SELECT json_group_array(json_array(r.id, r.state, r.batch_id, r.class, r.tag, r.model,"
+    " r.attempts, iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at)), r.key,"
+    " printf('%!.17g', r.created_at),"
+    " EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = ?1 AND l.request_id = r.id)))"
+    " FROM requests r WHERE r.id IN (SELECT value FROM json_each(?2))"
+)
+
+
+def _lookup(c: sqlite3.Connection, batch_id: int, ids: list[int]) -> dict[int, tuple[Any, ...]]:
+    """Each known request's (id, state, batch_id, class, tag, model, attempts, deadline_at,
+    key, created_at, already ingested from this batch), by id.
+
+    One row of JSON rather than a row per request: sqlite3 releases and takes back the GIL
+    at every row it steps over, and with the event loop busy each take waits its turn.
+    """
+    ((text,),) = c.execute(_LOOKUP, (batch_id, json.dumps(ids))).fetchall()
+    rows: list[list[Any]] = json.loads(text)
+    for row in rows:
+        row[7] = None if row[7] is None else float(row[7])
+        row[9] = float(row[9])
+    # Tuples of plain values: the garbage collector stops tracking them (see records.RequestRow).
+    return {row[0]: tuple(row) for row in rows}
+
+
+def apply_chunk(
+    c: sqlite3.Connection,
+    batch_id: int,
+    parsed: Sequence[ParsedLine],
+    *,
+    now: float,
+    max_attempts: Mapping[str, int],
+    default_max_attempts: int,
+) -> tuple[IngestStats, list[FinalRow]]:
+    """Apply parsed result lines in one transaction (runs on the writer's thread).
+
+    Returns the stats and the row, as now stored, of each request that reached a final state.
+    """
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        stats, finished = _apply(
+            c, batch_id, parsed, now=now, max_attempts=max_attempts, default_max_attempts=default_max_attempts
+        )
+        crash_point("apply.before_commit")
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    return stats, finished
+
+
+def _apply(
+    c: sqlite3.Connection,
+    batch_id: int,
+    parsed: Sequence[ParsedLine],
+    *,
+    now: float,
+    max_attempts: Mapping[str, int],
+    default_max_attempts: int,
+) -> tuple[IngestStats, list[FinalRow]]:
+    current = _lookup(c, batch_id, [p.request_id for p in parsed])
+    seen = {rid for rid, row in current.items() if row[-1]}
+    seq = c.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL").fetchall()
+    seq = seq[0][0]
+    delivered = retried = duplicates = skipped = unknown = 0
+    finals: list[tuple[Any, ...]] = []
+    # Result lines travel as one blob; each row takes its slice (1-based offset, length).
+    lines: list[bytes] = []
+    offset = 0
+    retries: list[int] = []
+    ledger: list[tuple[Any, ...]] = []
+    finished: list[FinalRow] = []
+    for rid, rtype, data, reply_model, usage, result in parsed:
+        row = current.get(rid)
+        if row is None:
+            unknown += 1
+            continue
+        if rid in seen:  # ingested before: a stream read again after a crash or a cut
+            skipped += 1
+            continue
+        seen.add(rid)
+        _, state, bid, latency, tag, model, attempts, deadline, key, created_at, _ = row
+        # An escalated request still takes a succeeded batch result: the first final outcome
+        # wins, and the real-time reply that comes second is the duplicate.
+        ours = bid == batch_id and (
+            state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
+        )
+        ledger.append((now, reply_model or model, latency, tag, rid, batch_id, rtype, *usage, int(not ours)))
+        if not ours:
+            duplicates += 1
+            continue
+        decision = _retry.decide(
+            result or SUCCEEDED_RESULT,
+            attempts=attempts + 1,
+            max_attempts=max_attempts.get(latency, default_max_attempts),
+            deadline_at=deadline,
+            now=now,
+        )
+        if rtype != "succeeded" and decision == _retry.RESUBMIT:
+            retries.append(rid)
+            retried += 1
+            continue
+        seq += 1
+        final_state = states.SUCCEEDED if rtype == "succeeded" else states.FAILED
+        finals.append((rid, final_state, rtype, seq, offset + 1, len(data)))
+        lines.append(data)
+        offset += len(data)
+        # The row as the guarded UPDATE below leaves it (same transaction as the SELECT), in
+        # RequestRow's field order.
+        finished.append(
+            (rid, key, latency, tag, model, final_state, attempts + 1, rtype, data, created_at, deadline, bid)
+        )
+        delivered += 1
+    # Each write is one statement over a JSON array: one GIL hand-off, not one per row.
+    if finals:
+        finals.sort()  # by request id: rows are then visited in table order (results come shuffled)
+        c.execute(
+            "UPDATE requests SET state = j.value ->> 1, outcome = j.value ->> 2, done_seq = j.value ->> 3,"
+            " result = substr(?, j.value ->> 4, j.value ->> 5), finished_at = ?,"
+            " attempts = attempts + 1 FROM json_each(?) AS j"
+            # Unary plus: no index on batch_id or state, so the plan walks the JSON array and
+            # finds each row by id (with an index it scanned the array once per row).
+            " WHERE requests.id = j.value ->> 0 AND +requests.batch_id = ?"
+            " AND +requests.state IN ('submitted', 'escalated')",
+            (b"".join(lines), now, json.dumps(finals), batch_id),
+        )
+    if retries:
+        c.execute(
+            "UPDATE requests SET state = 'pending', attempts = attempts + 1"
+            " WHERE id IN (SELECT value FROM json_each(?)) AND +batch_id = ? AND +state = 'submitted'",
+            (json.dumps(retries), batch_id),
+        )
+    if ledger:
+        c.execute(LEDGER_INSERT_JSON, (json.dumps(ledger),))
+    return IngestStats(delivered, retried, duplicates, skipped, unknown), finished
