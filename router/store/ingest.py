@@ -18,14 +18,7 @@ from .._crashpoints import crash_point
 from . import states
 from .records import FinalRow, IngestStats
 from .result_lines import SUCCEEDED_RESULT, ParsedLine
-
-# The ledger columns of LEDGER_INSERT, read from a JSON array of rows (see _apply).
-LEDGER_INSERT_JSON = (
-    "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
-    " SELECT v ->> 0, 'batch', v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7, v ->> 8,"
-    " v ->> 9, v ->> 10, v ->> 11, v ->> 12 FROM (SELECT value AS v FROM json_each(?))"
-)
+from .sql import insert_ledger_json
 
 # REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
 # every bit (a float is read back from the text exactly).
@@ -116,7 +109,9 @@ def _apply(
         ours = bid == batch_id and (
             state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
         )
-        ledger.append((now, reply_model or model, latency, tag, rid, batch_id, rtype, *usage, int(not ours)))
+        ledger.append(
+            (now, "batch", reply_model or model, latency, tag, rid, batch_id, rtype, *usage, int(not ours))
+        )
         if not ours:
             duplicates += 1
             continue
@@ -162,5 +157,5 @@ def _apply(
             (json.dumps(retries), batch_id),
         )
     if ledger:
-        c.execute(LEDGER_INSERT_JSON, (json.dumps(ledger),))
+        insert_ledger_json(c, ledger)
     return IngestStats(delivered, retried, duplicates, skipped, unknown), finished
