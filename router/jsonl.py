@@ -21,7 +21,7 @@ from .bulk import deadline_risk
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
-from .store.sql import chunks
+from .store.sql import RESULT_OF_REQUEST, chunks
 from .store.store import BODY_FIXED, digest_of
 
 if TYPE_CHECKING:
@@ -290,8 +290,8 @@ async def export_results(
         after = 0
         while True:
             async with reader.execute(
-                "SELECT id, key, result FROM requests WHERE state IN (?, ?) AND result IS NOT NULL"
-                " AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT id, key, {RESULT_OF_REQUEST} AS line FROM requests WHERE state IN (?, ?)"
+                " AND line IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
                 (states.SUCCEEDED, states.FAILED, after, CHUNK),
             ) as cur:
                 rows = list(await cur.fetchall())
@@ -304,7 +304,7 @@ async def export_results(
     for part in chunks(wanted):
         marks = ",".join("?" * len(part))
         async with reader.execute(
-            f"SELECT key, state, result FROM requests WHERE key IN ({marks})", part
+            f"SELECT key, state, {RESULT_OF_REQUEST} FROM requests WHERE key IN ({marks})", part
         ) as cur:
             rows_by_key = {str(k): (str(s), r) for k, s, r in await cur.fetchall()}
         lines = []

@@ -23,6 +23,7 @@ import anthropic
 from router import Router
 from router.emulator import Emulator
 from router.store import request_id_from
+from router.store.sql import RESULT_OF_REQUEST
 from tests.durability import finish, go, prompt, query, run_app, start_daemon, stop, until, write_config
 from tests.helpers import MODEL, reply_text
 
@@ -143,7 +144,7 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
             # ---- every accepted request: exactly one outcome, its own, delivered once
             rows = {
                 str(k): (int(i), str(s), bytes(r) if r is not None else None)
-                for k, i, s, r in query(db, "SELECT key, id, state, result FROM requests")
+                for k, i, s, r in query(db, f"SELECT key, id, state, {RESULT_OF_REQUEST} FROM requests")
             }
             lost = sorted(k for k in accepted if k not in rows or rows[k][1] not in ("succeeded", "failed"))
             assert lost == []

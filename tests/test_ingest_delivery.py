@@ -77,8 +77,8 @@ def test_result_line_reduced_to_plain_values() -> None:
         b'{"custom_id":"r8","result":{"type":"errored","error":{"type":"error","error":{"type":"api_error"}}}}'
     )
     got = parse_result_line(errored)
-    assert got is not None and got.result_type == "errored" and got.usage == (0, 0, 0, 0, 0)
-    assert got.result == {"type": "errored", "error": {"type": "error", "error": {"type": "api_error"}}}
+    assert got is not None and got[1] == "errored" and got[4] == (0, 0, 0, 0, 0)
+    assert got[5] == {"type": "errored", "error": {"type": "error", "error": {"type": "api_error"}}}
     assert parse_result_line(b'{"custom_id":"someone-else","result":{"type":"succeeded"}}') is None
     with pytest.raises(ValueError):
         parse_result_line(b'{"custom_id":"r9","result":')

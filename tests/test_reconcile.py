@@ -136,6 +136,9 @@ async def test_purge_drops_old_finished_rows_and_keeps_everything_in_flight(
     assert report.ledger == 4
     counts = await router.store.state_counts()
     assert counts == {"succeeded": 1, "submitted": 2, "pending": 1}
+    # Result lines went with their requests: only the kept one's is left.
+    async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
+        assert (await cur.fetchone()) == (1,)
     emulator.end_batches()
     await router.poll()
     assert (await router.store.state_counts())["succeeded"] == 3

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import states
 from .records import LedgerEntry
-from .sql import chunks
+from .sql import RESULT_INSERT, chunks
 from .store import Store, insert_ledger, next_done_seq
 
 
@@ -105,12 +105,13 @@ async def complete(
     async with store.transaction() as w:
         seq = await next_done_seq(w)
         cur = await w.execute(
-            "UPDATE requests SET state = ?, outcome = ?, result = ?, done_seq = ?, finished_at = ?"
+            "UPDATE requests SET state = ?, outcome = ?, done_seq = ?, finished_at = ?"
             f" WHERE id = ? AND state IN ({marks})",
-            (final, outcome, line, seq, now, request_id, *from_states),
+            (final, outcome, seq, now, request_id, *from_states),
         )
         if cur.rowcount != 1:
             return False
+        await w.execute(RESULT_INSERT, (seq, line))
         if ledger is not None:
             await insert_ledger(w, [ledger])
     return True

@@ -18,7 +18,7 @@ from .._crashpoints import crash_point
 from . import states
 from .records import FinalRow, IngestStats
 from .result_lines import SUCCEEDED_RESULT, ParsedLine
-from .sql import insert_ledger_json
+from .sql import NEXT_DONE_SEQ, insert_ledger_json
 
 # REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
 # every bit (a float is read back from the text exactly).
@@ -45,6 +45,10 @@ def _lookup(c: sqlite3.Connection, batch_id: int, ids: list[int]) -> dict[int, t
         row[9] = float(row[9])
     # Tuples of plain values: the garbage collector stops tracking them (see records.RequestRow).
     return {row[0]: tuple(row) for row in rows}
+
+
+def _by_request_id(row: tuple[Any, ...]) -> int:
+    return int(row[5])
 
 
 def apply_chunk(
@@ -82,10 +86,9 @@ def _apply(
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
 ) -> tuple[IngestStats, list[FinalRow]]:
-    current = _lookup(c, batch_id, [p.request_id for p in parsed])
+    current = _lookup(c, batch_id, [p[0] for p in parsed])
     seen = {rid for rid, row in current.items() if row[-1]}
-    seq = c.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL").fetchall()
-    seq = seq[0][0]
+    seq = c.execute(NEXT_DONE_SEQ).fetchall()[0][0] - 1
     delivered = retried = duplicates = skipped = unknown = 0
     finals: list[tuple[Any, ...]] = []
     # Result lines travel as one blob; each row takes its slice (1-based offset, length).
@@ -139,16 +142,22 @@ def _apply(
         delivered += 1
     # Each write is one statement over a JSON array: one GIL hand-off, not one per row.
     if finals:
+        # Lines appended in done_seq order (the order they were numbered in), each the slice of
+        # one blob at its offset. Same transaction as the lookup: every final row is updated.
+        c.execute(
+            "INSERT INTO results (done_seq, line)"
+            " SELECT j.value ->> 3, substr(?, j.value ->> 4, j.value ->> 5) FROM json_each(?) AS j",
+            (b"".join(lines), json.dumps(finals)),
+        )
         finals.sort()  # by request id: rows are then visited in table order (results come shuffled)
         c.execute(
             "UPDATE requests SET state = j.value ->> 1, outcome = j.value ->> 2, done_seq = j.value ->> 3,"
-            " result = substr(?, j.value ->> 4, j.value ->> 5), finished_at = ?,"
-            " attempts = attempts + 1 FROM json_each(?) AS j"
+            " finished_at = ?, attempts = attempts + 1 FROM json_each(?) AS j"
             # Unary plus: no index on batch_id or state, so the plan walks the JSON array and
             # finds each row by id (with an index it scanned the array once per row).
             " WHERE requests.id = j.value ->> 0 AND +requests.batch_id = ?"
             " AND +requests.state IN ('submitted', 'escalated')",
-            (b"".join(lines), now, json.dumps(finals), batch_id),
+            (now, json.dumps(finals), batch_id),
         )
     if retries:
         c.execute(
@@ -157,5 +166,6 @@ def _apply(
             (json.dumps(retries), batch_id),
         )
     if ledger:
+        ledger.sort(key=_by_request_id)  # the (batch_id, request_id) index then grows in order
         insert_ledger_json(c, ledger)
     return IngestStats(delivered, retried, duplicates, skipped, unknown), finished

@@ -11,6 +11,7 @@ import json
 
 from . import states
 from .records import custom_id_for
+from .sql import RESULT_INSERT
 from .store import Store, next_done_seq
 
 RESULTS_RETENTION_SECONDS = 29 * 24 * 3600.0
@@ -34,12 +35,13 @@ async def fail_missing(store: Store, batch_id: int, *, now: float, reason: str) 
             ids = [int(r[0]) for r in await cur.fetchall()]
         seq = await next_done_seq(w)
         await w.executemany(
-            "UPDATE requests SET state = ?, outcome = 'missing', result = ?, done_seq = ?, finished_at = ?,"
+            "UPDATE requests SET state = ?, outcome = 'missing', done_seq = ?, finished_at = ?,"
             " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = ?",
-            [
-                (states.FAILED, missing_line(rid, reason), seq + n, now, rid, batch_id, states.SUBMITTED)
-                for n, rid in enumerate(ids)
-            ],
+            [(states.FAILED, seq + n, now, rid, batch_id, states.SUBMITTED) for n, rid in enumerate(ids)],
+        )
+        # Same transaction as the SELECT above: every id read there was just updated.
+        await w.executemany(
+            RESULT_INSERT, [(seq + n, missing_line(rid, reason)) for n, rid in enumerate(ids)]
         )
         await w.execute(
             "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",

@@ -19,6 +19,13 @@ class PurgeReport:
         return self.requests + self.batches + self.ledger
 
 
+_PURGEABLE = (
+    "state IN ('succeeded', 'failed') AND finished_at < ?"
+    " AND id < (SELECT MAX(id) FROM requests)"
+    " AND (done_seq IS NULL OR done_seq < (SELECT MAX(done_seq) FROM requests WHERE done_seq IS NOT NULL))"
+)
+
+
 async def purge(store: Store, *, before: float) -> PurgeReport:
     """Delete final requests finished before `before`, done batches ended before it, and ledger rows.
 
@@ -28,12 +35,12 @@ async def purge(store: Store, *, before: float) -> PurgeReport:
     `custom_id`), and a watcher's completion cursor must never run backwards.
     """
     async with store.transaction() as w:
-        cur = await w.execute(
-            "DELETE FROM requests WHERE state IN ('succeeded', 'failed') AND finished_at < ?"
-            " AND id < (SELECT MAX(id) FROM requests)"
-            " AND (done_seq IS NULL OR done_seq < (SELECT MAX(done_seq) FROM requests))",
+        # Their result lines first (schema 5 keeps them in `results`, keyed by done_seq).
+        await w.execute(
+            f"DELETE FROM results WHERE done_seq IN (SELECT done_seq FROM requests WHERE {_PURGEABLE})",
             (before,),
         )
+        cur = await w.execute(f"DELETE FROM requests WHERE {_PURGEABLE}", (before,))
         requests = cur.rowcount
         cur = await w.execute(
             "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < ?"

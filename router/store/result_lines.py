@@ -10,7 +10,7 @@ the stored bytes, in the task of the caller that wants it.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import pydantic_core
 
@@ -21,13 +21,12 @@ from .records import request_id_from
 SUCCEEDED_RESULT: dict[str, Any] = {"type": "succeeded"}
 
 
-class ParsedLine(NamedTuple):
-    request_id: int
-    result_type: str
-    data: bytes  # the line as received: what is stored and handed to callers
-    model: str | None  # the model the reply names, if any
-    usage: tuple[int, int, int, int, int]  # TokenCounts fields, in the ledger's column order
-    result: dict[str, Any] | None  # the `result` object, kept only when it is not `succeeded`
+# (request_id, result_type, data, model, usage, result): the line as received (`data`, what is
+# stored and handed to callers), the model its reply names if any, its usage as TokenCounts
+# fields in the ledger's column order, and its `result` object only when it is not
+# `succeeded`. A plain tuple, not a NamedTuple: the garbage collector stops tracking plain
+# tuples of plain values, and a chunk keeps 10,000 of them alive (see records.FinalRow).
+ParsedLine = tuple[int, str, bytes, "str | None", tuple[int, int, int, int, int], "dict[str, Any] | None"]
 
 
 def parse_result_line(data: bytes) -> ParsedLine | None:
@@ -45,13 +44,13 @@ def parse_result_line(data: bytes) -> ParsedLine | None:
         result = {}
     rtype = str(result.get("type"))
     if rtype != "succeeded":
-        return ParsedLine(rid, rtype, data, None, (0, 0, 0, 0, 0), result)
+        return (rid, rtype, data, None, (0, 0, 0, 0, 0), result)
     message = result.get("message")
     if not isinstance(message, dict):
         message = {}
     counts = TokenCounts.from_usage(message.get("usage") or {})
     model = message.get("model")
-    return ParsedLine(
+    return (
         rid,
         rtype,
         data,

@@ -97,6 +97,19 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO request_params (id, params) SELECT id, params FROM requests;
     UPDATE requests SET params = x'';
     """,
+    # 5: result lines in their own append-only table. Batch results arrive shuffled, and writing
+    # each ~700-byte line into its request's row grew rows all over the table: 100,000 lines
+    # rewrote most of its pages, in every transaction. Keyed by done_seq, each chunk's lines
+    # are appended in order. requests.result stays for rows finished before this migration.
+    """
+    CREATE TABLE results (
+        done_seq INTEGER PRIMARY KEY,          -- requests.done_seq of the request it completes
+        line     BLOB    NOT NULL              -- final result line, in the Batch API's result shape
+    );
+    INSERT INTO results (done_seq, line)
+        SELECT done_seq, result FROM requests WHERE result IS NOT NULL AND done_seq IS NOT NULL;
+    UPDATE requests SET result = NULL WHERE done_seq IS NOT NULL AND result IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

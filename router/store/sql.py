@@ -45,6 +45,16 @@ def commit_ledger(c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> Non
         raise
 
 
+# A request's result line, in a SELECT ... FROM requests (schema 5 keeps lines in `results`;
+# rows finished before it kept theirs inline).
+RESULT_OF_REQUEST = (
+    "COALESCE((SELECT line FROM results WHERE results.done_seq = requests.done_seq), requests.result)"
+)
+RESULT_INSERT = "INSERT INTO results (done_seq, line) VALUES (?, ?)"
+# The completion number to give next; the partial index on done_seq answers it (without the
+# IS NOT NULL, MAX() scans the table).
+NEXT_DONE_SEQ = "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests WHERE done_seq IS NOT NULL"
+
 LEDGER_INSERT = (
     "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
     " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"

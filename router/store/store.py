@@ -36,7 +36,7 @@ from .records import (
 )
 from .result_lines import ParsedLine, parse_result_line
 from .schema import MIGRATIONS, SCHEMA_VERSION
-from .sql import LEDGER_INSERT, chunks, commit_ledger
+from .sql import LEDGER_INSERT, NEXT_DONE_SEQ, RESULT_OF_REQUEST, chunks, commit_ledger
 
 log = structlog.get_logger()
 
@@ -56,7 +56,8 @@ _GROUP_MAX = 4096  # rows per group commit
 _LEDGER_LINGER = 0.05  # seconds a ledger-only group waits for company before its commit
 
 _REQUEST_COLUMNS = (
-    "id, key, class, tag, model, state, attempts, outcome, result, created_at, deadline_at, batch_id"
+    f"id, key, class, tag, model, state, attempts, outcome, {RESULT_OF_REQUEST}, created_at, deadline_at,"
+    " batch_id"
 )
 
 
@@ -607,7 +608,7 @@ async def rollback(w: aiosqlite.Connection) -> None:
 
 async def next_done_seq(w: aiosqlite.Connection) -> int:
     """The next completion number; call inside the write transaction that completes the row."""
-    async with w.execute("SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests") as cur:
+    async with w.execute(NEXT_DONE_SEQ) as cur:
         return int((await cur.fetchone() or (1,))[0])
 
 

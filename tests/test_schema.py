@@ -1,0 +1,61 @@
+"""Schema migrations carry existing data forward."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from router.outcomes import outcome_of
+from router.store import Store
+from router.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+
+def _database_at(path: Path, version: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:version]:
+        conn.executescript(migration)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
+
+
+def _line(custom_id: str, text: str) -> bytes:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 2},
+    }
+    return json.dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}).encode()
+
+
+async def test_migration_5_moves_result_lines_into_their_own_table(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = _database_at(db, 4)
+    insert = (
+        "INSERT INTO requests (id, key, class, model, params, digest, size, state, created_at, outcome,"
+        " result, done_seq, finished_at) VALUES (?, ?, 'daily', 'claude-haiku-4-5', x'', x'00', 2,"
+        " 'succeeded', 1.5, 'succeeded', ?, ?, 2.5)"
+    )
+    conn.execute(insert, (1, "numbered", _line("r1", "first"), 7))
+    conn.execute(insert, (2, "unnumbered", _line("r2", "second"), None))  # no done_seq: stays inline
+    conn.close()
+
+    store = await Store.open(db)
+    try:
+        rows = {row.key: row for row in await store.get_many([1, 2])}
+        assert [outcome_of(rows[k]).content[0].text for k in ("numbered", "unnumbered")] == [  # type: ignore[union-attr]
+            "first",
+            "second",
+        ]
+    finally:
+        await store.close()
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert check.execute("SELECT done_seq FROM results").fetchall() == [(7,)]
+    assert check.execute("SELECT id FROM requests WHERE result IS NOT NULL").fetchall() == [(2,)]
+    check.close()
