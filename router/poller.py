@@ -141,8 +141,9 @@ async def _line_blocks(blocks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes
 
 
 async def _abandon(task: asyncio.Task[tuple[IngestStats, list[FinalRow]]]) -> None:
-    """Stop a chunk still in flight after an error (its transaction rolls back; a re-read
-    applies it later) and wait for it, so nothing writes after ingest returned."""
+    """Stop a chunk still in flight after an error and wait for it, so nothing writes after
+    ingest returned. A chunk not yet in SQLite's thread is dropped (a re-read applies it);
+    one already there runs to its COMMIT, and the completion watcher delivers its rows."""
     task.cancel()
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await task

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from router import Router, poller
 from router.emulator import Emulator
+from router.store import store as store_module
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
 
@@ -263,3 +266,45 @@ async def test_poll_timeouts_are_retried(
         emulator.clock.advance(router.config.batch.poll_interval)
         assert (await router.poll(force=False)).delivered == 2
         await all_delivered(router, 2)
+
+
+async def test_cancelled_poll_waits_for_the_chunk_in_sqlites_thread_and_loses_nothing(
+    db_path: Path,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A chunk's transaction runs whole in SQLite's thread: a cancel cannot stop it half-way,
+    # so the cancelled poll waits for it, and what it committed stays committed.
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 5)
+    entered, release = threading.Event(), threading.Event()
+    original = store_module.apply_chunk
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 12)
+        await router.flush()
+        emulator.end_batches()
+        monkeypatch.setattr(store_module, "apply_chunk", held)
+        poll = asyncio.create_task(router.poll())
+        assert await asyncio.to_thread(entered.wait, 10)
+        poll.cancel()
+        await asyncio.sleep(0.05)
+        assert not poll.done()  # still waiting for the transaction it cannot interrupt
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        monkeypatch.setattr(store_module, "apply_chunk", original)
+        # Whole chunks only: the held one, and the next if it reached the thread before the cancel.
+        counts = await router.store.state_counts()
+        done = counts.get("succeeded", 0)
+        assert done in (5, 10) and counts.get("submitted", 0) == 12 - done, counts
+        again = await router.poll()
+        assert again.delivered == 12 - done
+        assert await router.store.state_counts() == {"succeeded": 12}
+        totals = await router.store.ledger_totals()
+        assert [(t["requests"], t["duplicate"]) for t in totals] == [(12, 0)]
