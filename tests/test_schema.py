@@ -6,6 +6,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from router.errors import RouterError
 from router.outcomes import outcome_of
 from router.store import Store
 from router.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -59,3 +62,13 @@ async def test_migration_5_moves_result_lines_into_their_own_table(tmp_path: Pat
     assert check.execute("SELECT done_seq FROM results").fetchall() == [(7,)]
     assert check.execute("SELECT id FROM requests WHERE result IS NOT NULL").fetchall() == [(2,)]
     check.close()
+
+
+async def test_an_sqlite_without_what_the_store_needs_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(RouterError, match=r"needs SQLite 3\.33\.0 or newer; .* uses 3\.31\.1"):
+        await Store.open(tmp_path / "router.db")
+    assert not (tmp_path / "router.db").exists()  # refused before anything was created

@@ -141,21 +141,24 @@ def _apply(
         )
         delivered += 1
     # Each write is one statement over a JSON array: one GIL hand-off, not one per row.
+    # (json_extract, not ->>: the operator needs SQLite 3.38; UPDATE ... FROM needs 3.33.)
     if finals:
         # Lines appended in done_seq order (the order they were numbered in), each the slice of
         # one blob at its offset. Same transaction as the lookup: every final row is updated.
         c.execute(
             "INSERT INTO results (done_seq, line)"
-            " SELECT j.value ->> 3, substr(?, j.value ->> 4, j.value ->> 5) FROM json_each(?) AS j",
+            " SELECT json_extract(j.value, '$[3]'),"
+            " substr(?, json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]')) FROM json_each(?) AS j",
             (b"".join(lines), json.dumps(finals)),
         )
         finals.sort()  # by request id: rows are then visited in table order (results come shuffled)
         c.execute(
-            "UPDATE requests SET state = j.value ->> 1, outcome = j.value ->> 2, done_seq = j.value ->> 3,"
+            "UPDATE requests SET state = json_extract(j.value, '$[1]'),"
+            " outcome = json_extract(j.value, '$[2]'), done_seq = json_extract(j.value, '$[3]'),"
             " finished_at = ?, attempts = attempts + 1 FROM json_each(?) AS j"
             # Unary plus: no index on batch_id or state, so the plan walks the JSON array and
             # finds each row by id (with an index it scanned the array once per row).
-            " WHERE requests.id = j.value ->> 0 AND +requests.batch_id = ?"
+            " WHERE requests.id = json_extract(j.value, '$[0]') AND +requests.batch_id = ?"
             " AND +requests.state IN ('submitted', 'escalated')",
             (now, json.dumps(finals), batch_id),
         )

@@ -22,9 +22,9 @@ def chunks(seq: Sequence[T], size: int = SQL_VARS) -> Iterable[Sequence[T]]:
 # GIL once rather than at every row (see ingest.py on why that matters).
 LEDGER_INSERT_JSON = (
     "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
-    " SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v ->> 5, v ->> 6, v ->> 7, v ->> 8, v ->> 9,"
-    " v ->> 10, v ->> 11, v ->> 12, v ->> 13 FROM (SELECT value AS v FROM json_each(?))"
+    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate) SELECT "
+    + ", ".join(f"json_extract(v, '$[{i}]')" for i in range(14))
+    + " FROM (SELECT value AS v FROM json_each(?))"
 )
 
 

@@ -106,6 +106,7 @@ class Store:
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, durability: Durability = "full") -> Store:
         db_path = Path(path)
+        _check_sqlite()
         _create_private_file(db_path)
         writer = await aiosqlite.connect(db_path, isolation_level=None)
         try:
@@ -642,6 +643,26 @@ def ledger_rows(entries: Sequence[LedgerEntry]) -> list[tuple[Any, ...]]:
 
 async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
     await insert_ledger_rows(w, ledger_rows(entries))
+
+
+MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM (ingest); JSON functions are checked separately
+
+
+def _check_sqlite() -> None:
+    """Refuse an SQLite library too old for the store's statements, saying what is needed."""
+    found = sqlite3.sqlite_version
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise RouterError(
+            f"hybrid-router needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python's"
+            f" sqlite3 module uses {found}"
+        )
+    try:
+        sqlite3.connect(":memory:").execute("SELECT json_extract('[1]', '$[0]')").close()
+    except sqlite3.OperationalError:
+        raise RouterError(
+            f"hybrid-router needs SQLite's JSON functions; this Python's SQLite {found} was built"
+            " without them"
+        ) from None
 
 
 async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None:
