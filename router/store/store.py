@@ -506,7 +506,7 @@ class Store:
         async with self._write_lock:
             w = self._writer
             try:
-                await w.execute("BEGIN IMMEDIATE")  # inside the try: see apply_results
+                await w.execute("BEGIN IMMEDIATE")  # inside the try: a cancelled BEGIN may still have run
                 cur = await w.execute(
                     "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitted'",
                     (batch_id,),
