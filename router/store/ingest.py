@@ -1,9 +1,11 @@
 """Applying a chunk of batch result lines to the store: one transaction, one thread hand-off.
 
-The whole transaction runs as one function on the writer connection's own thread. Awaiting
-each statement instead cost a trip through the event loop per statement, and while an ingest
-resolves thousands of waiting callers each trip waited behind all of them: a 100,000-line
-ingest spent most of its time there, not in SQLite.
+The whole transaction runs as one function on the writer connection's own thread, and each
+write is one statement over a JSON array. Python's sqlite3 gives up the GIL and takes it back
+at every row it steps over; while an ingest resolves thousands of waiting callers the event
+loop holds the GIL, and each take-back waits its turn. `executemany` of 100,000 rows: 0.5 s
+beside an idle loop, 391 s beside a busy one; one statement over a JSON array: 0.9 s and
+1.1 s (bench/RESULTS.md, "The finding").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .._crashpoints import crash_point
 from . import states
 from .records import FinalRow, IngestStats
 from .result_lines import SUCCEEDED_RESULT, ParsedLine
-from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param
+from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param, rollback_quietly
 
 # REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
 # every bit (a float is read back from the text exactly).
@@ -43,7 +45,7 @@ def _lookup(c: sqlite3.Connection, batch_id: int, ids: list[int]) -> dict[int, t
     for row in rows:
         row[7] = None if row[7] is None else float(row[7])
         row[9] = float(row[9])
-    # Tuples of plain values: the garbage collector stops tracking them (see records.RequestRow).
+    # Tuples of plain values: the garbage collector stops tracking them (see records.FinalRow).
     return {row[0]: tuple(row) for row in rows}
 
 
@@ -72,7 +74,7 @@ def apply_chunk(
         crash_point("apply.before_commit")
         c.execute("COMMIT")
     except BaseException:
-        c.execute("ROLLBACK")
+        rollback_quietly(c)
         raise
     return stats, finished
 

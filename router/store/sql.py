@@ -50,8 +50,18 @@ def commit_ledger(c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> Non
         insert_ledger_json(c, rows)
         c.execute("COMMIT")
     except BaseException:
-        c.execute("ROLLBACK")
+        rollback_quietly(c)
         raise
+
+
+def rollback_quietly(c: sqlite3.Connection) -> None:
+    """Roll back after an error, if a transaction is still open (a failed COMMIT may have
+    ended it), without hiding the error that got us here."""
+    if c.in_transaction:
+        try:
+            c.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 # A request's result line, in a SELECT ... FROM requests (schema 5 keeps lines in `results`;
