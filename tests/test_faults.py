@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,29 @@ async def test_cancelled_poll_waits_for_the_chunk_in_sqlites_thread_and_loses_no
         assert await router.store.state_counts() == {"succeeded": 12}
         totals = await router.store.ledger_totals()
         assert [(t["requests"], t["duplicate"]) for t in totals] == [(12, 0)]
+
+
+async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
+    db_path: Path,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router.store import ingest
+
+    def broken(c: Any, rows: Any) -> None:  # after the UPDATE and the results INSERT ran
+        raise sqlite3.OperationalError("disk I/O error")
+
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 6)
+        await router.flush()
+        emulator.end_batches()
+        monkeypatch.setattr(ingest, "insert_ledger_json", broken)
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            await router.poll()  # a store failure is not an API fault: the caller sees it
+        assert await router.store.state_counts() == {"submitted": 6}
+        async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
+            assert (await cur.fetchone()) == (0,)
+        monkeypatch.undo()
+        assert (await router.poll()).delivered == 6
+        await all_delivered(router, 6)
