@@ -19,7 +19,7 @@ from .. import retry as _retry
 from .._crashpoints import crash_point
 from . import states
 from .records import FinalRow, IngestStats
-from .result_lines import SUCCEEDED_RESULT, ParsedLine
+from .result_lines import ParsedLine
 from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param, rollback_quietly
 
 # REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
@@ -120,19 +120,24 @@ def _apply(
         if not ours:
             duplicates += 1
             continue
-        decision = _retry.decide(
-            result or SUCCEEDED_RESULT,
-            attempts=attempts + 1,
-            max_attempts=max_attempts.get(latency, default_max_attempts),
-            deadline_at=deadline,
-            now=now,
-        )
-        if rtype != "succeeded" and decision == _retry.RESUBMIT:
+        if rtype == "succeeded":
+            final_state = states.SUCCEEDED
+        elif (
+            _retry.decide(
+                result or {},
+                attempts=attempts + 1,
+                max_attempts=max_attempts.get(latency, default_max_attempts),
+                deadline_at=deadline,
+                now=now,
+            )
+            == _retry.RESUBMIT
+        ):
             retries.append(rid)
             retried += 1
             continue
+        else:
+            final_state = states.FAILED
         seq += 1
-        final_state = states.SUCCEEDED if rtype == "succeeded" else states.FAILED
         finals.append((rid, final_state, rtype, seq, offset + 1, len(data)))
         lines.append(data)
         offset += len(data)

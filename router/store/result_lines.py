@@ -17,10 +17,6 @@ import pydantic_core
 from ..pricing import TokenCounts
 from .records import request_id_from
 
-# Stands in for the `result` object of a succeeded line, which retry decisions never need.
-SUCCEEDED_RESULT: dict[str, Any] = {"type": "succeeded"}
-
-
 # (request_id, result_type, data, model, usage, result): the line as received (`data`, what is
 # stored and handed to callers), the model its reply names if any, its usage as TokenCounts
 # fields in the ledger's column order, and its `result` object only when it is not
