@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import retry as _retry
-from .._crashpoints import crash_point
 from . import states
 from .records import FinalRow, IngestStats
 from .result_lines import ParsedLine
-from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param, rollback_quietly
+from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param
 
 # REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
 # every bit (a float is read back from the text exactly).
@@ -62,32 +61,10 @@ def apply_chunk(
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
 ) -> tuple[IngestStats, list[FinalRow]]:
-    """Apply parsed result lines in one transaction (runs on the writer's thread).
+    """Apply parsed result lines; run on the writer's thread inside `sql.in_transaction`.
 
     Returns the stats and the row, as now stored, of each request that reached a final state.
     """
-    c.execute("BEGIN IMMEDIATE")
-    try:
-        stats, finished = _apply(
-            c, batch_id, parsed, now=now, max_attempts=max_attempts, default_max_attempts=default_max_attempts
-        )
-        crash_point("apply.before_commit")
-        c.execute("COMMIT")
-    except BaseException:
-        rollback_quietly(c)
-        raise
-    return stats, finished
-
-
-def _apply(
-    c: sqlite3.Connection,
-    batch_id: int,
-    parsed: Sequence[ParsedLine],
-    *,
-    now: float,
-    max_attempts: Mapping[str, int],
-    default_max_attempts: int,
-) -> tuple[IngestStats, list[FinalRow]]:
     current = _lookup(c, batch_id, [p[0] for p in parsed])
     seen = {rid for rid, row in current.items() if row[-1]}
     seq = c.execute(NEXT_DONE_SEQ).fetchall()[0][0] - 1

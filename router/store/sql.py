@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import pydantic_core
+
+from .._crashpoints import crash_point
 
 T = TypeVar("T")
 
@@ -19,8 +21,8 @@ def chunks(seq: Sequence[T], size: int = SQL_VARS) -> Iterable[Sequence[T]]:
         yield seq[start : start + size]
 
 
-# The same columns, read from one JSON array of rows: one statement, so sqlite3 gives up the
-# GIL once rather than at every row (see ingest.py on why that matters).
+# Ledger rows as one JSON array of tuples in this column order: one statement, so sqlite3
+# gives up the GIL once rather than at every row (see ingest.py on why that matters).
 LEDGER_INSERT_JSON = (
     "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
     " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate) SELECT "
@@ -38,20 +40,32 @@ def json_param(rows: Any) -> str:
 
 
 def insert_ledger_json(c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ledger rows (tuples in LEDGER_INSERT's column order) in one statement."""
+    """Insert ledger rows (tuples in LEDGER_INSERT_JSON's column order) in one statement."""
     if rows:
         c.execute(LEDGER_INSERT_JSON, (json_param(rows),))
 
 
-def commit_ledger(c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """A transaction of ledger rows only (runs on the writer's thread)."""
+def in_transaction(
+    c: sqlite3.Connection,
+    fn: Callable[..., T],
+    *args: Any,
+    crash_before_commit: str | None = None,
+    **kwargs: Any,
+) -> T:
+    """`fn(c, *args, **kwargs)` inside BEGIN IMMEDIATE ... COMMIT, rolled back on any error.
+
+    For functions run whole on the writer's thread (`Store._on_writer_thread`).
+    """
     c.execute("BEGIN IMMEDIATE")
     try:
-        insert_ledger_json(c, rows)
+        result = fn(c, *args, **kwargs)
+        if crash_before_commit is not None:
+            crash_point(crash_before_commit)
         c.execute("COMMIT")
     except BaseException:
         rollback_quietly(c)
         raise
+    return result
 
 
 def rollback_quietly(c: sqlite3.Connection) -> None:
@@ -73,9 +87,3 @@ RESULT_INSERT = "INSERT INTO results (done_seq, line) VALUES (?, ?)"
 # The completion number to give next; the partial index on done_seq answers it (without the
 # IS NOT NULL, MAX() scans the table).
 NEXT_DONE_SEQ = "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests WHERE done_seq IS NOT NULL"
-
-LEDGER_INSERT = (
-    "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)

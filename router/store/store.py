@@ -36,7 +36,15 @@ from .records import (
 )
 from .result_lines import ParsedLine, parse_result_line
 from .schema import MIGRATIONS, SCHEMA_VERSION
-from .sql import LEDGER_INSERT, NEXT_DONE_SEQ, RESULT_OF_REQUEST, chunks, commit_ledger
+from .sql import (
+    LEDGER_INSERT_JSON,
+    NEXT_DONE_SEQ,
+    RESULT_OF_REQUEST,
+    chunks,
+    in_transaction,
+    insert_ledger_json,
+    json_param,
+)
 
 log = structlog.get_logger()
 
@@ -217,7 +225,7 @@ class Store:
         accounting: statement by statement, each trip waited behind the event loop's work)."""
         try:
             async with self._write_lock:
-                await self._on_writer_thread(commit_ledger, ledger_rows(ledger))
+                await self._on_writer_thread(in_transaction, insert_ledger_json, ledger_rows(ledger))
         except Exception as exc:  # accounting only: nobody waits on it, so log and go on
             log.error("ledger_write_failed", error=str(exc), entries=len(ledger))
 
@@ -469,9 +477,11 @@ class Store:
                 parsed.append(line)
         async with self._write_lock:
             stats, finished = await self._on_writer_thread(
+                in_transaction,
                 apply_chunk,
                 batch_id,
                 parsed,
+                crash_before_commit="apply.before_commit",
                 now=now,
                 max_attempts=max_attempts,
                 default_max_attempts=default_max_attempts,
@@ -613,13 +623,8 @@ async def next_done_seq(w: aiosqlite.Connection) -> int:
         return int((await cur.fetchone() or (1,))[0])
 
 
-async def insert_ledger_rows(w: aiosqlite.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ledger rows given as tuples in column order (see insert_ledger)."""
-    await w.executemany(LEDGER_INSERT, rows)
-
-
 def ledger_rows(entries: Sequence[LedgerEntry]) -> list[tuple[Any, ...]]:
-    """Ledger entries as tuples in LEDGER_INSERT's column order."""
+    """Ledger entries as tuples in LEDGER_INSERT_JSON's column order."""
     return [
         (
             e.at,
@@ -642,7 +647,9 @@ def ledger_rows(entries: Sequence[LedgerEntry]) -> list[tuple[Any, ...]]:
 
 
 async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
-    await insert_ledger_rows(w, ledger_rows(entries))
+    """Insert ledger entries inside the caller's transaction, in one statement."""
+    if entries:
+        await w.execute(LEDGER_INSERT_JSON, (json_param(ledger_rows(entries)),))
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM (ingest); JSON functions are checked separately
