@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -223,6 +224,35 @@ async def measured_flush(
         await store.close()
     figures = {"seconds": seconds, "growth": rss.growth, "peak": rss.peak, "base": rss.base}
     return report, figures, counts
+
+
+def run_on_copy(master: Path, name: str, fn: Callable[..., Any], url: str) -> Any:
+    """`fn(db, url)` in a fresh spawned process, on its own copy of the prepared store `master`."""
+    db = master.with_name(f"{name}.db")
+    shutil.copyfile(master, db)
+    try:
+        return run_async_child(fn, str(db), url)
+    finally:
+        db.unlink()
+
+
+def report_time_and_memory(
+    runs: dict[str, list[dict[str, Any]]], ours_label: str, sdk_label: str
+) -> tuple[float, float, float, float]:
+    """Print each side's time and peak RSS growth (runs "ours" and "sdk") and the ratios.
+
+    Returns the medians: ours' time, the SDK's time, ours' growth and the SDK's, in MiB.
+    """
+    secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
+    grow = {k: [r["growth"] / MiB for r in v] for k, v in runs.items()}
+    row(f"ours: {ours_label}, time", secs["ours"], "s", "{:.2f}")
+    row(f"SDK {sdk_label}, time", secs["sdk"], "s", "{:.2f}")
+    row("ours: peak RSS growth", grow["ours"], "MiB", "{:.1f}")
+    row("SDK: peak RSS growth", grow["sdk"], "MiB", "{:.1f}")
+    t_ours, t_sdk = median(secs["ours"]), median(secs["sdk"])
+    m_ours, m_sdk = median(grow["ours"]), median(grow["sdk"])
+    print(f"  ratio time SDK / ours: {ratio(t_sdk, t_ours)};  memory SDK / ours: {ratio(m_sdk, m_ours)}")
+    return t_ours, t_sdk, m_ours, m_sdk
 
 
 def run_async_child(fn: Callable[..., Any], *args: Any) -> Any:

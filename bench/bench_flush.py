@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -31,10 +30,9 @@ from _common import (
     build_store,
     emulator_process,
     measured_flush,
-    median,
-    ratio,
+    report_time_and_memory,
     row,
-    run_async_child,
+    run_on_copy,
     sink_process,
 )
 
@@ -92,21 +90,14 @@ def main() -> int:
                 for name, fn, url in (("ours", ours, sink), ("sdk", sdk, sink), ("emulator", ours, emu)):
                     if name == "emulator" and i > 0:
                         continue
-                    db = Path(tmp) / f"{name}-{i}.db"
-                    shutil.copyfile(master, db)
-                    runs[name].append(run_async_child(fn, str(db), url))
-                    db.unlink()
-    secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
-    grow = {k: [r["growth"] / MiB for r in v] for k, v in runs.items()}
-    row("ours: batcher.flush, time (sink server)", secs["ours"], "s", "{:.2f}")
-    row("SDK batches.create(requests=[...]), time", secs["sdk"], "s", "{:.2f}")
-    row("ours: peak RSS growth", grow["ours"], "MiB", "{:.1f}")
-    row("SDK: peak RSS growth", grow["sdk"], "MiB", "{:.1f}")
-    row("ours into the real emulator (incl. its parse)", secs["emulator"], "s", "{:.2f}")
-    row("ours into the real emulator, peak RSS growth", grow["emulator"], "MiB", "{:.1f}")
-    t_ours, t_sdk = median(secs["ours"]), median(secs["sdk"])
-    m_ours, m_sdk = median(grow["ours"]), median(grow["sdk"])
-    print(f"  ratio time SDK / ours: {ratio(t_sdk, t_ours)};  memory SDK / ours: {ratio(m_sdk, m_ours)}")
+                    runs[name].append(run_on_copy(master, f"{name}-{i}", fn, url))
+    emulator = runs.pop("emulator")
+    row("ours into the real emulator (incl. its parse)", [r["seconds"] for r in emulator], "s", "{:.2f}")
+    growth = [r["growth"] / MiB for r in emulator]
+    row("ours into the real emulator, peak RSS growth", growth, "MiB", "{:.1f}")
+    t_ours, t_sdk, m_ours, m_sdk = report_time_and_memory(
+        runs, "batcher.flush (sink server)", "batches.create(requests=[...])"
+    )
     ok = t_ours <= 1.5 and m_ours <= 100 and t_sdk / t_ours >= 3 and m_sdk / max(m_ours, 1e-9) >= 6
     print(f"  target <= 1.5 s, <= 100 MiB, >= 3x time, >= 6x memory: {'met' if ok else 'MISSED'}")
     return 0

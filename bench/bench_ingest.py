@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import shutil
 import sys
 import tempfile
 import time
@@ -29,15 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
-    MiB,
     RssSampler,
     banner,
     build_store,
     emulator_process,
-    median,
-    ratio,
-    row,
-    run_async_child,
+    measured_flush,
+    report_time_and_memory,
+    run_on_copy,
 )
 
 N = 100_000
@@ -58,28 +55,9 @@ def settle_garbage() -> None:
 
 async def prepare(db: Path, url: str) -> str:
     """Store N requests, flush them into one emulator batch and end it; returns the batch id."""
-    import anthropic
-
-    from router import batcher
-    from router.store import Store
-
     await build_store(db, N, SIZE)
-    store = await Store.open(db)
-    client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
-    try:
-        report = await batcher.flush(
-            store,
-            client,
-            latencies=None,
-            max_requests=N,
-            max_bytes=256_000_000,
-            now=time.time(),
-            first_poll_after=0.0,
-        )
-        assert len(report.batches) == 1 and report.requests == N, report
-    finally:
-        await client.close()
-        await store.close()
+    report, _, _ = await measured_flush(str(db), url, max_requests=N)  # Router.poll() forces the poll
+    assert len(report.batches) == 1 and report.requests == N, report
     await asyncio.to_thread(_end_batches, url)
     return report.batches[0]
 
@@ -191,19 +169,10 @@ def main() -> int:
         print(f"  (setup: {N:,} requests stored, flushed and ended in {time.perf_counter() - t:.1f} s)")
         for i in range(REPEATS):
             for name, fn in (("ours", ours), ("sdk", sdk_side)):
-                db = Path(tmp) / f"{name}-{i}.db"
-                shutil.copyfile(master, db)
-                runs[name].append(run_async_child(fn, str(db), url))
-                db.unlink()
-    secs = {k: [r["seconds"] for r in v] for k, v in runs.items()}
-    grow = {k: [r["growth"] / MiB for r in v] for k, v in runs.items()}
-    row("ours: Router.poll + watcher, time", secs["ours"], "s", "{:.2f}")
-    row("SDK results() + executemany + futures, time", secs["sdk"], "s", "{:.2f}")
-    row("ours: peak RSS growth", grow["ours"], "MiB", "{:.1f}")
-    row("SDK: peak RSS growth", grow["sdk"], "MiB", "{:.1f}")
-    t_ours, t_sdk = median(secs["ours"]), median(secs["sdk"])
-    m_ours, m_sdk = median(grow["ours"]), median(grow["sdk"])
-    print(f"  ratio time SDK / ours: {ratio(t_sdk, t_ours)};  memory SDK / ours: {ratio(m_sdk, m_ours)}")
+                runs[name].append(run_on_copy(master, f"{name}-{i}", fn, url))
+    t_ours, _, m_ours, _ = report_time_and_memory(
+        runs, "Router.poll + watcher", "results() + executemany + futures"
+    )
     ok = t_ours <= 3 and m_ours <= 150
     print(f"  target <= 3 s, <= 150 MiB: {'met' if ok else 'MISSED'}")
     return 0
