@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
@@ -59,7 +59,7 @@ async def ingest(
     now: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], Awaitable[None]] | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
 
@@ -83,7 +83,7 @@ async def ingest(
         totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
         if finished:
             if on_final is not None:
-                on_final(finished)
+                await on_final(finished)
             else:
                 on_finished([row[0] for row in finished])
         crash_point("ingest.after_chunk")
@@ -162,7 +162,7 @@ async def poll(
     max_interval: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], Awaitable[None]] | None = None,
     force: bool = False,
 ) -> PollReport:
     """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""

@@ -320,15 +320,13 @@ async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
 ) -> None:
     from router.store import ingest
 
-    def broken(c: Any, rows: Any) -> None:  # after the UPDATE and the results INSERT ran
-        raise sqlite3.OperationalError("disk I/O error")
-
     async with quiet_router(db_path, emulator, sdk) as router:
         await submit_many(router, 6)
         await router.flush()
         emulator.end_batches()
-        monkeypatch.setattr(ingest, "insert_ledger_json", broken)
-        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        # Reading back the final rows fails after every write of the chunk has run.
+        monkeypatch.setattr(ingest, "_READ_FINALS", "SELECT * FROM no_such_table")
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await router.poll()  # a store failure is not an API fault: the caller sees it
         assert await router.store.state_counts() == {"submitted": 6}
         async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:

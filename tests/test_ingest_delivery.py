@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -10,8 +12,7 @@ import pytest
 from router import Router
 from router.emulator import Emulator
 from router.poller import _line_blocks
-from router.store import RequestRow
-from router.store.result_lines import parse_result_line
+from router.store import IngestStats, RequestRow
 from tests.helpers import ask, reply_text
 
 
@@ -49,9 +50,9 @@ async def test_rows_handed_over_match_the_stored_rows_exactly(router: Router, em
     handed: list[tuple[object, ...]] = []
     original = router._waiters.deliver
 
-    def spy(finals: Sequence[tuple[object, ...]]) -> None:
+    async def spy(finals: Sequence[tuple[object, ...]]) -> None:
         handed.extend(finals)
-        original(finals)
+        await original(finals)
 
     router._waiters.deliver = spy  # type: ignore[method-assign]
     for i in range(5):
@@ -63,25 +64,6 @@ async def test_rows_handed_over_match_the_stored_rows_exactly(router: Router, em
     assert len(handed) == 5
     for values in handed:
         assert RequestRow._make(values) == stored[int(values[0])]
-
-
-def test_result_line_reduced_to_plain_values() -> None:
-    line = (
-        b'{"custom_id":"r7","result":{"type":"succeeded","message":{"model":"claude-x","usage":'
-        b'{"input_tokens":11,"output_tokens":3,"cache_read_input_tokens":2,"cache_creation_input_tokens":5,'
-        b'"cache_creation":{"ephemeral_5m_input_tokens":1,"ephemeral_1h_input_tokens":4}}}}}'
-    )
-    parsed = parse_result_line(line)
-    assert parsed == (7, "succeeded", line, "claude-x", (11, 3, 1, 4, 2), None)
-    errored = (
-        b'{"custom_id":"r8","result":{"type":"errored","error":{"type":"error","error":{"type":"api_error"}}}}'
-    )
-    got = parse_result_line(errored)
-    assert got is not None and got[1] == "errored" and got[4] == (0, 0, 0, 0, 0)
-    assert got[5] == {"type": "errored", "error": {"type": "error", "error": {"type": "api_error"}}}
-    assert parse_result_line(b'{"custom_id":"someone-else","result":{"type":"succeeded"}}') is None
-    with pytest.raises(ValueError):
-        parse_result_line(b'{"custom_id":"r9","result":')
 
 
 async def test_line_blocks_split_lines_across_reads_and_drop_blanks() -> None:
@@ -103,3 +85,87 @@ async def test_line_blocks_never_yield_a_line_cut_by_a_broken_stream() -> None:
         async for lines in _line_blocks(reads()):
             got.extend(lines)
     assert got == [b'{"a":1}']
+
+
+def _line(custom_id: str, result: dict[str, object]) -> bytes:
+    return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":")).encode()
+
+
+def _errored(error_type: str) -> dict[str, object]:
+    return {"type": "errored", "error": {"type": "error", "error": {"type": error_type, "message": "no"}}}
+
+
+async def _submitted(router: Router, count: int) -> tuple[int, list[int]]:
+    tickets = [
+        await router.messages.submit(**ask(f"question {i}"), latency="daily", key=f"k{i}")
+        for i in range(count)
+    ]
+    await router.flush()
+    (batch,) = await router.store.open_batches()
+    return batch.id, [t.request_id for t in tickets]
+
+
+async def _ledger(router: Router, batch_id: int) -> list[tuple[object, ...]]:
+    async with router.store.reader.execute(
+        "SELECT request_id, model, result_type, input_tokens, output_tokens, cache_write_5m, cache_write_1h,"
+        " cache_read, duplicate FROM ledger WHERE batch_id = ? ORDER BY request_id",
+        (batch_id,),
+    ) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+async def test_sqlite_reads_each_line_down_to_its_verdict(router: Router) -> None:
+    batch_id, ids = await _submitted(router, 4)
+    model = (await router.store.get_many([ids[1]]))[0].model
+    usage = {
+        "input_tokens": 11,
+        "output_tokens": 3,
+        "cache_read_input_tokens": 2,
+        "cache_creation_input_tokens": 5,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 4},
+    }
+    succeeded = _line(f"r{ids[0]}", {"type": "succeeded", "message": {"model": "claude-x", "usage": usage}})
+    lines = [
+        succeeded,
+        _line(f"r{ids[1]}", _errored("invalid_request_error")),  # never resubmitted: final
+        succeeded,  # the same request again in one chunk: the first line wins
+        _line("someone-else", {"type": "succeeded"}),  # not a custom_id of ours
+        _line("r99999999", {"type": "succeeded"}),  # no such request here
+        _line(f"r0{ids[3]}", {"type": "succeeded"}),  # not how we write ids
+        _line(f"r{ids[2]}", _errored("overloaded_error")),  # resubmitted
+    ]
+    stats, finals = await router.store.apply_results(
+        batch_id, lines, now=time.time(), max_attempts={"daily": 3}
+    )
+    assert stats == IngestStats(delivered=2, retried=1, duplicates=0, skipped=1, unknown=3)
+    assert [(f[0], f[5], f[6], f[7], f[8]) for f in finals] == [
+        (ids[0], "succeeded", 1, "succeeded", succeeded),
+        (ids[1], "failed", 1, "errored", lines[1]),
+    ]
+    assert await _ledger(router, batch_id) == [
+        (ids[0], "claude-x", "succeeded", 11, 3, 1, 4, 2, 0),
+        (ids[1], model, "errored", 0, 0, 0, 0, 0, 0),
+        (ids[2], model, "errored", 0, 0, 0, 0, 0, 0),
+    ]
+    rows = {row.id: row for row in await router.store.get_many(ids)}
+    assert [(rows[i].state, rows[i].attempts) for i in ids] == [
+        ("succeeded", 1),
+        ("failed", 1),
+        ("pending", 1),
+        ("submitted", 0),
+    ]
+    # The same chunk read again (a stream re-read after a crash) changes nothing.
+    again, finals = await router.store.apply_results(
+        batch_id, lines, now=time.time(), max_attempts={"daily": 3}
+    )
+    assert (again.delivered, again.retried, again.skipped, again.unknown, finals) == (0, 0, 4, 3, [])
+    assert len(await _ledger(router, batch_id)) == 3
+
+
+async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(router: Router) -> None:
+    batch_id, ids = await _submitted(router, 2)
+    lines = [_line(f"r{ids[0]}", {"type": "succeeded"}), _line(f"r{ids[1]}", {"type": "succeeded"})[:-3]]
+    with pytest.raises(ValueError, match="line 2 of the chunk is not JSON"):
+        await router.store.apply_results(batch_id, lines, now=time.time(), max_attempts={})
+    assert await router.store.state_counts() == {"submitted": 2}
+    assert await _ledger(router, batch_id) == []

@@ -185,3 +185,41 @@ def test_empty_summary() -> None:
     assert summary.saving == 0.0
     assert summary.saving_pct == 0.0
     assert "saving: $0.0000 (0.0%)" in summary.render()
+
+
+USAGES = [
+    {"input_tokens": 11, "output_tokens": 3},
+    {"input_tokens": 11, "output_tokens": 3, "cache_read_input_tokens": 2, "cache_creation_input_tokens": 5},
+    {
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cache_creation_input_tokens": 5,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 4},
+    },
+    # A split that accounts for more than the total, or for part of it.
+    {"cache_creation_input_tokens": 2, "cache_creation": {"ephemeral_5m_input_tokens": 3}},
+    {"cache_creation_input_tokens": 9, "cache_creation": {"ephemeral_1h_input_tokens": 4}},
+    {"cache_creation_input_tokens": 9, "cache_creation": None},
+    # Odd values: floats truncate; booleans, strings, nulls and objects count 0.
+    {
+        "input_tokens": 7.9,
+        "output_tokens": True,
+        "cache_read_input_tokens": "12",
+        "cache_creation_input_tokens": None,
+    },
+    {"input_tokens": {"n": 1}, "output_tokens": [1], "cache_creation": 5},
+    {},
+]
+
+
+@pytest.mark.parametrize("usage", USAGES)
+def test_sql_mirror_of_from_usage_counts_the_same(usage: dict[str, object]) -> None:
+    # Ingest reads usage inside SQLite (store/ingest.py); the SQL must say what Python says.
+    import json
+    import sqlite3
+
+    at = {name: f"$.{name}" for name in TokenCounts.USAGE_FIELDS}
+    sql = "SELECT " + ", ".join(TokenCounts.sql_from_usage("?1", at))
+    got = sqlite3.connect(":memory:").execute(sql, (json.dumps(usage),)).fetchone()
+    want = TokenCounts.from_usage(usage)
+    assert got == (want.input, want.output, want.cache_write_5m, want.cache_write_1h, want.cache_read)

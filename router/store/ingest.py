@@ -1,158 +1,342 @@
 """Applying a chunk of batch result lines to the store: one transaction, one thread hand-off.
 
-The whole transaction runs as one function on the writer connection's own thread, and each
-write is one statement over a JSON array. Python's sqlite3 gives up the GIL and takes it back
-at every row it steps over; while an ingest resolves thousands of waiting callers the event
-loop holds the GIL, and each take-back waits its turn. `executemany` of 100,000 rows: 0.5 s
-beside an idle loop, 391 s beside a busy one; one statement over a JSON array: 0.9 s and
-1.1 s (bench/RESULTS.md, "The finding").
+The whole transaction runs as one function on the writer connection's own thread, and the
+work is done by SQLite, a statement at a time over the whole chunk: it reads each line's
+custom_id, type, model and usage with its JSON functions, sorts the lines into verdicts in
+a temp table, and writes from there. Python only decides the lines that are neither
+`succeeded` nor somebody else's (the retry policy), and reads back the rows made final.
+
+Why so little Python: sqlite3 gives up the GIL while a statement runs and takes it back at
+every row it steps over. During an ingest the event loop holds the GIL, resolving thousands
+of waiting callers; Python work on this thread waits its turn, and each row stepped waits
+for the loop to let go. `executemany` of 100,000 rows: 0.5 s beside an idle loop, 391 s
+beside a busy one; one statement over a JSON array: 0.9 s and 1.1 s (bench/RESULTS.md, "The
+finding"). Work done inside one statement runs beside the loop, on the other core.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+
+import pydantic_core
 
 from .. import retry as _retry
+from ..pricing import TokenCounts
 from . import states
-from .records import FinalRow, IngestStats
-from .result_lines import ParsedLine
-from .sql import NEXT_DONE_SEQ, insert_ledger_json, json_param
+from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
+from .sql import json_param
 
-# REALs leave SQLite's JSON functions with 15 significant digits; printf('%!.17g') keeps
-# every bit (a float is read back from the text exactly).
-_LOOKUP = (
-    "SELECT json_group_array(json_array(r.id, r.state, r.batch_id, r.class, r.tag, r.model,"
-    " r.attempts, iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at)), r.key,"
-    " printf('%!.17g', r.created_at),"
-    " EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = ?1 AND l.request_id = r.id)))"
-    " FROM requests r WHERE r.id IN (SELECT value FROM json_each(?2))"
+# Verdicts, one per line: what the line does to the store.
+UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
+SKIPPED = "skipped"  # ingested before (a stream read again) or earlier in this chunk
+DUPLICATE = "duplicate"  # the request was answered elsewhere: ledgered as a duplicate only
+FINAL = "final"  # the request ends with this line (final_state says how)
+DECIDE = "decide"  # not succeeded: the retry policy decides (Python)
+RETRY = "retry"  # sent back to pending for a later batch
+
+_TEMP_TABLE = """
+CREATE TEMP TABLE ingest_lines (
+    idx         INTEGER PRIMARY KEY,  -- the line's position in the chunk
+    rid         INTEGER,              -- the request its custom_id names
+    rtype       TEXT,                 -- result.type
+    reply_model TEXT,                 -- result.message.model, when a string
+    input_tokens INTEGER, output_tokens INTEGER, cache_write_5m INTEGER,
+    cache_write_1h INTEGER, cache_read INTEGER,
+    start       INTEGER,              -- the line is substr(blob, start, len)
+    len         INTEGER,
+    verdict     TEXT NOT NULL,
+    final_state TEXT,
+    done_seq    INTEGER
 )
+"""
+
+_RAW_TABLE = """
+CREATE TEMP TABLE ingest_raw (
+    idx  INTEGER PRIMARY KEY,  -- the line's position in the chunk
+    span INTEGER,              -- start << 32 | length: the line is substr(blob, start, length)
+    x    TEXT                  -- JSON array of the values at _PATHS
+)
+"""
+
+_USAGE = "$.result.message.usage."
+_PATHS = (
+    "$.custom_id",
+    "$.result.type",
+    "$.result.message.model",
+    *(_USAGE + field for field in TokenCounts.USAGE_FIELDS),
+)
+_AT = {field: f"$[{i}]" for i, field in enumerate(TokenCounts.USAGE_FIELDS, 3)}
+
+# Each line read once: one json_extract of every path the ingest needs (a JSON array, so
+# the next statement reads small text, not the line again). ?1 is the chunk's lines joined
+# in one blob, ?2 their spans. The line is cast to text: SQLite's JSON functions take text (a
+# BLOB is JSONB from 3.45 on), and substr() counts bytes only on a BLOB.
+_PARSE = f"""
+INSERT INTO temp.ingest_raw (idx, span, x)
+SELECT s.key, s.value, json_extract(CAST(substr(?1, s.value >> 32, s.value & 4294967295) AS TEXT),
+    {", ".join(f"'{path}'" for path in _PATHS)})
+FROM json_each(?2) AS s
+"""
+
+# A custom_id of ours is the prefix and the id written as custom_id_for writes it (no sign,
+# no leading zero, within 64 bits): checked by writing it back.
+_ID = "CAST(substr(json_extract(x, '$[0]'), 2) AS INTEGER)"
+_RID = f"iif(json_extract(x, '$[0]') = '{CUSTOM_ID_PREFIX}' || {_ID}, {_ID}, NULL)"
+
+# Give each line its verdict. ?1 is the batch id. The window numbers repeats of one request
+# within the chunk: the first wins, as it would line by line.
+_CLASSIFY = f"""
+INSERT INTO temp.ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
+    cache_write_5m, cache_write_1h, cache_read, start, len, verdict, final_state)
+SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.cache_write_5m,
+    p.cache_write_1h, p.cache_read, p.span >> 32, p.span & 4294967295,
+    CASE
+        WHEN r.id IS NULL THEN '{UNKNOWN}'
+        WHEN p.nth > 1
+            OR EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = ?1 AND l.request_id = r.id)
+            THEN '{SKIPPED}'
+        -- An escalated request still takes a succeeded batch result: the first final
+        -- outcome wins, and the real-time reply that comes second is the duplicate.
+        WHEN r.batch_id = ?1 AND (r.state = '{states.SUBMITTED}'
+            OR (r.state = '{states.ESCALATED}' AND p.rtype = 'succeeded'))
+            THEN iif(p.rtype = 'succeeded', '{FINAL}', '{DECIDE}')
+        ELSE '{DUPLICATE}'
+    END,
+    iif(p.rtype = 'succeeded', '{states.SUCCEEDED}', NULL)
+FROM (
+    SELECT q.*, row_number() OVER (PARTITION BY q.rid ORDER BY q.idx) AS nth FROM (
+        SELECT idx, span, {_RID} AS rid,
+            COALESCE(CAST(json_extract(x, '$[1]') AS TEXT), 'unknown') AS rtype,
+            iif(json_type(x, '$[2]') = 'text', json_extract(x, '$[2]'), NULL) AS reply_model,
+            {
+    ", ".join(
+        f"{expr} AS {name}"
+        for expr, name in zip(
+            TokenCounts.sql_from_usage("x", _AT),
+            ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read"),
+            strict=True,
+        )
+    )
+}
+        FROM temp.ingest_raw
+    ) AS q
+) AS p
+LEFT JOIN requests r ON r.id = p.rid
+"""
+
+_TO_DECIDE = f"""
+SELECT json_group_array(json_array(t.idx, r.class, r.attempts,
+    iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at))))
+FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid WHERE t.verdict = '{DECIDE}'
+"""
+
+_SET_DECISIONS = """
+UPDATE temp.ingest_lines SET verdict = json_extract(j.value, '$[1]'),
+    final_state = json_extract(j.value, '$[2]')
+FROM json_each(?) AS j WHERE ingest_lines.idx = json_extract(j.value, '$[0]')
+"""
+
+# Completion numbers in line order, after the last one given (the partial index answers
+# MAX(); the subquery runs once).
+_NUMBER_FINALS = f"""
+UPDATE temp.ingest_lines
+SET done_seq = (SELECT COALESCE(MAX(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL) + f.n
+FROM (SELECT idx, row_number() OVER (ORDER BY idx) AS n
+      FROM temp.ingest_lines WHERE verdict = '{FINAL}') AS f
+WHERE ingest_lines.idx = f.idx
+"""
+
+_INSERT_RESULTS = """
+INSERT INTO results (done_seq, line)
+SELECT done_seq, substr(?1, start, len) FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq
+"""
+
+# Rows visited in id order (table order: results come shuffled). Unary plus: no index on
+# batch_id or state, so the plan finds each row by id.
+_FINISH_REQUESTS = f"""
+UPDATE requests SET state = t.final_state, outcome = t.rtype, done_seq = t.done_seq,
+    finished_at = ?1, attempts = attempts + 1
+FROM (SELECT rid, final_state, rtype, done_seq FROM temp.ingest_lines
+      WHERE done_seq IS NOT NULL ORDER BY rid) AS t
+WHERE requests.id = t.rid AND +requests.batch_id = ?2
+    AND +requests.state IN ('{states.SUBMITTED}', '{states.ESCALATED}')
+"""
+
+_RESUBMIT = f"""
+UPDATE requests SET state = '{states.PENDING}', attempts = attempts + 1
+WHERE id IN (SELECT rid FROM temp.ingest_lines WHERE verdict = '{RETRY}')
+    AND +batch_id = ?1 AND +state = '{states.SUBMITTED}'
+"""
+
+# Every line that counted is billed; in request id order, so the (batch_id, request_id)
+# index grows in order.
+_LEDGER = f"""
+INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,
+    input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)
+SELECT ?1, 'batch', COALESCE(NULLIF(t.reply_model, ''), r.model), r.class, r.tag, t.rid, ?2,
+    t.rtype, t.input_tokens, t.output_tokens, t.cache_write_5m, t.cache_write_1h, t.cache_read,
+    t.verdict = '{DUPLICATE}'
+FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid
+WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}')
+ORDER BY t.rid
+"""
+
+# The final rows as now stored, column by column: one row of flat JSON arrays is read back
+# at a fraction of the cost of one array per row. All aggregates of one SELECT see the rows
+# in the same order. REALs leave SQLite's JSON functions with 15 significant digits;
+# printf('%!.17g') keeps every bit (a float is read back from the text exactly).
+_FINAL_COLUMNS = (
+    "t.idx",
+    "r.id",
+    "r.key",
+    "r.class",
+    "r.tag",
+    "r.model",
+    "r.state",
+    "r.attempts",
+    "r.outcome",
+    "printf('%!.17g', r.created_at)",
+    "iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at))",
+    "r.batch_id",
+)
+_READ_FINALS = f"""
+SELECT (SELECT json_group_object(verdict, n)
+        FROM (SELECT verdict, COUNT(*) AS n FROM temp.ingest_lines GROUP BY verdict)),
+    {", ".join(f"json_group_array({column})" for column in _FINAL_COLUMNS)}
+FROM (SELECT idx, rid FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq) AS t
+JOIN requests r ON r.id = t.rid
+"""
+
+# Created when the store opens; temp tables are private to the writer's connection and,
+# with temp_store = MEMORY, never on disk.
+SCRATCH_TABLES = (_RAW_TABLE, _TEMP_TABLE)
+_CLEAR = ("DELETE FROM temp.ingest_raw", "DELETE FROM temp.ingest_lines")
 
 
-def _lookup(c: sqlite3.Connection, batch_id: int, ids: list[int]) -> dict[int, tuple[Any, ...]]:
-    """Each known request's (id, state, batch_id, class, tag, model, attempts, deadline_at,
-    key, created_at, already ingested from this batch), by id.
-
-    One row of JSON rather than a row per request: sqlite3 releases and takes back the GIL
-    at every row it steps over, and with the event loop busy each take waits its turn.
-    """
-    ((text,),) = c.execute(_LOOKUP, (batch_id, json_param(ids))).fetchall()
-    rows: list[list[Any]] = json.loads(text)  # faster than from_json here (many unique keys)
-    for row in rows:
-        row[7] = None if row[7] is None else float(row[7])
-        row[9] = float(row[9])
-    # Tuples of plain values: the garbage collector stops tracking them (see records.FinalRow).
-    return {row[0]: tuple(row) for row in rows}
-
-
-def _by_request_id(row: tuple[Any, ...]) -> int:
-    return int(row[5])
+def spans_of(lines: Sequence[bytes]) -> str:
+    """The `spans` argument of apply_chunk: where each line sits in `b"".join(lines)`."""
+    lengths = list(map(len, lines))
+    starts = itertools.accumulate(lengths[:-1], initial=1)
+    return json_param([start << 32 | length for start, length in zip(starts, lengths, strict=True)])
 
 
 def apply_chunk(
     c: sqlite3.Connection,
     batch_id: int,
-    parsed: Sequence[ParsedLine],
+    lines: Sequence[bytes],
+    blob: bytes,
+    spans: str,
     *,
     now: float,
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
-) -> tuple[IngestStats, list[FinalRow]]:
-    """Apply parsed result lines; run on the writer's thread inside `sql.in_transaction`.
+) -> tuple[str, ...]:
+    """Apply result lines; run on the writer's thread inside `sql.in_transaction`.
 
-    Returns the stats and the row, as now stored, of each request that reached a final state.
+    `blob` is the lines joined, `spans` from spans_of(lines) (both made before the hand-off:
+    Python here waits for the GIL). Returns what `read_outcome` turns into the stats and the
+    final rows. Raises ValueError, naming the line, when a line is not JSON (nothing written).
     """
-    current = _lookup(c, batch_id, [p[0] for p in parsed])
-    seen = {rid for rid, row in current.items() if row[-1]}
-    seq = c.execute(NEXT_DONE_SEQ).fetchall()[0][0] - 1
-    delivered = retried = duplicates = skipped = unknown = 0
-    finals: list[tuple[Any, ...]] = []
-    # Result lines travel as one blob; each row takes its slice (1-based offset, length).
-    lines: list[bytes] = []
-    offset = 0
-    retries: list[int] = []
-    ledger: list[tuple[Any, ...]] = []
-    finished: list[FinalRow] = []
-    for rid, rtype, data, reply_model, usage, result in parsed:
-        row = current.get(rid)
-        if row is None:
-            unknown += 1
-            continue
-        if rid in seen:  # ingested before: a stream read again after a crash or a cut
-            skipped += 1
-            continue
-        seen.add(rid)
-        _, state, bid, latency, tag, model, attempts, deadline, key, created_at, _ = row
-        # An escalated request still takes a succeeded batch result: the first final outcome
-        # wins, and the real-time reply that comes second is the duplicate.
-        ours = bid == batch_id and (
-            state == states.SUBMITTED or (state == states.ESCALATED and rtype == "succeeded")
-        )
-        ledger.append(
-            (now, "batch", reply_model or model, latency, tag, rid, batch_id, rtype, *usage, int(not ours))
-        )
-        if not ours:
-            duplicates += 1
-            continue
-        if rtype == "succeeded":
-            final_state = states.SUCCEEDED
-        elif (
-            _retry.decide(
-                result or {},
-                attempts=attempts + 1,
-                max_attempts=max_attempts.get(latency, default_max_attempts),
-                deadline_at=deadline,
-                now=now,
-            )
-            == _retry.RESUBMIT
-        ):
-            retries.append(rid)
-            retried += 1
-            continue
-        else:
-            final_state = states.FAILED
-        seq += 1
-        finals.append((rid, final_state, rtype, seq, offset + 1, len(data)))
-        lines.append(data)
-        offset += len(data)
-        # The row as the guarded UPDATE below leaves it (same transaction as the SELECT), in
-        # RequestRow's field order.
-        finished.append(
-            (rid, key, latency, tag, model, final_state, attempts + 1, rtype, data, created_at, deadline, bid)
-        )
-        delivered += 1
-    # Each write is one statement over a JSON array: one GIL hand-off, not one per row.
-    # (json_extract, not ->>: the operator needs SQLite 3.38; UPDATE ... FROM needs 3.33.)
-    if finals:
-        # Lines appended in done_seq order (the order they were numbered in), each the slice of
-        # one blob at its offset. Same transaction as the lookup: every final row is updated.
-        c.execute(
-            "INSERT INTO results (done_seq, line)"
-            " SELECT json_extract(j.value, '$[3]'),"
-            " substr(?, json_extract(j.value, '$[4]'), json_extract(j.value, '$[5]')) FROM json_each(?) AS j",
-            (b"".join(lines), json_param(finals)),
-        )
-        finals.sort()  # by request id: rows are then visited in table order (results come shuffled)
-        c.execute(
-            "UPDATE requests SET state = json_extract(j.value, '$[1]'),"
-            " outcome = json_extract(j.value, '$[2]'), done_seq = json_extract(j.value, '$[3]'),"
-            " finished_at = ?, attempts = attempts + 1 FROM json_each(?) AS j"
-            # Unary plus: no index on batch_id or state, so the plan walks the JSON array and
-            # finds each row by id (with an index it scanned the array once per row).
-            " WHERE requests.id = json_extract(j.value, '$[0]') AND +requests.batch_id = ?"
-            " AND +requests.state IN ('submitted', 'escalated')",
-            (now, json_param(finals), batch_id),
-        )
+    try:
+        c.execute(_PARSE, (blob, spans))
+    except sqlite3.OperationalError as exc:
+        if "JSON" in str(exc):
+            _raise_for_bad_line(lines)
+        raise
+    c.execute(_CLASSIFY, (batch_id,))
+    (decide_json,) = c.execute(_TO_DECIDE).fetchone()
+    retries = []
+    if decide_json != "[]":  # only lines that are not `succeeded`: rare
+        decisions = _decisions(decide_json, lines, now, max_attempts, default_max_attempts)
+        c.execute(_SET_DECISIONS, (json_param(decisions),))
+        retries = [d for d in decisions if d[1] == RETRY]
+    c.execute(_NUMBER_FINALS)
+    c.execute(_INSERT_RESULTS, (blob,))
+    c.execute(_FINISH_REQUESTS, (now, batch_id))
     if retries:
-        c.execute(
-            "UPDATE requests SET state = 'pending', attempts = attempts + 1"
-            " WHERE id IN (SELECT value FROM json_each(?)) AND +batch_id = ? AND +state = 'submitted'",
-            (json_param(retries), batch_id),
+        c.execute(_RESUBMIT, (batch_id,))
+    c.execute(_LEDGER, (now, batch_id))
+    columns: tuple[str, ...] = c.execute(_READ_FINALS).fetchone()
+    for statement in _CLEAR:  # inside the transaction: a rollback leaves them empty too
+        c.execute(statement)
+    return columns
+
+
+def read_outcome(columns: Sequence[str], lines: Sequence[bytes]) -> tuple[IngestStats, list[FinalRow]]:
+    """The stats and the final rows (as now stored, in RequestRow's field order) from what
+    apply_chunk returned; run in the caller's thread."""
+    counts = json.loads(columns[0])
+    finished = _final_rows(columns[1:], lines)
+    stats = IngestStats(
+        delivered=len(finished),
+        retried=counts.get(RETRY, 0),
+        duplicates=counts.get(DUPLICATE, 0),
+        skipped=counts.get(SKIPPED, 0),
+        unknown=counts.get(UNKNOWN, 0),
+    )
+    return stats, finished
+
+
+def _decisions(
+    decide_json: str,
+    lines: Sequence[bytes],
+    now: float,
+    max_attempts: Mapping[str, int],
+    default_max_attempts: int,
+) -> list[tuple[int, str, str | None]]:
+    """(line index, verdict, final state) for each line the retry policy decides."""
+    out: list[tuple[int, str, str | None]] = []
+    for idx, latency, attempts, deadline in json.loads(decide_json):
+        result = pydantic_core.from_json(lines[idx]).get("result")
+        decision = _retry.decide(
+            result if isinstance(result, dict) else {},
+            attempts=attempts + 1,
+            max_attempts=max_attempts.get(latency, default_max_attempts),
+            deadline_at=None if deadline is None else float(deadline),
+            now=now,
         )
-    if ledger:
-        ledger.sort(key=_by_request_id)  # the (batch_id, request_id) index then grows in order
-        insert_ledger_json(c, ledger)
-    return IngestStats(delivered, retried, duplicates, skipped, unknown), finished
+        if decision == _retry.RESUBMIT:
+            out.append((idx, RETRY, None))
+        else:
+            out.append((idx, FINAL, states.FAILED))
+    return out
+
+
+def _final_rows(columns: Sequence[str], lines: Sequence[bytes]) -> list[FinalRow]:
+    """The final rows, in RequestRow's field order, from _READ_FINALS' column arrays."""
+    idx, rid, key, latency, tag, model, state, attempts, outcome, created, deadline, bid = (
+        json.loads(column) for column in columns
+    )
+    result = [lines[i] for i in idx]
+    created_at = list(map(float, created))
+    deadline_at = [None if d is None else float(d) for d in deadline]
+    # Plain tuples of plain values: the garbage collector stops tracking them (records.FinalRow).
+    return list(
+        zip(
+            rid,
+            key,
+            latency,
+            tag,
+            model,
+            state,
+            attempts,
+            outcome,
+            result,
+            created_at,
+            deadline_at,
+            bid,
+            strict=True,
+        )
+    )
+
+
+def _raise_for_bad_line(lines: Sequence[bytes]) -> None:
+    for number, line in enumerate(lines, 1):
+        try:
+            pydantic_core.from_json(line)
+        except ValueError as exc:
+            raise ValueError(f"batch result line {number} of the chunk is not JSON: {exc}") from None
+    raise ValueError("a batch result line is not JSON that SQLite can read")

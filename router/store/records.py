@@ -122,6 +122,8 @@ def custom_id_for(request_id: int) -> str:
 
 
 def request_id_from(custom_id: str) -> int | None:
-    if not custom_id.startswith(CUSTOM_ID_PREFIX) or not custom_id[1:].isdigit():
+    """The request id in a custom_id written by custom_id_for, else None."""
+    digits = custom_id[len(CUSTOM_ID_PREFIX) :]
+    if not custom_id.startswith(CUSTOM_ID_PREFIX) or not digits.isascii() or not digits.isdigit():
         return None
-    return int(custom_id[1:])
+    return int(digits) if custom_id_for(int(digits)) == custom_id else None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -23,7 +22,7 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
-from .ingest import apply_chunk
+from .ingest import SCRATCH_TABLES, apply_chunk, read_outcome, spans_of
 from .records import (
     BatchClaim,
     BatchRow,
@@ -34,7 +33,6 @@ from .records import (
     RequestRow,
     Ticket,
 )
-from .result_lines import ParsedLine, parse_result_line
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
     LEDGER_INSERT_JSON,
@@ -120,6 +118,8 @@ class Store:
         try:
             await _configure(writer, durability)
             await _migrate(writer, db_path)
+            for statement in SCRATCH_TABLES:
+                await writer.execute(statement)
             reader = await aiosqlite.connect(db_path, isolation_level=None)
             await _configure(reader, durability)
             await reader.execute("PRAGMA query_only = ON")
@@ -467,28 +467,21 @@ class Store:
         answered by another batch or by the real-time lane is recorded in the ledger as a
         duplicate only.
         """
-        parsed: list[ParsedLine] = []
-        unknown = 0
-        for raw in lines:
-            line = parse_result_line(raw.encode() if isinstance(raw, str) else raw)
-            if line is None:
-                unknown += 1
-            else:
-                parsed.append(line)
+        data = [raw.encode() if isinstance(raw, str) else raw for raw in lines]
         async with self._write_lock:
-            stats, finished = await self._on_writer_thread(
+            columns = await self._on_writer_thread(
                 in_transaction,
                 apply_chunk,
                 batch_id,
-                parsed,
+                data,
+                b"".join(data),
+                spans_of(data),
                 crash_before_commit="apply.before_commit",
                 now=now,
                 max_attempts=max_attempts,
                 default_max_attempts=default_max_attempts,
             )
-        if unknown:
-            stats = dataclasses.replace(stats, unknown=stats.unknown + unknown)
-        return stats, finished
+        return read_outcome(columns, data)
 
     async def _on_writer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(connection, *args, **kwargs)` on the writer connection's own thread, in one hand-off.
@@ -678,6 +671,7 @@ async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None
     # FULL: a caller told "stored" keeps the request through a power loss. NORMAL is opt-in.
     await conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.execute("PRAGMA temp_store = MEMORY")  # ingest's scratch table (store/ingest.py)
 
 
 def _statements(script: str) -> list[str]:
