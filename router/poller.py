@@ -8,6 +8,7 @@ a crash mid-ingest re-reads the stream and the store skips what it already has.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
 log = structlog.get_logger()
 
 INGEST_CHUNK = 10000  # 2,000 cost ~1.4 s more per 100,000 lines (five times the commits)
+CHUNKS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -69,36 +71,41 @@ async def ingest(
     assert batch.api_id is not None
     totals = IngestStats()
     chunk: list[bytes] = []
-    # At most one chunk in flight: apply_results parses its lines before it takes the write
-    # lock, so the next chunk is read and parsed in the event loop while SQLite's thread
-    # writes this one.
-    in_flight: asyncio.Task[tuple[IngestStats, list[FinalRow]]] | None = None
+    # Up to CHUNKS_IN_FLIGHT chunks handed over, applied in order (each waits for the write
+    # lock): one in SQLite's thread, the next queued behind it, so the thread never waits
+    # for the event loop to read more lines.
+    in_flight: collections.deque[asyncio.Task[tuple[IngestStats, list[FinalRow]]]] = collections.deque()
+    # Waking a chunk's waiters runs as its own task, one chunk after another, so that reading
+    # and handing over the next chunks does not wait for it (SQLite's thread would idle).
+    delivering: asyncio.Task[None] | None = None
+
+    async def deliver(after: asyncio.Task[None] | None, finished: list[FinalRow]) -> None:
+        assert on_final is not None
+        if after is not None:
+            await after
+        await on_final(finished)
 
     async def collect() -> None:
-        nonlocal totals, in_flight
-        if in_flight is None:
-            return
-        task, in_flight = in_flight, None
+        """Wait for the oldest chunk in flight and hand its final rows on."""
+        nonlocal totals, delivering
+        task = in_flight.popleft()
         stats, finished = await task
         totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
         if finished:
             if on_final is not None:
-                await on_final(finished)
+                delivering = asyncio.create_task(deliver(delivering, finished))
             else:
                 on_finished([row[0] for row in finished])
         crash_point("ingest.after_chunk")
 
     async def apply() -> None:
-        nonlocal in_flight
         lines = chunk[:INGEST_CHUNK]
         del chunk[:INGEST_CHUNK]
-        task = asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
-        try:
+        in_flight.append(
+            asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
+        )
+        if len(in_flight) > CHUNKS_IN_FLIGHT:
             await collect()
-        except BaseException:
-            await _abandon(task)
-            raise
-        in_flight = task
 
     try:
         async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
@@ -108,15 +115,24 @@ async def ingest(
                     await apply()
         if chunk:
             await apply()
-        await collect()
+        while in_flight:
+            await collect()
+        if delivering is not None:
+            await delivering
     except asyncio.CancelledError:
-        if in_flight is not None:
-            await _abandon(in_flight)
+        await _abandon(in_flight)
+        if delivering is not None:
+            delivering.cancel()  # its callers are still registered: the done_seq pass wakes them
         raise
     except BaseException:
         # The stream broke (or a chunk failed): the chunk read whole before that still counts.
-        with contextlib.suppress(Exception):
-            await collect()
+        try:
+            while in_flight:
+                await collect()
+            if delivering is not None:
+                await delivering
+        except Exception:
+            await _abandon(in_flight)
         raise
     crash_point("ingest.before_finish")
     orphans = await store.finish_batch(batch.id, now=now)
@@ -140,13 +156,15 @@ async def _line_blocks(blocks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes
         yield [rest]
 
 
-async def _abandon(task: asyncio.Task[tuple[IngestStats, list[FinalRow]]]) -> None:
-    """Stop a chunk still in flight after an error and wait for it, so nothing writes after
-    ingest returned. A chunk not yet in SQLite's thread is dropped (a re-read applies it);
-    one already there runs to its COMMIT, and the completion watcher delivers its rows."""
-    task.cancel()
-    with contextlib.suppress(Exception, asyncio.CancelledError):
-        await task
+async def _abandon(tasks: collections.deque[asyncio.Task[tuple[IngestStats, list[FinalRow]]]]) -> None:
+    """Stop the chunks still in flight after an error and wait for them, so nothing writes
+    after ingest returned. A chunk not yet in SQLite's thread is dropped (a re-read applies
+    it); one already there runs to its COMMIT, and the completion watcher delivers its rows."""
+    for task in tasks:
+        task.cancel()
+    while tasks:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await tasks.popleft()
 
 
 def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:

@@ -20,7 +20,7 @@ from .store import FinalRow, RequestRow, Store, states
 
 log = structlog.get_logger()
 
-DELIVER_SLICE = 256  # callers woken per event-loop turn by deliver()
+DELIVER_SLICE = 64  # callers woken per event-loop turn by deliver()
 
 
 class CompletionWatcher:

@@ -184,12 +184,21 @@ WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}')
 ORDER BY t.rid
 """
 
-# The final rows as now stored, column by column: one row of flat JSON arrays is read back
-# at a fraction of the cost of one array per row. All aggregates of one SELECT see the rows
-# in the same order. REALs leave SQLite's JSON functions with 15 significant digits;
+# What the chunk did: the count of each verdict, and the lines made final with their
+# requests, in completion order.
+_OUTCOME = """
+SELECT (SELECT json_group_object(verdict, n)
+        FROM (SELECT verdict, COUNT(*) AS n FROM temp.ingest_lines GROUP BY verdict)),
+    json_group_array(idx), json_group_array(rid)
+FROM (SELECT idx, rid FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq)
+"""
+
+# The final rows as stored, column by column, for a JSON array of request ids: run by the
+# reader after the COMMIT, beside the writer's next chunk. One row of flat JSON arrays reads
+# back at a fraction of the cost of one array per row; all aggregates of one SELECT see the
+# rows in the same order. REALs leave SQLite's JSON functions with 15 significant digits;
 # printf('%!.17g') keeps every bit (a float is read back from the text exactly).
 _FINAL_COLUMNS = (
-    "t.idx",
     "r.id",
     "r.key",
     "r.class",
@@ -202,12 +211,9 @@ _FINAL_COLUMNS = (
     "iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at))",
     "r.batch_id",
 )
-_READ_FINALS = f"""
-SELECT (SELECT json_group_object(verdict, n)
-        FROM (SELECT verdict, COUNT(*) AS n FROM temp.ingest_lines GROUP BY verdict)),
-    {", ".join(f"json_group_array({column})" for column in _FINAL_COLUMNS)}
-FROM (SELECT idx, rid FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq) AS t
-JOIN requests r ON r.id = t.rid
+READ_FINAL_ROWS = f"""
+SELECT {", ".join(f"json_group_array({column})" for column in _FINAL_COLUMNS)}
+FROM json_each(?) AS j JOIN requests r ON r.id = j.value
 """
 
 # Created when the store opens; temp tables are private to the writer's connection and,
@@ -233,12 +239,13 @@ def apply_chunk(
     now: float,
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
-) -> tuple[str, ...]:
+) -> tuple[str, str, str]:
     """Apply result lines; run on the writer's thread inside `sql.in_transaction`.
 
     `blob` is the lines joined, `spans` from spans_of(lines) (both made before the hand-off:
-    Python here waits for the GIL). Returns what `read_outcome` turns into the stats and the
-    final rows. Raises ValueError, naming the line, when a line is not JSON (nothing written).
+    Python here waits for the GIL). Returns the verdict counts and the line indexes and
+    request ids of the lines made final, as JSON, for `stats_of` and `final_rows`.
+    Raises ValueError, naming the line, when a line is not JSON (nothing written).
     """
     try:
         c.execute(_PARSE, (blob, spans))
@@ -259,25 +266,22 @@ def apply_chunk(
     if retries:
         c.execute(_RESUBMIT, (batch_id,))
     c.execute(_LEDGER, (now, batch_id))
-    columns: tuple[str, ...] = c.execute(_READ_FINALS).fetchone()
+    outcome: tuple[str, str, str] = c.execute(_OUTCOME).fetchone()
     for statement in _CLEAR:  # inside the transaction: a rollback leaves them empty too
         c.execute(statement)
-    return columns
+    return outcome
 
 
-def read_outcome(columns: Sequence[str], lines: Sequence[bytes]) -> tuple[IngestStats, list[FinalRow]]:
-    """The stats and the final rows (as now stored, in RequestRow's field order) from what
-    apply_chunk returned; run in the caller's thread."""
-    counts = json.loads(columns[0])
-    finished = _final_rows(columns[1:], lines)
-    stats = IngestStats(
-        delivered=len(finished),
+def stats_of(outcome: Sequence[str]) -> IngestStats:
+    """The stats of a chunk, from what apply_chunk returned."""
+    counts = json.loads(outcome[0])
+    return IngestStats(
+        delivered=counts.get(FINAL, 0),
         retried=counts.get(RETRY, 0),
         duplicates=counts.get(DUPLICATE, 0),
         skipped=counts.get(SKIPPED, 0),
         unknown=counts.get(UNKNOWN, 0),
     )
-    return stats, finished
 
 
 def _decisions(
@@ -305,12 +309,14 @@ def _decisions(
     return out
 
 
-def _final_rows(columns: Sequence[str], lines: Sequence[bytes]) -> list[FinalRow]:
-    """The final rows, in RequestRow's field order, from _READ_FINALS' column arrays."""
-    idx, rid, key, latency, tag, model, state, attempts, outcome, created, deadline, bid = (
+def final_rows(outcome: Sequence[str], columns: Sequence[str], lines: Sequence[bytes]) -> list[FinalRow]:
+    """The final rows, in RequestRow's field order and completion order, from apply_chunk's
+    outcome and READ_FINAL_ROWS' column arrays."""
+    line_of = dict(zip(json.loads(outcome[2]), json.loads(outcome[1]), strict=True))
+    rid, key, latency, tag, model, state, attempts, outcome_type, created, deadline, bid = (
         json.loads(column) for column in columns
     )
-    result = [lines[i] for i in idx]
+    result = [lines[line_of[i]] for i in rid]
     created_at = list(map(float, created))
     deadline_at = [None if d is None else float(d) for d in deadline]
     # Plain tuples of plain values: the garbage collector stops tracking them (records.FinalRow).
@@ -323,7 +329,7 @@ def _final_rows(columns: Sequence[str], lines: Sequence[bytes]) -> list[FinalRow
             model,
             state,
             attempts,
-            outcome,
+            outcome_type,
             result,
             created_at,
             deadline_at,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
-from .ingest import SCRATCH_TABLES, apply_chunk, read_outcome, spans_of
+from .ingest import READ_FINAL_ROWS, SCRATCH_TABLES, apply_chunk, final_rows, spans_of, stats_of
 from .records import (
     BatchClaim,
     BatchRow,
@@ -469,7 +470,7 @@ class Store:
         """
         data = [raw.encode() if isinstance(raw, str) else raw for raw in lines]
         async with self._write_lock:
-            columns = await self._on_writer_thread(
+            outcome = await self._on_writer_thread(
                 in_transaction,
                 apply_chunk,
                 batch_id,
@@ -481,7 +482,12 @@ class Store:
                 max_attempts=max_attempts,
                 default_max_attempts=default_max_attempts,
             )
-        return read_outcome(columns, data)
+        stats = stats_of(outcome)
+        if not stats.delivered:
+            return stats, []
+        # Read by the reader, after the COMMIT, while the writer takes on the next chunk.
+        ((*columns,),) = await self._reader.execute_fetchall(READ_FINAL_ROWS, (outcome[2],))
+        return stats, final_rows(outcome, columns, data)
 
     async def _on_writer_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(connection, *args, **kwargs)` on the writer connection's own thread, in one hand-off.
@@ -552,11 +558,17 @@ class Store:
             return int((await cur.fetchone() or (0,))[0])
 
     async def completed_since(self, cursor: int, limit: int = 5000) -> list[tuple[int, int]]:
-        """(done_seq, request id) of completions after `cursor`, in completion order (index scan)."""
-        async with self._reader.execute(
-            "SELECT done_seq, id FROM requests WHERE done_seq > ? ORDER BY done_seq LIMIT ?", (cursor, limit)
-        ) as cur:
-            return [(int(s), int(i)) for s, i in await cur.fetchall()]
+        """(done_seq, request id) of completions after `cursor`, in completion order (index scan).
+
+        One row of JSON, not a row per completion: it is read while an ingest keeps the event
+        loop busy, and sqlite3 waits for the GIL at every row it steps over (see ingest.py).
+        """
+        ((text,),) = await self._reader.execute_fetchall(
+            "SELECT json_group_array(json_array(done_seq, id)) FROM"
+            " (SELECT done_seq, id FROM requests WHERE done_seq > ? ORDER BY done_seq LIMIT ?)",
+            (cursor, limit),
+        )
+        return [(int(s), int(i)) for s, i in json.loads(text)]
 
     # ------------------------------------------------------------------ reporting
 
