@@ -4,7 +4,8 @@ The whole transaction runs as one function on the writer connection's own thread
 work is done by SQLite, a statement at a time over the whole chunk: it reads each line's
 custom_id, type, model and usage with its JSON functions, sorts the lines into verdicts in
 a temp table, and writes from there. Python only decides the lines that are neither
-`succeeded` nor somebody else's (the retry policy), and reads back the rows made final.
+`succeeded` nor somebody else's (the retry policy). The rows made final are read back by
+the reader connection after the COMMIT (`READ_FINAL_ROWS`), beside the next chunk.
 
 Why so little Python: sqlite3 gives up the GIL while a statement runs and takes it back at
 every row it steps over. During an ingest the event loop holds the GIL, resolving thousands
