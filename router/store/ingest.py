@@ -28,7 +28,7 @@ from .. import retry as _retry
 from ..pricing import TokenCounts
 from . import states
 from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
-from .sql import json_param
+from .sql import NEXT_DONE_SEQ, json_param
 
 # Verdicts, one per line: what the line does to the store.
 UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
@@ -144,7 +144,7 @@ FROM json_each(?) AS j WHERE ingest_lines.idx = json_extract(j.value, '$[0]')
 # MAX(); the subquery runs once).
 _NUMBER_FINALS = f"""
 UPDATE temp.ingest_lines
-SET done_seq = (SELECT COALESCE(MAX(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL) + f.n
+SET done_seq = ({NEXT_DONE_SEQ}) - 1 + f.n
 FROM (SELECT idx, row_number() OVER (ORDER BY idx) AS n
       FROM temp.ingest_lines WHERE verdict = '{FINAL}') AS f
 WHERE ingest_lines.idx = f.idx
@@ -256,11 +256,11 @@ def apply_chunk(
         raise
     c.execute(_CLASSIFY, (batch_id,))
     (decide_json,) = c.execute(_TO_DECIDE).fetchone()
-    retries = []
+    retries = False
     if decide_json != "[]":  # only lines that are not `succeeded`: rare
         decisions = _decisions(decide_json, lines, now, max_attempts, default_max_attempts)
         c.execute(_SET_DECISIONS, (json_param(decisions),))
-        retries = [d for d in decisions if d[1] == RETRY]
+        retries = any(verdict == RETRY for _, verdict, _ in decisions)
     c.execute(_NUMBER_FINALS)
     c.execute(_INSERT_RESULTS, (blob,))
     c.execute(_FINISH_REQUESTS, (now, batch_id))
