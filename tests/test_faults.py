@@ -325,7 +325,7 @@ async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
         await router.flush()
         emulator.end_batches()
         # The last statement on the writer's thread fails, after every write of the chunk ran.
-        monkeypatch.setattr(ingest, "_OUTCOME", "SELECT * FROM no_such_table")
+        monkeypatch.setattr(ingest, "_STATUS", "SELECT * FROM no_such_table")
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await router.poll()  # a store failure is not an API fault: the caller sees it
         assert await router.store.state_counts() == {"submitted": 6}

@@ -7,6 +7,12 @@ a temp table, and writes from there. Python only decides the lines that are neit
 `succeeded` nor somebody else's (the retry policy). The rows made final are read back by
 the reader connection after the COMMIT (`READ_FINAL_ROWS`), beside the next chunk.
 
+The statements run as the bodies of two triggers, `ingest_read` and `ingest_write` (INSTEAD
+OF INSERT on temp views: stored procedures, in effect), so that one `INSERT` runs a whole
+stage. sqlite3 takes the GIL back after every statement it steps, and while the event loop
+is busy each take waits up to the interpreter's 5 ms switch interval: with one statement a
+step, 100,000 lines beside a busy loop took 3.5 s instead of 2.3 s (bench/RESULTS.md).
+
 Why so little Python: sqlite3 gives up the GIL while a statement runs and takes it back at
 every row it steps over. During an ingest the event loop holds the GIL, resolving thousands
 of waiting callers; Python work on this thread waits its turn, and each row stepped waits
@@ -72,14 +78,14 @@ _PATHS = (
 _AT = {field: f"$[{i}]" for i, field in enumerate(TokenCounts.USAGE_FIELDS, 3)}
 
 # Each line read once: one json_extract of every path the ingest needs (a JSON array, so
-# the next statement reads small text, not the line again). ?1 is the chunk's lines joined
-# in one blob, ?2 their spans. The line is cast to text: SQLite's JSON functions take text (a
+# the next statement reads small text, not the line again). NEW.blob is the chunk's lines
+# joined, NEW.spans their spans. The line is cast to text: SQLite's JSON functions take text (a
 # BLOB is JSONB from 3.45 on), and substr() counts bytes only on a BLOB.
 _PARSE = f"""
-INSERT INTO temp.ingest_raw (idx, span, x)
-SELECT s.key, s.value, json_extract(CAST(substr(?1, s.value >> 32, s.value & 4294967295) AS TEXT),
+INSERT INTO ingest_raw (idx, span, x)
+SELECT s.key, s.value, json_extract(CAST(substr(NEW.blob, s.value >> 32, s.value & 4294967295) AS TEXT),
     {", ".join(f"'{path}'" for path in _PATHS)})
-FROM json_each(?2) AS s
+FROM json_each(NEW.spans) AS s
 """
 
 # A custom_id of ours is the prefix and the id written as custom_id_for writes it (no sign,
@@ -87,21 +93,21 @@ FROM json_each(?2) AS s
 _ID = "CAST(substr(json_extract(x, '$[0]'), 2) AS INTEGER)"
 _RID = f"iif(json_extract(x, '$[0]') = '{CUSTOM_ID_PREFIX}' || {_ID}, {_ID}, NULL)"
 
-# Give each line its verdict. ?1 is the batch id. The window numbers repeats of one request
-# within the chunk: the first wins, as it would line by line.
+# Give each line its verdict. The window numbers repeats of one request within the chunk:
+# the first wins, as it would line by line.
 _CLASSIFY = f"""
-INSERT INTO temp.ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
+INSERT INTO ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
     cache_write_5m, cache_write_1h, cache_read, start, len, verdict, final_state)
 SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.cache_write_5m,
     p.cache_write_1h, p.cache_read, p.span >> 32, p.span & 4294967295,
     CASE
         WHEN r.id IS NULL THEN '{UNKNOWN}'
         WHEN p.nth > 1
-            OR EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = ?1 AND l.request_id = r.id)
+            OR EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = NEW.batch_id AND l.request_id = r.id)
             THEN '{SKIPPED}'
         -- An escalated request still takes a succeeded batch result: the first final
         -- outcome wins, and the real-time reply that comes second is the duplicate.
-        WHEN r.batch_id = ?1 AND (r.state = '{states.SUBMITTED}'
+        WHEN r.batch_id = NEW.batch_id AND (r.state = '{states.SUBMITTED}'
             OR (r.state = '{states.ESCALATED}' AND p.rtype = 'succeeded'))
             THEN iif(p.rtype = 'succeeded', '{FINAL}', '{DECIDE}')
         ELSE '{DUPLICATE}'
@@ -122,16 +128,10 @@ FROM (
         )
     )
 }
-        FROM temp.ingest_raw
+        FROM ingest_raw
     ) AS q
 ) AS p
 LEFT JOIN requests r ON r.id = p.rid
-"""
-
-_TO_DECIDE = f"""
-SELECT json_group_array(json_array(t.idx, r.class, r.attempts,
-    iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at))))
-FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid WHERE t.verdict = '{DECIDE}'
 """
 
 _SET_DECISIONS = """
@@ -143,33 +143,33 @@ FROM json_each(?) AS j WHERE ingest_lines.idx = json_extract(j.value, '$[0]')
 # Completion numbers in line order, after the last one given (the partial index answers
 # MAX(); the subquery runs once).
 _NUMBER_FINALS = f"""
-UPDATE temp.ingest_lines
+UPDATE ingest_lines
 SET done_seq = ({NEXT_DONE_SEQ}) - 1 + f.n
 FROM (SELECT idx, row_number() OVER (ORDER BY idx) AS n
-      FROM temp.ingest_lines WHERE verdict = '{FINAL}') AS f
+      FROM ingest_lines WHERE verdict = '{FINAL}') AS f
 WHERE ingest_lines.idx = f.idx
 """
 
 _INSERT_RESULTS = """
 INSERT INTO results (done_seq, line)
-SELECT done_seq, substr(?1, start, len) FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq
+SELECT done_seq, substr(NEW.blob, start, len) FROM ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq
 """
 
 # Rows visited in id order (table order: results come shuffled). Unary plus: no index on
 # batch_id or state, so the plan finds each row by id.
 _FINISH_REQUESTS = f"""
 UPDATE requests SET state = t.final_state, outcome = t.rtype, done_seq = t.done_seq,
-    finished_at = ?1, attempts = attempts + 1
-FROM (SELECT rid, final_state, rtype, done_seq FROM temp.ingest_lines
+    finished_at = NEW.now, attempts = attempts + 1
+FROM (SELECT rid, final_state, rtype, done_seq FROM ingest_lines
       WHERE done_seq IS NOT NULL ORDER BY rid) AS t
-WHERE requests.id = t.rid AND +requests.batch_id = ?2
+WHERE requests.id = t.rid AND +requests.batch_id = NEW.batch_id
     AND +requests.state IN ('{states.SUBMITTED}', '{states.ESCALATED}')
 """
 
 _RESUBMIT = f"""
 UPDATE requests SET state = '{states.PENDING}', attempts = attempts + 1
-WHERE id IN (SELECT rid FROM temp.ingest_lines WHERE verdict = '{RETRY}')
-    AND +batch_id = ?1 AND +state = '{states.SUBMITTED}'
+WHERE id IN (SELECT rid FROM ingest_lines WHERE verdict = '{RETRY}')
+    AND +batch_id = NEW.batch_id AND +state = '{states.SUBMITTED}'
 """
 
 # Every line that counted is billed; in request id order, so the (batch_id, request_id)
@@ -177,18 +177,52 @@ WHERE id IN (SELECT rid FROM temp.ingest_lines WHERE verdict = '{RETRY}')
 _LEDGER = f"""
 INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,
     input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)
-SELECT ?1, 'batch', COALESCE(NULLIF(t.reply_model, ''), r.model), r.class, r.tag, t.rid, ?2,
+SELECT NEW.now, 'batch', COALESCE(NULLIF(t.reply_model, ''), r.model), r.class, r.tag, t.rid,
+    NEW.batch_id,
     t.rtype, t.input_tokens, t.output_tokens, t.cache_write_5m, t.cache_write_1h, t.cache_read,
     t.verdict = '{DUPLICATE}'
-FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid
+FROM ingest_lines t JOIN requests r ON r.id = t.rid
 WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}')
 ORDER BY t.rid
 """
 
-# What the chunk did: the count of each verdict, and the lines made final with their
-# requests, in completion order.
-_OUTCOME = """
-SELECT (SELECT json_group_object(verdict, n)
+# The stages, as triggers. The scratch rows of a chunk are cleared when the next one is read
+# (a rollback clears them too). ingest_read hands over to ingest_write itself, in the same
+# step, unless some line waits for the retry policy.
+_READ_VIEW = (
+    "CREATE TEMP VIEW ingest_read AS SELECT NULL AS batch_id, NULL AS now, NULL AS blob, NULL AS spans"
+)
+_READ_TRIGGER = f"""
+CREATE TEMP TRIGGER ingest_read_chunk INSTEAD OF INSERT ON ingest_read BEGIN
+DELETE FROM ingest_raw;
+DELETE FROM ingest_lines;
+{_PARSE};
+{_CLASSIFY};
+INSERT INTO ingest_write (batch_id, now, blob) SELECT NEW.batch_id, NEW.now, NEW.blob
+WHERE NOT EXISTS (SELECT 1 FROM ingest_lines WHERE verdict = '{DECIDE}');
+END
+"""
+_WRITE_VIEW = "CREATE TEMP VIEW ingest_write AS SELECT NULL AS batch_id, NULL AS now, NULL AS blob"
+_WRITE_TRIGGER = f"""
+CREATE TEMP TRIGGER ingest_write_chunk INSTEAD OF INSERT ON ingest_write BEGIN
+{_NUMBER_FINALS};
+{_INSERT_RESULTS};
+{_FINISH_REQUESTS};
+{_RESUBMIT};
+{_LEDGER};
+END
+"""
+_READ_CHUNK = "INSERT INTO temp.ingest_read (batch_id, now, blob, spans) VALUES (?, ?, ?, ?)"
+_WRITE_CHUNK = "INSERT INTO temp.ingest_write (batch_id, now, blob) VALUES (?, ?, ?)"
+
+# Where the chunk stands: the lines left to the retry policy (their class, attempts and
+# deadline), the count of each verdict, and the lines made final with their requests, in
+# completion order.
+_STATUS = f"""
+SELECT (SELECT json_group_array(json_array(t.idx, r.class, r.attempts,
+            iif(r.deadline_at IS NULL, NULL, printf('%!.17g', r.deadline_at))))
+        FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid WHERE t.verdict = '{DECIDE}'),
+    (SELECT json_group_object(verdict, n)
         FROM (SELECT verdict, COUNT(*) AS n FROM temp.ingest_lines GROUP BY verdict)),
     json_group_array(idx), json_group_array(rid)
 FROM (SELECT idx, rid FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq)
@@ -217,10 +251,9 @@ SELECT {", ".join(f"json_group_array({column})" for column in _FINAL_COLUMNS)}
 FROM json_each(?) AS j JOIN requests r ON r.id = j.value
 """
 
-# Created when the store opens; temp tables are private to the writer's connection and,
-# with temp_store = MEMORY, never on disk.
-SCRATCH_TABLES = (_RAW_TABLE, _TEMP_TABLE)
-_CLEAR = ("DELETE FROM temp.ingest_raw", "DELETE FROM temp.ingest_lines")
+# Created when the store opens, in this order; temp tables, views and triggers are private to
+# the writer's connection and, with temp_store = MEMORY, never on disk.
+SCRATCH_SCHEMA = (_RAW_TABLE, _TEMP_TABLE, _WRITE_VIEW, _WRITE_TRIGGER, _READ_VIEW, _READ_TRIGGER)
 
 
 def spans_of(lines: Sequence[bytes]) -> str:
@@ -249,28 +282,19 @@ def apply_chunk(
     Raises ValueError, naming the line, when a line is not JSON (nothing written).
     """
     try:
-        c.execute(_PARSE, (blob, spans))
+        c.execute(_READ_CHUNK, (batch_id, now, blob, spans))
     except sqlite3.OperationalError as exc:
         if "JSON" in str(exc):
             _raise_for_bad_line(lines)
         raise
-    c.execute(_CLASSIFY, (batch_id,))
-    (decide_json,) = c.execute(_TO_DECIDE).fetchone()
-    retries = False
+    decide_json, *outcome = c.execute(_STATUS).fetchone()
     if decide_json != "[]":  # only lines that are not `succeeded`: rare
         decisions = _decisions(decide_json, lines, now, max_attempts, default_max_attempts)
         c.execute(_SET_DECISIONS, (json_param(decisions),))
-        retries = any(verdict == RETRY for _, verdict, _ in decisions)
-    c.execute(_NUMBER_FINALS)
-    c.execute(_INSERT_RESULTS, (blob,))
-    c.execute(_FINISH_REQUESTS, (now, batch_id))
-    if retries:
-        c.execute(_RESUBMIT, (batch_id,))
-    c.execute(_LEDGER, (now, batch_id))
-    outcome: tuple[str, str, str] = c.execute(_OUTCOME).fetchone()
-    for statement in _CLEAR:  # inside the transaction: a rollback leaves them empty too
-        c.execute(statement)
-    return outcome
+        c.execute(_WRITE_CHUNK, (batch_id, now, blob))
+        _, *outcome = c.execute(_STATUS).fetchone()
+    counts, finished_lines, finished_ids = outcome
+    return counts, finished_lines, finished_ids
 
 
 def stats_of(outcome: Sequence[str]) -> IngestStats:

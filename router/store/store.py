@@ -23,7 +23,7 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
-from .ingest import READ_FINAL_ROWS, SCRATCH_TABLES, apply_chunk, final_rows, spans_of, stats_of
+from .ingest import READ_FINAL_ROWS, SCRATCH_SCHEMA, apply_chunk, final_rows, spans_of, stats_of
 from .records import (
     BatchClaim,
     BatchRow,
@@ -119,7 +119,7 @@ class Store:
         try:
             await _configure(writer, durability)
             await _migrate(writer, db_path)
-            for statement in SCRATCH_TABLES:
+            for statement in SCRATCH_SCHEMA:
                 await writer.execute(statement)
             reader = await aiosqlite.connect(db_path, isolation_level=None)
             await _configure(reader, durability)
