@@ -117,8 +117,12 @@ class Router:
         )
         await self._estimator.refresh()
         self._escalator = Escalator(
-            store=self._store, lane=self._realtime, config=cfg, estimator=self._estimator,
-            clock=self.clock, on_finished=self._finished,
+            store=self._store,
+            lane=self._realtime,
+            config=cfg,
+            estimator=self._estimator,
+            clock=self.clock,
+            on_finished=self._finished,
         )
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
@@ -231,11 +235,15 @@ class Router:
         return report
 
     async def poll(self, *, force: bool = True) -> poller.PollReport:
-        """Check in-flight batches now (all of them with `force`, else those due) and ingest ended ones."""
+        """Check in-flight batches now (all of them with `force`, else those due) and ingest ended ones.
+
+        Returns once this process's callers waiting on the results ingested are woken.
+        """
         async with self._poll_lock:
             report = await self._poll(force)
         if report.delivered:
             self._waiters.wake()
+            await self._waiters.delivered()
         if report.ended:
             await self._turnaround.refresh()
         return report

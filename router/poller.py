@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
@@ -61,12 +61,13 @@ async def ingest(
     now: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], Awaitable[None]] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
 
     Each chunk's final rows go to `on_final` when given (resolves this process's waiters
-    without reading the rows back), else their ids to `on_finished`.
+    without reading the rows back; it must not block: reading the next chunks waits for
+    it), else their ids to `on_finished`.
     """
     assert batch.api_id is not None
     totals = IngestStats()
@@ -75,25 +76,16 @@ async def ingest(
     # lock): one in SQLite's thread, the next queued behind it, so the thread never waits
     # for the event loop to read more lines.
     in_flight: collections.deque[asyncio.Task[tuple[IngestStats, list[FinalRow]]]] = collections.deque()
-    # Waking a chunk's waiters runs as its own task, one chunk after another, so that reading
-    # and handing over the next chunks does not wait for it (SQLite's thread would idle).
-    delivering: asyncio.Task[None] | None = None
-
-    async def deliver(after: asyncio.Task[None] | None, finished: list[FinalRow]) -> None:
-        assert on_final is not None
-        if after is not None:
-            await after
-        await on_final(finished)
 
     async def collect() -> None:
         """Wait for the oldest chunk in flight and hand its final rows on."""
-        nonlocal totals, delivering
+        nonlocal totals
         task = in_flight.popleft()
         stats, finished = await task
         totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
         if finished:
             if on_final is not None:
-                delivering = asyncio.create_task(deliver(delivering, finished))
+                on_final(finished)
             else:
                 on_finished([row[0] for row in finished])
         crash_point("ingest.after_chunk")
@@ -117,20 +109,14 @@ async def ingest(
             await apply()
         while in_flight:
             await collect()
-        if delivering is not None:
-            await delivering
     except asyncio.CancelledError:
         await _abandon(in_flight)
-        if delivering is not None:
-            delivering.cancel()  # its callers are still registered: the done_seq pass wakes them
         raise
     except BaseException:
         # The stream broke (or a chunk failed): the chunk read whole before that still counts.
         try:
             while in_flight:
                 await collect()
-            if delivering is not None:
-                await delivering
         except Exception:
             await _abandon(in_flight)
         raise
@@ -180,7 +166,7 @@ async def poll(
     max_interval: float,
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], Awaitable[None]] | None = None,
+    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
     force: bool = False,
 ) -> PollReport:
     """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""

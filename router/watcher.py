@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 
 import structlog
@@ -20,7 +20,7 @@ from .store import FinalRow, RequestRow, Store, states
 
 log = structlog.get_logger()
 
-DELIVER_SLICE = 64  # callers woken per event-loop turn by deliver()
+DELIVER_SLICE = 64  # callers woken per event-loop turn by the delivery task
 
 
 class CompletionWatcher:
@@ -35,6 +35,11 @@ class CompletionWatcher:
         self._waiters: dict[int, list[asyncio.Future[FinalRow]]] = defaultdict(list)
         # Bulk callers: one listener per map() call, one dict entry per awaited id (no futures).
         self._listeners: dict[int, list[CompletionListener]] = {}
+        # Taken out of the maps by deliver(), woken by the delivery task in order.
+        self._claimed: deque[tuple[FinalRow, list[asyncio.Future[FinalRow]], list[CompletionListener]]] = (
+            deque()
+        )
+        self._delivery: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -50,6 +55,12 @@ class CompletionWatcher:
             self._wake.set()
             await self._task
             self._task = None
+        while self._claimed:  # their rows are final: wake them now rather than cancel them
+            self._wake_claimed(*self._claimed.popleft())
+        if self._delivery is not None:
+            self._delivery.cancel()
+            await asyncio.wait([self._delivery])
+            self._delivery = None
         for futures in self._waiters.values():
             for fut in futures:
                 if not fut.done():
@@ -71,28 +82,50 @@ class CompletionWatcher:
         if any(i in self._waiters or i in self._listeners for i in ids):
             self._wake.set()
 
-    async def deliver(self, finals: Sequence[FinalRow]) -> None:
+    def deliver(self, finals: Sequence[FinalRow]) -> None:
         """Resolve this process's waiters and listeners from rows it just made final.
 
-        Saves reading the rows back. The ids are taken out of the maps, so the `done_seq`
-        pass that later sees them (and moves the cursor past them) skips them; a caller that
-        registers afterwards finds its row final in the store.
+        Saves reading the rows back. The callers are taken out of the maps at once, so the
+        `done_seq` pass, which sees these rows too, skips them instead of reading them again;
+        a caller that registers afterwards finds its row final in the store.
 
-        Resolves a slice at a time and lets the woken callers run in between: each wake-up
-        is a few objects queued in the event loop, and 10,000 of them queued at once live
-        long enough to reach the collector's oldest generation, where they set off full
-        collections that walk every waiting task (two of ~0.3 s per 100,000-line ingest).
+        The delivery task wakes them DELIVER_SLICE per event-loop turn, in order, and lets
+        the woken callers run in between: each wake-up is a few objects queued in the event
+        loop, and 10,000 of them queued at once live long enough to reach the collector's
+        oldest generation, where they set off full collections that walk every waiting task
+        (two of ~0.3 s per 100,000-line ingest).
         """
-        waiters, listeners = self._waiters, self._listeners
-        for start in range(0, len(finals), DELIVER_SLICE):
-            for values in finals[start : start + DELIVER_SLICE]:
-                rid = values[0]
-                for fut in waiters.pop(rid, ()):
-                    if not fut.done():
-                        fut.set_result(values)
-                for listener in listeners.pop(rid, ()):
-                    listener._push(RequestRow._make(values))
+        waiters, listeners, claimed = self._waiters, self._listeners, self._claimed
+        for values in finals:
+            rid = values[0]
+            futures = waiters.pop(rid, None)
+            group = listeners.pop(rid, None)
+            if futures is not None or group is not None:
+                claimed.append((values, futures or [], group or []))
+        if claimed and (self._delivery is None or self._delivery.done()):
+            self._delivery = asyncio.create_task(self._deliver_claimed(), name="hybrid-router-delivery")
+
+    async def delivered(self) -> None:
+        """Return once every caller handed to deliver() so far is woken."""
+        while self._delivery is not None and not self._delivery.done():
+            await asyncio.shield(self._delivery)
+
+    async def _deliver_claimed(self) -> None:
+        claimed = self._claimed
+        while claimed:
+            for _ in range(min(DELIVER_SLICE, len(claimed))):
+                self._wake_claimed(*claimed.popleft())
             await asyncio.sleep(0)
+
+    @staticmethod
+    def _wake_claimed(
+        values: FinalRow, futures: list[asyncio.Future[FinalRow]], listeners: list[CompletionListener]
+    ) -> None:
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(values)
+        for listener in listeners:
+            listener._push(RequestRow._make(values))
 
     def listen(self) -> CompletionListener:
         """A listener that collects the final rows of the ids added to it, as they complete."""
@@ -140,11 +173,10 @@ class CompletionWatcher:
 
     async def _drain(self) -> None:
         while True:
-            batch = await self._store.completed_since(self._cursor)
-            if not batch:
+            self._cursor, ids = await self._store.completed_since(self._cursor)
+            if not ids:
                 return
-            self._cursor = batch[-1][0]
-            wanted = [rid for _, rid in batch if rid in self._waiters or rid in self._listeners]
+            wanted = [rid for rid in ids if rid in self._waiters or rid in self._listeners]
             if wanted:
                 for row in await self._store.get_many(wanted):
                     self._resolve(row)

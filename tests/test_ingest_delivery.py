@@ -50,9 +50,9 @@ async def test_rows_handed_over_match_the_stored_rows_exactly(router: Router, em
     handed: list[tuple[object, ...]] = []
     original = router._waiters.deliver
 
-    async def spy(finals: Sequence[tuple[object, ...]]) -> None:
+    def spy(finals: Sequence[tuple[object, ...]]) -> None:
         handed.extend(finals)
-        await original(finals)
+        original(finals)
 
     router._waiters.deliver = spy  # type: ignore[method-assign]
     for i in range(5):
@@ -169,3 +169,65 @@ async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(router: R
         await router.store.apply_results(batch_id, lines, now=time.time(), max_attempts={})
     assert await router.store.state_counts() == {"submitted": 2}
     assert await _ledger(router, batch_id) == []
+
+
+async def _three_final_rows_with_waiters(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[asyncio.Task[object]], list[tuple[object, ...]]]:
+    """Three requests ingested while neither delivery nor the done_seq pass ran: their
+    callers still wait, and their rows are final in the store."""
+    watcher = router._waiters
+
+    async def no_drain() -> None:
+        return None
+
+    monkeypatch.setattr(watcher, "_drain", no_drain)
+    monkeypatch.setattr(watcher, "deliver", lambda finals: None)
+    for i in range(3):
+        await router.messages.submit(**ask(f"question {i}"), latency="daily", key=f"k{i}")
+    await router.flush()
+    emulator.end_batches()
+    waits = [asyncio.create_task(router.results.wait(f"k{i}", timeout=10)) for i in range(3)]
+    async with asyncio.timeout(10):
+        while watcher.waiting < 3:  # noqa: ASYNC110 - a count, not an event
+            await asyncio.sleep(0.005)
+    assert (await router.poll()).delivered == 3
+    rows = [await router.store.get_by_key(f"k{i}") for i in range(3)]
+    monkeypatch.undo()
+    assert watcher.waiting == 3
+    assert [row.state if row else None for row in rows] == ["succeeded"] * 3
+    return waits, [tuple(row) for row in rows if row]
+
+
+async def test_callers_handed_to_delivery_are_not_read_back_by_the_done_seq_pass(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits, finals = await _three_final_rows_with_waiters(router, emulator, monkeypatch)
+    watcher = router._waiters
+    read_back: list[list[int]] = []
+    get_many = router.store.get_many
+
+    async def counting_get_many(ids: Sequence[int]) -> list[RequestRow]:
+        read_back.append(list(ids))
+        return await get_many(ids)
+
+    monkeypatch.setattr(router.store, "get_many", counting_get_many)
+    watcher.deliver(finals)
+    # Taken at once, before the delivery task wakes anyone: the pass that sees the same
+    # completions now has nothing to read.
+    assert watcher.waiting == 0 and not any(w.done() for w in waits)
+    await watcher._drain()
+    assert read_back == []
+    await watcher.delivered()
+    messages = await asyncio.gather(*waits)
+    assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3
+
+
+async def test_closing_the_router_wakes_callers_already_handed_to_delivery(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits, finals = await _three_final_rows_with_waiters(router, emulator, monkeypatch)
+    router._waiters.deliver(finals)
+    await router._waiters.stop()  # before the delivery task ran: their rows are final all the same
+    messages = await asyncio.gather(*waits)
+    assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3

@@ -261,3 +261,78 @@ async def test_results_not_found_before_29_days_are_retried_not_failed(
         assert (await router.results.status("k")).state == "submitted"
         await router.poll()
         assert "patience" in reply_text(await router.results.wait("k"))
+
+
+def _message(*content: object, **extra: object) -> dict[str, object]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": list(content),
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 3, "output_tokens": 5, "service_tier": "batch"},
+        **extra,
+    }
+
+
+MESSAGES = {
+    "text": _message({"type": "text", "text": "hi", "citations": None}),
+    "no blocks": _message(),
+    "thinking, tool use and text": _message(
+        {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "xyz"},
+        {"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"q": 1}},
+        {"type": "text", "text": "done"},
+    ),
+    "server tool and its result": _message(
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+        {
+            "type": "web_search_tool_result",
+            "tool_use_id": "srvtoolu_1",
+            "content": [
+                {"type": "web_search_result", "url": "https://e.x", "title": "t", "encrypted_content": "e"}
+            ],
+        },
+    ),
+    "extra fields kept": _message({"type": "text", "text": "hi", "future_field": [1]}, future_top=True),
+    "a block type this SDK does not know": _message({"type": "hologram", "frames": 3}),
+    "a block without a type": _message({"text": "hi"}),
+    "a text block with a bad field": _message({"type": "text", "text": 5}),
+    "content that is not a list": _message() | {"content": "hi"},
+    "not a message at all": {"content": [{"type": "text", "text": "hi"}]},
+}
+
+
+@pytest.mark.parametrize("data", MESSAGES.values(), ids=MESSAGES.keys())
+def test_message_from_builds_what_model_validate_builds(data: dict[str, object]) -> None:
+    """The fast path gives the same Message, block classes and set fields, or the same error."""
+    from anthropic.types import Message
+    from pydantic import ValidationError
+
+    from router.outcomes import message_from
+
+    try:
+        expected = Message.model_validate(data)
+    except ValidationError as exc:
+        with pytest.raises(ValidationError) as got_error:
+            message_from(data)
+        assert got_error.value.errors() == exc.errors()
+        return
+    got = message_from(data)
+    assert got.to_json() == expected.to_json()
+    assert got.model_fields_set == expected.model_fields_set
+    assert [type(b) for b in got.content] == [type(b) for b in expected.content]
+    assert [b.model_fields_set for b in got.content] == [b.model_fields_set for b in expected.content]
+    assert got.model_extra == expected.model_extra
+
+
+def test_message_from_takes_the_fast_path_with_this_sdk() -> None:
+    """If the SDK changes how it spells ContentBlock, the fast path turns off: say so here."""
+    from router.outcomes import _content_blocks
+
+    blocks = _content_blocks()
+    assert blocks is not None
+    [block] = blocks.validate_python([{"type": "tool_use", "id": "t", "name": "n", "input": {}}])
+    assert type(block).__name__ == "ToolUseBlock"
