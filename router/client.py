@@ -240,9 +240,9 @@ class Router:
         Returns once this process's callers waiting on the results ingested are woken.
         """
         async with self._poll_lock:
-            report = await self._poll(force)
+            with self._waiters.holding():
+                report = await self._poll(force)
         if report.delivered:
-            self._waiters.wake()
             await self._waiters.delivered()
         if report.ended:
             await self._turnaround.refresh()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import structlog
 
@@ -35,11 +35,12 @@ class CompletionWatcher:
         self._waiters: dict[int, list[asyncio.Future[FinalRow]]] = defaultdict(list)
         # Bulk callers: one listener per map() call, one dict entry per awaited id (no futures).
         self._listeners: dict[int, list[CompletionListener]] = {}
-        # Taken out of the maps by deliver(), woken by the delivery task in order.
-        self._claimed: deque[tuple[FinalRow, list[asyncio.Future[FinalRow]], list[CompletionListener]]] = (
-            deque()
-        )
+        # Final rows handed to deliver(), a list per chunk, woken by the delivery task in order;
+        # their ids, which the done_seq pass leaves to it.
+        self._to_deliver: deque[Sequence[FinalRow]] = deque()
+        self._claimed: set[int] = set()
         self._delivery: asyncio.Task[None] | None = None
+        self._held = 0  # ingests of this process in progress: see holding()
         self._wake = asyncio.Event()
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
@@ -55,12 +56,12 @@ class CompletionWatcher:
             self._wake.set()
             await self._task
             self._task = None
-        while self._claimed:  # their rows are final: wake them now rather than cancel them
-            self._wake_claimed(*self._claimed.popleft())
         if self._delivery is not None:
             self._delivery.cancel()
             await asyncio.wait([self._delivery])
             self._delivery = None
+        while self._to_deliver:  # their rows are final: wake them now rather than cancel them
+            self._wake_callers(self._to_deliver.popleft())
         for futures in self._waiters.values():
             for fut in futures:
                 if not fut.done():
@@ -78,6 +79,20 @@ class CompletionWatcher:
         """Look for completions now (called after this process ingested results)."""
         self._wake.set()
 
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the done_seq pass while this process ingests results, and run it right after.
+
+        The ingest hands what it makes final to deliver(), but only after its COMMIT is back
+        on the event loop; a pass in between reads those rows back for nothing.
+        """
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self._wake.set()
+
     def notify(self, ids: Sequence[int]) -> None:
         if any(i in self._waiters or i in self._listeners for i in ids):
             self._wake.set()
@@ -85,47 +100,46 @@ class CompletionWatcher:
     def deliver(self, finals: Sequence[FinalRow]) -> None:
         """Resolve this process's waiters and listeners from rows it just made final.
 
-        Saves reading the rows back. The callers are taken out of the maps at once, so the
-        `done_seq` pass, which sees these rows too, skips them instead of reading them again;
+        Saves reading the rows back. Their ids are claimed at once, so the `done_seq` pass,
+        which sees these rows too, leaves them to the delivery instead of reading them again;
         a caller that registers afterwards finds its row final in the store.
 
         The delivery task wakes them DELIVER_SLICE per event-loop turn, in order, and lets
-        the woken callers run in between: each wake-up is a few objects queued in the event
-        loop, and 10,000 of them queued at once live long enough to reach the collector's
-        oldest generation, where they set off full collections that walk every waiting task
-        (two of ~0.3 s per 100,000-line ingest).
+        the woken callers run in between. Each wake-up is a few objects queued in the event
+        loop, and so is each claim held as more than an id: 10,000 of them at once live long
+        enough to reach the collector's oldest generation, where they set off full
+        collections that walk every waiting task (~0.3 s each per 100,000-line ingest).
         """
-        waiters, listeners, claimed = self._waiters, self._listeners, self._claimed
-        for values in finals:
-            rid = values[0]
-            futures = waiters.pop(rid, None)
-            group = listeners.pop(rid, None)
-            if futures is not None or group is not None:
-                claimed.append((values, futures or [], group or []))
-        if claimed and (self._delivery is None or self._delivery.done()):
-            self._delivery = asyncio.create_task(self._deliver_claimed(), name="hybrid-router-delivery")
+        self._claimed.update(values[0] for values in finals)
+        self._to_deliver.append(finals)
+        if self._delivery is None or self._delivery.done():
+            self._delivery = asyncio.create_task(self._deliver_in_slices(), name="hybrid-router-delivery")
 
     async def delivered(self) -> None:
         """Return once every caller handed to deliver() so far is woken."""
         while self._delivery is not None and not self._delivery.done():
             await asyncio.shield(self._delivery)
 
-    async def _deliver_claimed(self) -> None:
-        claimed = self._claimed
-        while claimed:
-            for _ in range(min(DELIVER_SLICE, len(claimed))):
-                self._wake_claimed(*claimed.popleft())
-            await asyncio.sleep(0)
+    async def _deliver_in_slices(self) -> None:
+        queue = self._to_deliver
+        while queue:
+            finals = queue[0]
+            for start in range(0, len(finals), DELIVER_SLICE):
+                self._wake_callers(finals[start : start + DELIVER_SLICE])
+                await asyncio.sleep(0)
+            queue.popleft()
 
-    @staticmethod
-    def _wake_claimed(
-        values: FinalRow, futures: list[asyncio.Future[FinalRow]], listeners: list[CompletionListener]
-    ) -> None:
-        for fut in futures:
-            if not fut.done():
-                fut.set_result(values)
-        for listener in listeners:
-            listener._push(RequestRow._make(values))
+    def _wake_callers(self, finals: Sequence[FinalRow]) -> None:
+        """Resolve the callers of `finals` (those woken before are gone from the maps)."""
+        waiters, listeners, claimed = self._waiters, self._listeners, self._claimed
+        for values in finals:
+            rid = values[0]
+            claimed.discard(rid)
+            for fut in waiters.pop(rid, ()):
+                if not fut.done():
+                    fut.set_result(values)
+            for listener in listeners.pop(rid, ()):
+                listener._push(RequestRow._make(values))
 
     def listen(self) -> CompletionListener:
         """A listener that collects the final rows of the ids added to it, as they complete."""
@@ -166,6 +180,8 @@ class CompletionWatcher:
             self._wake.clear()
             if self._stopping:
                 return
+            if self._held:
+                continue
             try:
                 await self._drain()
             except Exception as exc:  # a read error must not kill the watcher: retry next tick
@@ -176,7 +192,11 @@ class CompletionWatcher:
             self._cursor, ids = await self._store.completed_since(self._cursor)
             if not ids:
                 return
-            wanted = [rid for rid in ids if rid in self._waiters or rid in self._listeners]
+            wanted = [
+                rid
+                for rid in ids
+                if (rid in self._waiters or rid in self._listeners) and rid not in self._claimed
+            ]
             if wanted:
                 for row in await self._store.get_many(wanted):
                     self._resolve(row)

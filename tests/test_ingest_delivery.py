@@ -213,9 +213,9 @@ async def test_callers_handed_to_delivery_are_not_read_back_by_the_done_seq_pass
 
     monkeypatch.setattr(router.store, "get_many", counting_get_many)
     watcher.deliver(finals)
-    # Taken at once, before the delivery task wakes anyone: the pass that sees the same
+    # Claimed at once, before the delivery task wakes anyone: the pass that sees the same
     # completions now has nothing to read.
-    assert watcher.waiting == 0 and not any(w.done() for w in waits)
+    assert not any(w.done() for w in waits)
     await watcher._drain()
     assert read_back == []
     await watcher.delivered()
@@ -231,3 +231,26 @@ async def test_closing_the_router_wakes_callers_already_handed_to_delivery(
     await router._waiters.stop()  # before the delivery task ran: their rows are final all the same
     messages = await asyncio.gather(*waits)
     assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3
+
+
+async def test_the_done_seq_pass_waits_while_this_process_ingests(
+    router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watcher = router._waiters
+    passes: list[int] = []
+    ran = asyncio.Event()
+
+    async def counting_drain() -> None:
+        passes.append(watcher._held)
+        ran.set()
+
+    monkeypatch.setattr(watcher, "_drain", counting_drain)
+    with watcher.holding():
+        for _ in range(3):
+            watcher.wake()
+            for _ in range(20):  # turns of the event loop, plenty for the watcher to run
+                await asyncio.sleep(0)
+        assert passes == []
+    async with asyncio.timeout(5):
+        await ran.wait()  # released: the pass runs at once, not at the next tick
+    assert passes == [0]
