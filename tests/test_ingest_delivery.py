@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -20,20 +21,8 @@ async def test_poll_resolves_local_waiters_without_the_done_seq_pass(
     router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watcher = router._waiters
-
-    async def no_drain() -> None:
-        return None
-
     # With the done_seq pass disabled, only the in-process delivery can resolve the waiters.
-    monkeypatch.setattr(watcher, "_drain", no_drain)
-    for i in range(3):
-        await router.messages.submit(**ask(f"question {i}"), latency="daily", key=f"k{i}")
-    await router.flush()
-    emulator.end_batches()
-    waits = [asyncio.create_task(router.results.wait(f"k{i}", timeout=10)) for i in range(3)]
-    async with asyncio.timeout(10):
-        while watcher.waiting < 3:  # noqa: ASYNC110 - a count, not an event
-            await asyncio.sleep(0.005)
+    waits = await _three_callers_waiting(router, emulator, monkeypatch)
     report = await router.poll()
     assert report.delivered == 3
     messages = await asyncio.gather(*waits)
@@ -173,24 +162,12 @@ async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(router: R
 
 async def _three_final_rows_with_waiters(
     router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> tuple[list[asyncio.Task[object]], list[tuple[object, ...]]]:
+) -> tuple[list[asyncio.Task[Any]], list[tuple[object, ...]]]:
     """Three requests ingested while neither delivery nor the done_seq pass ran: their
     callers still wait, and their rows are final in the store."""
     watcher = router._waiters
-
-    async def no_drain() -> None:
-        return None
-
-    monkeypatch.setattr(watcher, "_drain", no_drain)
     monkeypatch.setattr(watcher, "deliver", lambda finals: None)
-    for i in range(3):
-        await router.messages.submit(**ask(f"question {i}"), latency="daily", key=f"k{i}")
-    await router.flush()
-    emulator.end_batches()
-    waits = [asyncio.create_task(router.results.wait(f"k{i}", timeout=10)) for i in range(3)]
-    async with asyncio.timeout(10):
-        while watcher.waiting < 3:  # noqa: ASYNC110 - a count, not an event
-            await asyncio.sleep(0.005)
+    waits = await _three_callers_waiting(router, emulator, monkeypatch)
     assert (await router.poll()).delivered == 3
     rows = [await router.store.get_by_key(f"k{i}") for i in range(3)]
     monkeypatch.undo()
@@ -254,3 +231,24 @@ async def test_the_done_seq_pass_waits_while_this_process_ingests(
     async with asyncio.timeout(5):
         await ran.wait()  # released: the pass runs at once, not at the next tick
     assert passes == [0]
+
+
+async def _three_callers_waiting(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> list[asyncio.Task[Any]]:
+    """Three requests in an ended batch and a caller waiting on each, the done_seq pass off."""
+    watcher = router._waiters
+
+    async def no_drain() -> None:
+        return None
+
+    monkeypatch.setattr(watcher, "_drain", no_drain)
+    for i in range(3):
+        await router.messages.submit(**ask(f"question {i}"), latency="daily", key=f"k{i}")
+    await router.flush()
+    emulator.end_batches()
+    waits = [asyncio.create_task(router.results.wait(f"k{i}", timeout=10)) for i in range(3)]
+    async with asyncio.timeout(10):
+        while watcher.waiting < 3:  # noqa: ASYNC110 - a count, not an event
+            await asyncio.sleep(0.005)
+    return waits
