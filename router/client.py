@@ -240,8 +240,7 @@ class Router:
         Returns once this process's callers waiting on the results ingested are woken.
         """
         async with self._poll_lock:
-            with self._waiters.holding():
-                report = await self._poll(force)
+            report = await self._poll(force)
         if report.delivered:
             await self._waiters.delivered()
         if report.ended:
@@ -278,6 +277,7 @@ class Router:
             max_attempts={name: cls.max_attempts for name, cls in self.config.classes.items()},
             on_finished=self._waiters.notify,
             on_final=self._waiters.deliver,
+            ingesting=self._waiters.holding,
             force=force,
         )
 

@@ -167,9 +167,13 @@ async def poll(
     max_attempts: Mapping[str, int],
     on_finished: Callable[[Sequence[int]], None],
     on_final: Callable[[Sequence[FinalRow]], None] | None = None,
+    ingesting: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     force: bool = False,
 ) -> PollReport:
-    """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones."""
+    """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones.
+
+    Each ingest runs inside `ingesting()` (the watcher holds its done_seq pass meanwhile).
+    """
     report = PollReport()
     for batch in await store.open_batches():
         if batch.api_id is None:
@@ -198,15 +202,16 @@ async def poll(
                     await record_turnaround(store, batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
                 crash_point("poll.after_ended")
-            stats = await ingest(
-                client,
-                store,
-                batch,
-                now=now,
-                max_attempts=max_attempts,
-                on_finished=on_finished,
-                on_final=on_final,
-            )
+            with ingesting():
+                stats = await ingest(
+                    client,
+                    store,
+                    batch,
+                    now=now,
+                    max_attempts=max_attempts,
+                    on_finished=on_finished,
+                    on_final=on_final,
+                )
         except (anthropic.APIError, httpx2.HTTPError, ValueError) as exc:
             # ValueError: a results line cut mid-way. Whatever it was, the batch stays open
             # and is polled again after a backoff; what was ingested is skipped on re-read.

@@ -81,10 +81,11 @@ class CompletionWatcher:
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """Hold the done_seq pass while this process ingests results, and run it right after.
+        """Hold the done_seq pass while this process ingests a batch, and run it right after.
 
         The ingest hands what it makes final to deliver(), but only after its COMMIT is back
-        on the event loop; a pass in between reads those rows back for nothing.
+        on the event loop; a pass in between reads those rows back for nothing. Only around
+        the ingest itself: results other processes write wait at most that long.
         """
         self._held += 1
         try:
