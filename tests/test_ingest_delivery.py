@@ -6,14 +6,17 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 
 from router import Router
 from router.emulator import Emulator
 from router.poller import _line_blocks
 from router.store import IngestStats, RequestRow
+from tests.engine import quiet_router
 from tests.helpers import ask, reply_text
 
 
@@ -252,3 +255,31 @@ async def _three_callers_waiting(
         while watcher.waiting < 3:  # noqa: ASYNC110 - a count, not an event
             await asyncio.sleep(0.005)
     return waits
+
+
+async def test_poll_holds_the_done_seq_pass_while_it_ingests_and_only_then(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with quiet_router(db_path, emulator, sdk) as router:  # no scheduled jobs beside the poll
+        watcher = router._waiters
+        held_at: dict[str, list[int]] = {"retrieve": [], "ingest": []}
+        apply_results, retrieve = router.store.apply_results, sdk.messages.batches.retrieve
+
+        async def spy_apply(*args: Any, **kwargs: Any) -> Any:
+            held_at["ingest"].append(watcher._held)
+            return await apply_results(*args, **kwargs)
+
+        async def spy_retrieve(*args: Any, **kwargs: Any) -> Any:
+            held_at["retrieve"].append(watcher._held)
+            return await retrieve(*args, **kwargs)
+
+        monkeypatch.setattr(router.store, "apply_results", spy_apply)
+        monkeypatch.setattr(sdk.messages.batches, "retrieve", spy_retrieve)
+        await router.messages.submit(**ask("question"), latency="daily", key="k")
+        await router.flush()
+        emulator.end_batches()
+        assert (await router.poll()).delivered == 1
+        # The status check runs unheld; the SDK's results() retrieves the batch again for its
+        # results_url, inside the ingest.
+        assert held_at == {"retrieve": [0, 1], "ingest": [1]}
+        assert watcher._held == 0
