@@ -54,6 +54,9 @@ CREATE TEMP TABLE ingest_lines (
     cache_write_1h INTEGER, cache_read INTEGER,
     start       INTEGER,              -- the line is substr(blob, start, len)
     len         INTEGER,
+    model       TEXT,                 -- the request's model, class and tag, for the ledger
+    class       TEXT,
+    tag         TEXT,
     verdict     TEXT NOT NULL,
     final_state TEXT,
     done_seq    INTEGER
@@ -97,9 +100,9 @@ _RID = f"iif(json_extract(x, '$[0]') = '{CUSTOM_ID_PREFIX}' || {_ID}, {_ID}, NUL
 # the first wins, as it would line by line.
 _CLASSIFY = f"""
 INSERT INTO ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
-    cache_write_5m, cache_write_1h, cache_read, start, len, verdict, final_state)
+    cache_write_5m, cache_write_1h, cache_read, start, len, model, class, tag, verdict, final_state)
 SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.cache_write_5m,
-    p.cache_write_1h, p.cache_read, p.span >> 32, p.span & 4294967295,
+    p.cache_write_1h, p.cache_read, p.span >> 32, p.span & 4294967295, r.model, r.class, r.tag,
     CASE
         WHEN r.id IS NULL THEN '{UNKNOWN}'
         WHEN p.nth > 1
@@ -177,11 +180,11 @@ WHERE id IN (SELECT rid FROM ingest_lines WHERE verdict = '{RETRY}')
 _LEDGER = f"""
 INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,
     input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)
-SELECT NEW.now, 'batch', COALESCE(NULLIF(t.reply_model, ''), r.model), r.class, r.tag, t.rid,
+SELECT NEW.now, 'batch', COALESCE(NULLIF(t.reply_model, ''), t.model), t.class, t.tag, t.rid,
     NEW.batch_id,
     t.rtype, t.input_tokens, t.output_tokens, t.cache_write_5m, t.cache_write_1h, t.cache_read,
     t.verdict = '{DUPLICATE}'
-FROM ingest_lines t JOIN requests r ON r.id = t.rid
+FROM ingest_lines t
 WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}')
 ORDER BY t.rid
 """
