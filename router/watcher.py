@@ -76,7 +76,7 @@ class CompletionWatcher:
         return sum(len(f) for f in self._waiters.values())
 
     def wake(self) -> None:
-        """Look for completions now (called after this process ingested results)."""
+        """Look for completions now (called when this process finished requests outside an ingest)."""
         self._wake.set()
 
     @contextlib.contextmanager

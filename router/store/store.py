@@ -554,8 +554,9 @@ class Store:
         return out
 
     async def max_done_seq(self) -> int:
-        async with self._reader.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests") as cur:
-            return int((await cur.fetchone() or (0,))[0])
+        """The last completion number given (0 if none): a watcher's starting cursor."""
+        ((next_seq,),) = await self._reader.execute_fetchall(NEXT_DONE_SEQ)  # the index, not a scan
+        return int(next_seq) - 1
 
     async def completed_since(self, cursor: int, limit: int = 5000) -> tuple[int, list[int]]:
         """The last done_seq and the request ids of up to `limit` completions after `cursor`,
@@ -686,7 +687,7 @@ async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None
     # FULL: a caller told "stored" keeps the request through a power loss. NORMAL is opt-in.
     await conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA temp_store = MEMORY")  # ingest's scratch table (store/ingest.py)
+    await conn.execute("PRAGMA temp_store = MEMORY")  # ingest's scratch tables (store/ingest.py)
 
 
 def _statements(script: str) -> list[str]:
