@@ -220,7 +220,7 @@ class Escalator:
             self._on_finished([request_id])
         elif ledger is not None:
             # The batch answered first: this real-time reply was billed but is not delivered.
-            self._store.record(dataclasses.replace(ledger, duplicate=True))
+            await self._store.record_now(dataclasses.replace(ledger, duplicate=True))
 
     async def _fail(self, row: q.AtRisk, now: float) -> bool:
         reason = (

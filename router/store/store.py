@@ -60,7 +60,13 @@ BODY_TAIL = b"]}"
 BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
 
 _GROUP_MAX = 4096  # rows per group commit
-_LEDGER_LINGER = 0.05  # seconds a ledger-only group waits for company before its commit
+# A ledger-only group (the real-time lane's accounting) waits this long, or until this many
+# entries, before its commit. Each commit is a hand-off to SQLite's thread, and at 20 a second
+# they cost the real-time lane about 10 % of its throughput on 2 cores (bench/RESULTS.md). A
+# crash loses at most the last second of real-time accounting; this process's own reads of the
+# ledger commit the queue first (`ledger_totals`).
+_LEDGER_LINGER = 1.0
+_LEDGER_GROUP_MAX = 5000
 
 _REQUEST_COLUMNS = (
     f"id, key, class, tag, model, state, attempts, outcome, {RESULT_OF_REQUEST}, created_at, deadline_at,"
@@ -176,11 +182,17 @@ class Store:
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
         if not self._closed:
-            # Wake the committer for the first entry only: later ones ride along (see _commit_loop).
-            first = not self._ledger_queue
+            # Wake the committer for the first entry only: later ones ride along (see _commit_loop),
+            # until the group is full.
             self._ledger_queue.append(entry)
-            if first:
+            if len(self._ledger_queue) in (1, _LEDGER_GROUP_MAX):
                 self._wake.set()
+
+    async def record_now(self, entry: LedgerEntry) -> None:
+        """Commit a ledger entry before returning (rare entries a crash must not lose)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        await self._commit_ledger([entry])
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,11 +200,16 @@ class Store:
             await self._wake.wait()
             self._wake.clear()
             if not self._queue and self._ledger_queue and not self._closed:
-                # Only ledger rows: nobody waits for them, so let more gather per fsync (the
-                # real-time lane records one per reply: a commit each cost it ~13 % of its
-                # throughput). An enqueue or close() ends the wait at once.
+                # Only ledger rows: nobody waits for them, so let more gather per commit (the
+                # real-time lane records one per reply). An enqueue, close() or a full group
+                # ends the wait at once.
                 until = loop.time() + _LEDGER_LINGER
-                while not self._queue and not self._closed and (left := until - loop.time()) > 0:
+                while (
+                    not self._queue
+                    and not self._closed
+                    and len(self._ledger_queue) < _LEDGER_GROUP_MAX
+                    and (left := until - loop.time()) > 0
+                ):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(left):
                             await self._wake.wait()
@@ -202,7 +219,12 @@ class Store:
                 ledger, self._ledger_queue = self._ledger_queue, []
                 if not group:
                     await self._commit_ledger(ledger)
-                    continue
+                    if self._closed or self._queue:
+                        continue
+                    # Entries queued during that commit wait for a linger of their own (the
+                    # first of them woke us): going round at once would commit every few
+                    # entries, back to back.
+                    break
                 try:
                     async with self._write_lock:
                         tickets = await self._insert([r for r, _ in group], ledger=ledger)
@@ -581,7 +603,13 @@ class Store:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
     async def ledger_totals(self) -> list[dict[str, Any]]:
-        """Token totals grouped by lane, model and duplicate flag (billed results only)."""
+        """Token totals grouped by lane, model and duplicate flag (billed results only).
+
+        Entries this process has queued but not yet committed are committed first.
+        """
+        if self._ledger_queue:
+            ledger, self._ledger_queue = self._ledger_queue, []
+            await self._commit_ledger(ledger)
         async with self._reader.execute(
             "SELECT lane, model, duplicate, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
             " SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read) FROM ledger"
