@@ -19,8 +19,8 @@ from _common import banner, emulator_process, median, params_of_size, ratio, row
 from router import Router, RouterConfig
 
 CONCURRENCY = 16
-N = 2000
-REPEATS = 9
+N = 1000
+REPEATS = 21
 
 
 async def _drive(n: int, call: Callable[[int], Awaitable[object]]) -> float:
