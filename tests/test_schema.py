@@ -11,6 +11,7 @@ import pytest
 from router.errors import RouterError
 from router.outcomes import outcome_of
 from router.store import Store
+from router.store import deadlines as store_deadlines
 from router.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 
@@ -61,6 +62,60 @@ async def test_migration_5_moves_result_lines_into_their_own_table(tmp_path: Pat
     assert check.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     assert check.execute("SELECT done_seq FROM results").fetchall() == [(7,)]
     assert check.execute("SELECT id FROM requests WHERE result IS NOT NULL").fetchall() == [(2,)]
+    check.close()
+
+
+async def test_migration_6_finds_requests_at_risk_by_indexes_a_result_leaves_alone(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = _database_at(db, 5)
+    conn.executescript(
+        "INSERT INTO batches (id, state, request_count, body_bytes, created_at) VALUES"
+        " (1, 'in_progress', 3, 0, 0), (2, 'done', 1, 0, 0);"
+    )
+    insert = (
+        "INSERT INTO requests (id, key, class, model, params, digest, size, state, created_at,"
+        " deadline_at, batch_id) VALUES (?, ?, 'hourly', 'claude-haiku-4-5', x'', x'00', 2, ?, 0, ?, ?)"
+    )
+    for row in (
+        (1, "pending-late", "pending", 500.0, None),
+        (2, "pending-soon", "pending", 30.0, None),
+        (3, "submitted-soon", "submitted", 20.0, 1),
+        (4, "submitted-late", "submitted", 400.0, 1),
+        (5, "finished", "succeeded", 10.0, 1),
+        (6, "no-deadline", "pending", None, None),
+        (7, "stale-batch", "submitted", 15.0, 2),  # a done batch holds no submitted request
+    ):
+        conn.execute(insert, row)
+    conn.close()
+
+    store = await Store.open(db)
+    try:
+        found = await store_deadlines.at_risk(store, horizon=450.0)
+        assert [(r.key, r.state) for r in found] == [
+            ("submitted-soon", "submitted"),
+            ("pending-soon", "pending"),
+            ("submitted-late", "submitted"),
+        ]
+        assert [r.key for r in await store_deadlines.at_risk(store, horizon=450.0, limit=2)] == [
+            "submitted-soon",
+            "pending-soon",
+        ]
+    finally:
+        await store.close()
+
+    check = sqlite3.connect(db)
+    indexes = {name for (name,) in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "requests_by_deadline" not in indexes
+    plans = {
+        query: " ".join(row[3] for row in check.execute("EXPLAIN QUERY PLAN " + query, (1.0, 5)))
+        for query in (store_deadlines._PENDING_AT_RISK, store_deadlines._SUBMITTED_AT_RISK)
+    }
+    assert "requests_pending_by_deadline" in plans[store_deadlines._PENDING_AT_RISK]
+    assert "requests_by_batch_deadline (batch_id=?" in plans[store_deadlines._SUBMITTED_AT_RISK]
+    stale = "SELECT id FROM requests WHERE state = 'escalated' AND escalated_at < ? LIMIT ?"
+    assert "requests_escalated" in " ".join(
+        row[3] for row in check.execute("EXPLAIN QUERY PLAN " + stale, (1.0, 5))
+    )
     check.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,16 +26,27 @@ class AtRisk:
     batch_id: int | None
 
 
+# Pending requests by their own index; submitted ones through the batches still open, each by
+# (batch_id, deadline_at): the indexes a result leaves alone (schema migration 6). CROSS JOIN
+# keeps the open batches outside, so each is a range of that index.
+_PENDING_AT_RISK = (
+    "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
+    " WHERE state = 'pending' AND deadline_at <= ? ORDER BY deadline_at LIMIT ?"
+)
+_SUBMITTED_AT_RISK = (
+    "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
+    " FROM batches b CROSS JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= ?"
+    " WHERE b.state <> 'done' AND r.state = 'submitted' ORDER BY r.deadline_at LIMIT ?"
+)
+
+
 async def at_risk(store: Store, horizon: float, limit: int = 5000) -> list[AtRisk]:
-    """Pending or submitted requests whose deadline is at or before `horizon` (index scan)."""
-    # The first state term repeats the partial index's WHERE so SQLite can use the index.
-    async with store.reader.execute(
-        "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
-        " WHERE state IN ('pending', 'submitted', 'escalated') AND deadline_at <= ?"
-        " AND state IN ('pending', 'submitted') ORDER BY deadline_at LIMIT ?",
-        (horizon, limit),
-    ) as cur:
-        return [AtRisk(*row) for row in await cur.fetchall()]
+    """Pending or submitted requests whose deadline is at or before `horizon`, soonest first."""
+    found: list[list[AtRisk]] = []
+    for query in (_PENDING_AT_RISK, _SUBMITTED_AT_RISK):
+        async with store.reader.execute(query, (horizon, limit)) as cur:
+            found.append([AtRisk(*row) for row in await cur.fetchall()])
+    return list(itertools.islice(heapq.merge(*found, key=lambda row: row.deadline_at), limit))
 
 
 async def mark_escalated(store: Store, rows: Sequence[AtRisk], now: float) -> list[int]:

@@ -110,6 +110,19 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT done_seq, result FROM requests WHERE result IS NOT NULL AND done_seq IS NOT NULL;
     UPDATE requests SET result = NULL WHERE done_seq IS NOT NULL AND result IS NOT NULL;
     """,
+    # 6: deadline indexes a finished request leaves alone. requests_by_deadline held submitted
+    # requests too, so the ingest deleted an entry from it for every result (~6 % of the
+    # ingest's time). Pending requests keep an index by deadline; submitted ones are found
+    # through their open batch, by (batch_id, deadline_at), whose columns a result does not
+    # change; escalated ones by when they were escalated (a lost real-time send is retried).
+    """
+    DROP INDEX requests_by_deadline;
+    CREATE INDEX requests_pending_by_deadline ON requests (deadline_at)
+        WHERE state = 'pending' AND deadline_at IS NOT NULL;
+    CREATE INDEX requests_by_batch_deadline ON requests (batch_id, deadline_at)
+        WHERE batch_id IS NOT NULL AND deadline_at IS NOT NULL;
+    CREATE INDEX requests_escalated ON requests (escalated_at) WHERE state = 'escalated';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
