@@ -57,7 +57,22 @@ def _upper_bound(obj: Any, budget: int) -> int:
     stack: list[Any] = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)
+        # Exact types first: a typical call is a few dicts, lists, strs and ints, and the
+        # abstract-class checks below cost more than the rest of the walk.
+        if kind is dict:
+            total += 2
+            for key, value in item.items():
+                total += _MAX_BYTES_PER_CHAR * len(key if type(key) is str else str(key)) + 4
+                stack.append(value)
+        elif kind is str:
+            total += _MAX_BYTES_PER_CHAR * len(item) + 3
+        elif kind is list:
+            total += 2 + len(item)
+            stack.extend(item)
+        elif kind is int or kind is float or item is None:
+            total += _SCALAR_BYTES
+        elif isinstance(item, str):
             total += _MAX_BYTES_PER_CHAR * len(item) + 3
         elif isinstance(item, Mapping):
             total += 2

@@ -52,19 +52,20 @@ class Policy:
         return None
 
     def _named(self, latency: object) -> LatencyClass:
+        found = self._classes.get(latency) if isinstance(latency, str) else None
+        if found is not None:
+            return found
+        # Only a bad name gets here: the error text is built for it alone (not per call).
         known = ", ".join(f'"{name}"' for name in self.class_names)
         if not isinstance(latency, str):
             raise InvalidRequestError(
                 f"latency: expected the name of a latency class ({known}), got {latency!r}"
             )
-        found = self._classes.get(latency)
-        if found is None:
-            close = difflib.get_close_matches(latency, self.class_names, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            raise InvalidRequestError(
-                f'latency: unknown latency class "{latency}"{hint}; expected one of: {known}'
-            )
-        return found
+        close = difflib.get_close_matches(latency, self.class_names, n=1)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise InvalidRequestError(
+            f'latency: unknown latency class "{latency}"{hint}; expected one of: {known}'
+        )
 
 
 def _triggers(latency_class: LatencyClass) -> str:

@@ -57,16 +57,23 @@ _VERSION_SUFFIX = re.compile(r"[-@](\d{8}|latest)([-@:].*)?")
 def _count(usage: Any, name: str) -> int:
     # dict and int first: ingest calls this six times per result line, and the ABC checks
     # (Mapping, int | float) cost more than the rest of the line's bookkeeping.
-    is_map = isinstance(usage, dict) or isinstance(usage, Mapping)
-    value = usage.get(name) if is_map else getattr(usage, name, None)
+    value = _part(usage, name)
     if type(value) is int:
         return value
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _part(usage: Any, name: str) -> Any:
-    is_map = isinstance(usage, dict) or isinstance(usage, Mapping)
-    return usage.get(name) if is_map else getattr(usage, name, None)
+    if isinstance(usage, dict):
+        return usage.get(name)
+    # An SDK object answers by attribute (the real-time lane's every reply): no Mapping check.
+    value = getattr(usage, name, _MISSING)
+    if value is not _MISSING:
+        return value
+    return usage.get(name) if isinstance(usage, Mapping) else None
+
+
+_MISSING = object()
 
 
 @dataclass(frozen=True)
