@@ -61,8 +61,9 @@ BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
 
 _GROUP_MAX = 4096  # rows per group commit
 # A ledger-only group (the real-time lane's accounting) waits this long, or until this many
-# entries, before its commit. Each commit is a hand-off to SQLite's thread, and at 20 a second
-# they cost the real-time lane about 10 % of its throughput on 2 cores (bench/RESULTS.md). A
+# entries, before its commit. Each commit is a hand-off to SQLite's thread; committed 10 to 20
+# times a second they cost the real-time lane about 10 % of its throughput on 2 cores, once a
+# second about 2 % (bench/RESULTS.md, fifth session). A
 # crash loses at most the last second of real-time accounting; this process's own reads of the
 # ledger commit the queue first (`ledger_totals`).
 _LEDGER_LINGER = 1.0
