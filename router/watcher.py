@@ -131,7 +131,8 @@ class CompletionWatcher:
             queue.popleft()
 
     def _wake_callers(self, finals: Sequence[FinalRow]) -> None:
-        """Resolve the callers of `finals` (those woken before are gone from the maps)."""
+        """Resolve the callers of `finals`, rows as deliver() or the done_seq pass has them
+        (those woken before are gone from the maps)."""
         waiters, listeners, claimed = self._waiters, self._listeners, self._claimed
         for values in finals:
             rid = values[0]
@@ -199,10 +200,7 @@ class CompletionWatcher:
                 if (rid in self._waiters or rid in self._listeners) and rid not in self._claimed
             ]
             if wanted:
-                for row in await self._store.get_many(wanted):
-                    self._resolve(row)
-                    for listener in self._listeners.pop(row.id, ()):
-                        listener._push(row)
+                self._wake_callers(await self._store.get_many(wanted))
 
 
 class CompletionListener:
