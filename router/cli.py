@@ -242,12 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="the file (default: --config or ./router.toml)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser(
-        "daemon", help="flush, poll, reconcile, escalate and purge one database until stopped"
-    )
-    p.add_argument(
-        "--standby", action="store_true", help="wait for the lease instead of exiting (code 3)"
-    )
+    p = sub.add_parser("daemon", help="flush, poll, reconcile, escalate and purge one database until stopped")
+    p.add_argument("--standby", action="store_true", help="wait for the lease instead of exiting (code 3)")
     p.add_argument("--lease-ttl", help="override [router] lease_ttl, e.g. 15s")
     p.set_defaults(func=cmd_daemon)
 
@@ -279,9 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the result of a request by key (Message JSON), or write results as Batch API JSONL",
     )
     p.add_argument("key", nargs="?", help="one request's key: print its Message JSON")
-    p.add_argument(
-        "--out", help='write {"custom_id": key, "result": ...} lines to this file ("-": stdout)'
-    )
+    p.add_argument("--out", help='write {"custom_id": key, "result": ...} lines to this file ("-": stdout)')
     p.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys (default: every finished one)")
     p.set_defaults(func=cmd_results)
     return parser

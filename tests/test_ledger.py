@@ -1,8 +1,10 @@
-"""The cost ledger's group commits: real-time entries gather for one commit, and reads see them."""
+"""The cost ledger's group commits: real-time entries gather for one commit, summed by kind, and
+reads see them."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from router.pricing import TokenCounts
 from router.store import LedgerEntry, Store
 from router.store import store as store_module
+from router.store.ledger import LedgerRow
 
 
 def entry(n: int) -> LedgerEntry:
@@ -27,9 +30,9 @@ def entry(n: int) -> LedgerEntry:
 
 
 def committed(path: Path) -> int:
-    """Ledger rows another connection sees (what a crash would keep)."""
+    """Calls in the ledger rows another connection sees (what a crash would keep)."""
     with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+        return int(db.execute("SELECT COALESCE(SUM(calls), 0) FROM ledger").fetchone()[0])
 
 
 async def let_the_loop_run() -> None:
@@ -69,11 +72,11 @@ async def test_a_full_group_commits_and_later_entries_wait_for_their_own(
     first_done = asyncio.Event()
     original = Store._commit_ledger
 
-    async def commit_ledger(self: Store, ledger: Sequence[LedgerEntry]) -> None:
+    async def commit_ledger(self: Store, rows: Sequence[LedgerRow]) -> None:
         if not commits:
             store.record(entry(9))  # arrives while the first group is being written
-        commits.append(len(ledger))
-        await original(self, ledger)
+        commits.append(sum(row[-1] for row in rows))  # the calls the rows sum
+        await original(self, rows)
         first_done.set()
 
     monkeypatch.setattr(Store, "_commit_ledger", commit_ledger)
@@ -99,3 +102,39 @@ async def test_record_now_is_committed_when_it_returns(tmp_path: Path) -> None:
         assert committed(path) == 1
     finally:
         await store.close()
+
+
+async def test_real_time_replies_are_summed_by_kind_and_request_rows_stay_whole(tmp_path: Path) -> None:
+    path = tmp_path / "router.db"
+    store = await Store.open(path)
+    replies = [
+        dataclasses.replace(entry(n), model=model, tag=tag, at=2000.0 + n)
+        for n, (model, tag) in enumerate(
+            [
+                ("claude-haiku-4-5", "a"),
+                ("claude-haiku-4-5", "a"),
+                ("claude-haiku-4-5", "b"),
+                ("claude-opus-4-1", "a"),
+            ]
+        )
+    ]
+    escalated = dataclasses.replace(entry(7), request_id=42)
+    try:
+        for e in [*replies, escalated]:
+            store.record(e)
+        totals = await store.ledger_totals()
+    finally:
+        await store.close()
+    assert {t["model"]: t["requests"] for t in totals} == {"claude-haiku-4-5": 4, "claude-opus-4-1": 1}
+    assert sum(t["input_tokens"] for t in totals) == sum(e.usage.input for e in [*replies, escalated])
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT model, tag, request_id, calls, at, input_tokens, output_tokens FROM ledger"
+            " ORDER BY model, tag, request_id"
+        ).fetchall()
+    assert rows == [
+        ("claude-haiku-4-5", None, 42, 1, 1007.0, 17, 7),  # a request's row is its own
+        ("claude-haiku-4-5", "a", None, 2, 2001.0, 21, 1),  # two replies: summed, at the later one
+        ("claude-haiku-4-5", "b", None, 1, 2002.0, 12, 2),
+        ("claude-opus-4-1", "a", None, 1, 2003.0, 13, 3),
+    ]

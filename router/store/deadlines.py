@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import states
+from .ledger import insert_ledger, ledger_row
 from .records import LedgerEntry
 from .sql import RESULT_INSERT, chunks
-from .store import Store, insert_ledger, next_done_seq
+from .store import Store, next_done_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ async def complete(
             return False
         await w.execute(RESULT_INSERT, (seq, line))
         if ledger is not None:
-            await insert_ledger(w, [ledger])
+            await insert_ledger(w, [ledger_row(ledger)])
     return True
 
 

@@ -25,8 +25,8 @@ def chunks(seq: Sequence[T], size: int = SQL_VARS) -> Iterable[Sequence[T]]:
 # gives up the GIL once rather than at every row (see ingest.py on why that matters).
 LEDGER_INSERT_JSON = (
     "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate) SELECT "
-    + ", ".join(f"json_extract(v, '$[{i}]')" for i in range(14))
+    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate, calls) SELECT "
+    + ", ".join(f"json_extract(v, '$[{i}]')" for i in range(15))
     + " FROM (SELECT value AS v FROM json_each(?))"
 )
 

@@ -24,6 +24,7 @@ from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
 from .ingest import READ_FINAL_ROWS, SCRATCH_SCHEMA, apply_chunk, final_rows, spans_of, stats_of
+from .ledger import LedgerBuffer, LedgerRow, insert_ledger, ledger_row
 from .records import (
     BatchClaim,
     BatchRow,
@@ -36,13 +37,11 @@ from .records import (
 )
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
-    LEDGER_INSERT_JSON,
     NEXT_DONE_SEQ,
     RESULT_OF_REQUEST,
     chunks,
     in_transaction,
     insert_ledger_json,
-    json_param,
 )
 
 log = structlog.get_logger()
@@ -112,7 +111,7 @@ class Store:
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._queue: list[tuple[NewRequest, asyncio.Future[Ticket]]] = []
-        self._ledger_queue: list[LedgerEntry] = []
+        self._ledger = LedgerBuffer()
         self._wake = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
         self._closed = False
@@ -185,22 +184,22 @@ class Store:
         if not self._closed:
             # Wake the committer for the first entry only: later ones ride along (see _commit_loop),
             # until the group is full.
-            self._ledger_queue.append(entry)
-            if len(self._ledger_queue) in (1, _LEDGER_GROUP_MAX):
+            self._ledger.add(entry)
+            if self._ledger.entries in (1, _LEDGER_GROUP_MAX):
                 self._wake.set()
 
     async def record_now(self, entry: LedgerEntry) -> None:
         """Commit a ledger entry before returning (rare entries a crash must not lose)."""
         if self._closed:
             raise StoreClosedError("the store is closed")
-        await self._commit_ledger([entry])
+        await self._commit_ledger([ledger_row(entry)])
 
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._queue and self._ledger_queue and not self._closed:
+            if not self._queue and self._ledger.entries and not self._closed:
                 # Only ledger rows: nobody waits for them, so let more gather per commit (the
                 # real-time lane records one per reply). An enqueue, close() or a full group
                 # ends the wait at once.
@@ -208,16 +207,16 @@ class Store:
                 while (
                     not self._queue
                     and not self._closed
-                    and len(self._ledger_queue) < _LEDGER_GROUP_MAX
+                    and self._ledger.entries < _LEDGER_GROUP_MAX
                     and (left := until - loop.time()) > 0
                 ):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(left):
                             await self._wake.wait()
                     self._wake.clear()
-            while self._queue or self._ledger_queue:
+            while self._queue or self._ledger.entries:
                 group, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
-                ledger, self._ledger_queue = self._ledger_queue, []
+                ledger = self._ledger.take()
                 if not group:
                     await self._commit_ledger(ledger)
                     if self._closed or self._queue:
@@ -244,16 +243,16 @@ class Store:
             if self._closed:
                 return
 
-    async def _commit_ledger(self, ledger: Sequence[LedgerEntry]) -> None:
+    async def _commit_ledger(self, rows: Sequence[LedgerRow]) -> None:
         """Commit ledger rows alone, in one hand-off to SQLite's thread (the real-time lane's
         accounting: statement by statement, each trip waited behind the event loop's work)."""
         try:
             async with self._write_lock:
-                await self._on_writer_thread(in_transaction, insert_ledger_json, ledger_rows(ledger))
+                await self._on_writer_thread(in_transaction, insert_ledger_json, rows)
         except Exception as exc:  # accounting only: nobody waits on it, so log and go on
-            log.error("ledger_write_failed", error=str(exc), entries=len(ledger))
+            log.error("ledger_write_failed", error=str(exc), rows=len(rows))
 
-    async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerEntry]) -> list[Any]:
+    async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerRow]) -> list[Any]:
         """Insert requests (idempotent on key) and ledger rows in one transaction.
 
         Returns one Ticket per request, or an InvalidRequestError where a key was reused
@@ -319,8 +318,7 @@ class Store:
                     results.append(Ticket(r.key, rid, latency, deadline, created))
                 if new_params:
                     await w.executemany("INSERT INTO request_params (id, params) VALUES (?, ?)", new_params)
-            if ledger:
-                await insert_ledger(w, ledger)
+            await insert_ledger(w, ledger)
             crash_point("enqueue.before_commit")
             await w.execute("COMMIT")
         except BaseException:
@@ -608,11 +606,10 @@ class Store:
 
         Entries this process has queued but not yet committed are committed first.
         """
-        if self._ledger_queue:
-            ledger, self._ledger_queue = self._ledger_queue, []
-            await self._commit_ledger(ledger)
+        if self._ledger.entries:
+            await self._commit_ledger(self._ledger.take())
         async with self._reader.execute(
-            "SELECT lane, model, duplicate, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
+            "SELECT lane, model, duplicate, SUM(calls), SUM(input_tokens), SUM(output_tokens),"
             " SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read) FROM ledger"
             " WHERE result_type = 'succeeded' GROUP BY lane, model, duplicate ORDER BY lane, model"
         ) as cur:
@@ -659,35 +656,6 @@ async def next_done_seq(w: aiosqlite.Connection) -> int:
     """The next completion number; call inside the write transaction that completes the row."""
     async with w.execute(NEXT_DONE_SEQ) as cur:
         return int((await cur.fetchone() or (1,))[0])
-
-
-def ledger_rows(entries: Sequence[LedgerEntry]) -> list[tuple[Any, ...]]:
-    """Ledger entries as tuples in LEDGER_INSERT_JSON's column order."""
-    return [
-        (
-            e.at,
-            e.lane,
-            e.model,
-            e.latency,
-            e.tag,
-            e.request_id,
-            e.batch_id,
-            e.result_type,
-            e.usage.input,
-            e.usage.output,
-            e.usage.cache_write_5m,
-            e.usage.cache_write_1h,
-            e.usage.cache_read,
-            int(e.duplicate),
-        )
-        for e in entries
-    ]
-
-
-async def insert_ledger(w: aiosqlite.Connection, entries: Sequence[LedgerEntry]) -> None:
-    """Insert ledger entries inside the caller's transaction, in one statement."""
-    if entries:
-        await w.execute(LEDGER_INSERT_JSON, (json_param(ledger_rows(entries)),))
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM (ingest); JSON functions are checked separately
