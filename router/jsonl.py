@@ -290,8 +290,8 @@ async def export_results(
         after = 0
         while True:
             async with reader.execute(
-                f"SELECT id, key, {RESULT_OF_REQUEST} AS line FROM requests WHERE state IN (?, ?)"
-                " AND line IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
+                f"SELECT id, key, {RESULT_OF_REQUEST} AS line FROM requests_now AS requests"
+                " WHERE state IN (?, ?) AND line IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
                 (states.SUCCEEDED, states.FAILED, after, CHUNK),
             ) as cur:
                 rows = list(await cur.fetchall())
@@ -304,7 +304,8 @@ async def export_results(
     for part in chunks(wanted):
         marks = ",".join("?" * len(part))
         async with reader.execute(
-            f"SELECT key, state, {RESULT_OF_REQUEST} FROM requests WHERE key IN ({marks})", part
+            f"SELECT key, state, {RESULT_OF_REQUEST} FROM requests_now AS requests WHERE key IN ({marks})",
+            part,
         ) as cur:
             rows_by_key = {str(k): (str(s), r) for k, s, r in await cur.fetchall()}
         lines = []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 
 from router import Router, poller
 from router.emulator import Emulator
+from router.store import Store, request_id_from
+from router.store import deadlines as store_deadlines
 from router.store import store as store_module
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
@@ -197,6 +201,50 @@ async def test_results_stream_cut_midway_resumes_skipping_what_is_stored(
         assert (second.delivered, second.duplicates, second.errors) == (30, 0, 0)
         await all_delivered(router, 60)
         assert await router.store.open_batches() == []
+
+
+async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_writer(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A chunk appends its outcomes to `completions`; they reach the requests' rows only when
+    # the batch's ingest ends (schema 8). Until then they must count as final everywhere.
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 40)
+        await router.flush()
+        emulator.end_batches()
+        (remote,) = emulator.batches.values()
+        done = {request_id_from(json.loads(line)["custom_id"]) for line in list(remote.result_lines())[:20]}
+        emulator.faults.set("batches.results", results_cut_after=25)
+        assert (await router.poll()).errors == 1
+        with sqlite3.connect(db_path) as raw:  # the rows themselves are not written yet
+            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (20,)
+            assert raw.execute("SELECT DISTINCT state FROM requests").fetchall() == [("submitted",)]
+
+        other = await Store.open(db_path)  # what another process sees
+        try:
+            rows = await other.get_many(sorted(done))
+            assert {(r.state, r.outcome, r.attempts) for r in rows} == {("succeeded", "succeeded", 1)}
+            assert all(b"succeeded" in bytes(r.result or b"") for r in rows)
+            _, ids = await other.completed_since(0)
+            assert set(ids) == done
+            assert await other.state_counts() == {"succeeded": 20, "submitted": 20}
+            at_risk = await store_deadlines.at_risk(other, horizon=float("inf"))
+            assert len(at_risk) == 20 and not {r.id for r in at_risk} & done
+            # A writer holding a stale read (submitted) cannot take a finished request off the batch.
+            stale = [dataclasses.replace(at_risk[0], id=min(done))]
+            assert await store_deadlines.mark_escalated(other, stale, now=1.0) == []
+        finally:
+            await other.close()
+
+        emulator.faults.clear()
+        assert (await router.poll()).delivered == 20
+        with sqlite3.connect(db_path) as raw:  # the batch's end folded every outcome in
+            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
+            assert raw.execute(
+                "SELECT state, COUNT(DISTINCT done_seq) FROM requests GROUP BY state"
+            ).fetchall() == [("succeeded", 40)]
+        await all_delivered(router, 40)
 
 
 async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(

@@ -119,6 +119,23 @@ async def test_migration_6_finds_requests_at_risk_by_indexes_a_result_leaves_alo
     check.close()
 
 
+async def test_migration_7_counts_each_earlier_ledger_row_as_one_call(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    conn = _database_at(db, 6)
+    conn.executemany(
+        "INSERT INTO ledger (at, lane, model, result_type, input_tokens, output_tokens)"
+        " VALUES (?, 'realtime', 'claude-haiku-4-5', 'succeeded', ?, 1)",
+        [(1.0, 10), (2.0, 20)],
+    )
+    conn.close()
+    store = await Store.open(db)
+    try:
+        totals = await store.ledger_totals()
+    finally:
+        await store.close()
+    assert [(t["lane"], t["requests"], t["input_tokens"]) for t in totals] == [("realtime", 2, 30)]
+
+
 async def test_an_sqlite_without_what_the_store_needs_is_refused_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

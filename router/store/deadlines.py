@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import states
 from .ledger import insert_ledger, ledger_row
 from .records import LedgerEntry
-from .sql import RESULT_INSERT, chunks
+from .sql import NOT_COMPLETED, RESULT_INSERT, chunks
 from .store import Store, next_done_seq
 
 
@@ -29,7 +29,8 @@ class AtRisk:
 
 # Pending requests by their own index; submitted ones through the batches still open, each by
 # (batch_id, deadline_at): the indexes a result leaves alone (schema migration 6). CROSS JOIN
-# keeps the open batches outside, so each is a range of that index.
+# keeps the open batches outside, so each is a range of that index. A submitted request with
+# a completion not yet folded into its row is final (schema 8).
 _PENDING_AT_RISK = (
     "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
     " WHERE state = 'pending' AND deadline_at <= ? ORDER BY deadline_at LIMIT ?"
@@ -37,7 +38,9 @@ _PENDING_AT_RISK = (
 _SUBMITTED_AT_RISK = (
     "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
     " FROM batches b CROSS JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= ?"
-    " WHERE b.state <> 'done' AND r.state = 'submitted' ORDER BY r.deadline_at LIMIT ?"
+    " WHERE b.state <> 'done' AND r.state = 'submitted'"
+    " AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.request_id = r.id)"
+    " ORDER BY r.deadline_at LIMIT ?"
 )
 
 
@@ -56,7 +59,8 @@ async def mark_escalated(store: Store, rows: Sequence[AtRisk], now: float) -> li
     async with store.transaction() as w:
         for row in rows:
             cur = await w.execute(
-                "UPDATE requests SET state = 'escalated', escalated_at = ? WHERE id = ? AND state = ?",
+                f"UPDATE requests SET state = 'escalated', escalated_at = ? WHERE id = ? AND state = ?"
+                f" AND {NOT_COMPLETED}",
                 (now, row.id, row.state),
             )
             if cur.rowcount == 1:
@@ -120,7 +124,7 @@ async def complete(
         seq = await next_done_seq(w)
         cur = await w.execute(
             "UPDATE requests SET state = ?, outcome = ?, done_seq = ?, finished_at = ?"
-            f" WHERE id = ? AND state IN ({marks})",
+            f" WHERE id = ? AND state IN ({marks}) AND {NOT_COMPLETED}",
             (final, outcome, seq, now, request_id, *from_states),
         )
         if cur.rowcount != 1:
@@ -134,7 +138,8 @@ async def complete(
 async def still_in_batch(store: Store, batch_id: int) -> int:
     """How many requests of a batch are still waiting for its result."""
     async with store.reader.execute(
-        "SELECT COUNT(*) FROM requests WHERE batch_id = ? AND state = 'submitted'", (batch_id,)
+        f"SELECT COUNT(*) FROM requests WHERE batch_id = ? AND state = 'submitted' AND {NOT_COMPLETED}",
+        (batch_id,),
     ) as cur:
         return int((await cur.fetchone() or (0,))[0])
 

@@ -3,7 +3,10 @@
 The whole transaction runs as one function on the writer connection's own thread, and the
 work is done by SQLite, a statement at a time over the whole chunk: it reads each line's
 custom_id, type, model and usage with its JSON functions, sorts the lines into verdicts in
-a temp table, and writes from there. Python only decides the lines that are neither
+a temp table, and writes from there: the result lines, the ledger rows, and each final outcome
+appended to `completions` (folded into `requests` when the batch's ingest ends: results come
+shuffled, and writing each into its request's row dirtied nearly every page of the table in
+every chunk). Python only decides the lines that are neither
 `succeeded` nor somebody else's (the retry policy). The rows made final are read back by
 the reader connection after the COMMIT (`READ_FINAL_ROWS`), beside the next chunk.
 
@@ -57,6 +60,8 @@ CREATE TEMP TABLE ingest_lines (
     model       TEXT,                 -- the request's model, class and tag, for the ledger
     class       TEXT,
     tag         TEXT,
+    attempts    INTEGER,              -- the request's attempts before this result
+    escalated   INTEGER,              -- the request was escalated (its row is written at once)
     verdict     TEXT NOT NULL,
     final_state TEXT,
     done_seq    INTEGER
@@ -100,9 +105,11 @@ _RID = f"iif(json_extract(x, '$[0]') = '{CUSTOM_ID_PREFIX}' || {_ID}, {_ID}, NUL
 # the first wins, as it would line by line.
 _CLASSIFY = f"""
 INSERT INTO ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
-    cache_write_5m, cache_write_1h, cache_read, start, len, model, class, tag, verdict, final_state)
+    cache_write_5m, cache_write_1h, cache_read, start, len, model, class, tag, attempts, escalated,
+    verdict, final_state)
 SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.cache_write_5m,
     p.cache_write_1h, p.cache_read, p.span >> 32, p.span & 4294967295, r.model, r.class, r.tag,
+    r.attempts, r.state = '{states.ESCALATED}',
     CASE
         WHEN r.id IS NULL THEN '{UNKNOWN}'
         WHEN p.nth > 1
@@ -158,16 +165,36 @@ INSERT INTO results (done_seq, line)
 SELECT done_seq, substr(NEW.blob, start, len) FROM ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq
 """
 
-# Rows visited in id order (table order: results come shuffled). Unary plus: no index on
-# batch_id or state, so the plan finds each row by id.
-_FINISH_REQUESTS = f"""
+# A submitted request's outcome is appended (schema 8: folded into its row by FOLD_COMPLETIONS
+# when the batch's ingest ends); the request's row is left alone.
+_COMPLETE = """
+INSERT INTO completions (done_seq, request_id, state, outcome, attempts, finished_at)
+SELECT done_seq, rid, final_state, rtype, attempts + 1, NEW.now FROM ingest_lines
+WHERE done_seq IS NOT NULL AND NOT escalated ORDER BY done_seq
+"""
+
+# An escalated request (rare) is finished in its row at once: the escalation's own writes are
+# guarded on its state. Unary plus: no index on batch_id or state, so the plan finds each row
+# by id.
+_FINISH_ESCALATED = f"""
 UPDATE requests SET state = t.final_state, outcome = t.rtype, done_seq = t.done_seq,
     finished_at = NEW.now, attempts = attempts + 1
 FROM (SELECT rid, final_state, rtype, done_seq FROM ingest_lines
-      WHERE done_seq IS NOT NULL ORDER BY rid) AS t
-WHERE requests.id = t.rid AND +requests.batch_id = NEW.batch_id
-    AND +requests.state IN ('{states.SUBMITTED}', '{states.ESCALATED}')
+      WHERE done_seq IS NOT NULL AND escalated ORDER BY rid) AS t
+WHERE requests.id = t.rid AND +requests.batch_id = NEW.batch_id AND +requests.state = '{states.ESCALATED}'
 """
+
+# Every completion into its request's row, in id order (one pass over the table), and the
+# table emptied: run in the transaction that closes a batch (Store.finish_batch). Any
+# completion may be folded at any time, whichever batch it came from.
+FOLD_COMPLETIONS = (
+    """
+    UPDATE requests SET state = c.state, outcome = c.outcome, done_seq = c.done_seq,
+        finished_at = c.finished_at, attempts = c.attempts
+    FROM (SELECT * FROM completions ORDER BY request_id) AS c WHERE requests.id = c.request_id
+    """,
+    "DELETE FROM completions",
+)
 
 _RESUBMIT = f"""
 UPDATE requests SET state = '{states.PENDING}', attempts = attempts + 1
@@ -210,7 +237,8 @@ _WRITE_TRIGGER = f"""
 CREATE TEMP TRIGGER ingest_write_chunk INSTEAD OF INSERT ON ingest_write BEGIN
 {_NUMBER_FINALS};
 {_INSERT_RESULTS};
-{_FINISH_REQUESTS};
+{_COMPLETE};
+{_FINISH_ESCALATED};
 {_RESUBMIT};
 {_LEDGER};
 END
@@ -251,7 +279,7 @@ _FINAL_COLUMNS = (
 )
 READ_FINAL_ROWS = f"""
 SELECT {", ".join(f"json_group_array({column})" for column in _FINAL_COLUMNS)}
-FROM json_each(?) AS j JOIN requests r ON r.id = j.value
+FROM json_each(?) AS j JOIN requests_now r ON r.id = j.value
 """
 
 # Created when the store opens, in this order; temp tables, views and triggers are private to

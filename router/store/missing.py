@@ -11,7 +11,7 @@ import json
 
 from . import states
 from .records import custom_id_for
-from .sql import RESULT_INSERT
+from .sql import NOT_COMPLETED, RESULT_INSERT
 from .store import Store, next_done_seq
 
 RESULTS_RETENTION_SECONDS = 29 * 24 * 3600.0
@@ -29,7 +29,7 @@ async def fail_missing(store: Store, batch_id: int, *, now: float, reason: str) 
     """Fail every request of the batch still waiting for its result, close the batch; returns their ids."""
     async with store.transaction() as w:
         async with w.execute(
-            "SELECT id FROM requests WHERE batch_id = ? AND state = ? ORDER BY id",
+            f"SELECT id FROM requests WHERE batch_id = ? AND state = ? AND {NOT_COMPLETED} ORDER BY id",
             (batch_id, states.SUBMITTED),
         ) as cur:
             ids = [int(r[0]) for r in await cur.fetchall()]

@@ -131,6 +131,33 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE ledger ADD COLUMN calls INTEGER NOT NULL DEFAULT 1;
     """,
+    # 8: a batch result's outcome is appended, not written into its request's row. Results come
+    # shuffled, so writing each into its row dirtied nearly every page of `requests` in every
+    # chunk: a quarter of the ingest's time. A chunk now appends a row per final outcome to
+    # `completions`; the batch's last transaction (Store.finish_batch) folds them into
+    # `requests` in one ordered pass and empties the table. A request with a completion is
+    # final whatever requests.state says: readers read `requests_now`, writers that move a
+    # submitted request check there is none.
+    """
+    CREATE TABLE completions (
+        done_seq    INTEGER PRIMARY KEY,       -- the request's completion number (results.done_seq)
+        request_id  INTEGER NOT NULL,
+        state       TEXT    NOT NULL,          -- succeeded | failed
+        outcome     TEXT,                      -- the result's type
+        attempts    INTEGER NOT NULL,          -- the request's attempts, this one counted
+        finished_at REAL    NOT NULL
+    );
+    CREATE UNIQUE INDEX completions_by_request ON completions (request_id);
+    CREATE VIEW requests_now AS
+    SELECT r.id, r.key, r.class, r.tag, r.model, r.size,
+        COALESCE(c.state, r.state) AS state,
+        COALESCE(c.attempts, r.attempts) AS attempts,
+        COALESCE(c.outcome, r.outcome) AS outcome,
+        COALESCE(c.done_seq, r.done_seq) AS done_seq,
+        COALESCE(c.finished_at, r.finished_at) AS finished_at,
+        r.result, r.created_at, r.deadline_at, r.batch_id, r.escalated_at
+    FROM requests r LEFT JOIN completions c ON c.request_id = r.id;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -84,6 +84,13 @@ RESULT_OF_REQUEST = (
     "COALESCE((SELECT line FROM results WHERE results.done_seq = requests.done_seq), requests.result)"
 )
 RESULT_INSERT = "INSERT INTO results (done_seq, line) VALUES (?, ?)"
-# The completion number to give next; the partial index on done_seq answers it (without the
-# IS NOT NULL, MAX() scans the table).
-NEXT_DONE_SEQ = "SELECT COALESCE(MAX(done_seq), 0) + 1 FROM requests WHERE done_seq IS NOT NULL"
+# The completion number to give next, past those folded into `requests` and those not yet
+# (schema 8); the partial index on done_seq answers the first (without the IS NOT NULL, MAX()
+# scans the table), the primary key the second.
+NEXT_DONE_SEQ = (
+    "SELECT max(COALESCE((SELECT MAX(done_seq) FROM requests WHERE done_seq IS NOT NULL), 0),"
+    " COALESCE((SELECT MAX(done_seq) FROM completions), 0)) + 1"
+)
+# A request that has a completion not yet folded into its row is final (schema 8): a guard
+# for the writes that move a submitted request, in a statement on `requests`.
+NOT_COMPLETED = "NOT EXISTS (SELECT 1 FROM completions WHERE completions.request_id = requests.id)"

@@ -23,7 +23,15 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
-from .ingest import READ_FINAL_ROWS, SCRATCH_SCHEMA, apply_chunk, final_rows, spans_of, stats_of
+from .ingest import (
+    FOLD_COMPLETIONS,
+    READ_FINAL_ROWS,
+    SCRATCH_SCHEMA,
+    apply_chunk,
+    final_rows,
+    spans_of,
+    stats_of,
+)
 from .ledger import LedgerBuffer, LedgerRow, insert_ledger, ledger_row
 from .records import (
     BatchClaim,
@@ -530,13 +538,16 @@ class Store:
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a batch whose results are all ingested.
 
-        A request of the batch with no result line at all goes back to pending (it will be
-        sent again); returns how many did.
+        Every completion is folded into its request's row first (schema 8). A request of the
+        batch with no result line at all goes back to pending (it will be sent again); returns
+        how many did.
         """
         async with self._write_lock:
             w = self._writer
             try:
                 await w.execute("BEGIN IMMEDIATE")  # inside the try: a cancelled BEGIN may still have run
+                for statement in FOLD_COMPLETIONS:
+                    await w.execute(statement)
                 cur = await w.execute(
                     "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitted'",
                     (batch_id,),
@@ -560,7 +571,7 @@ class Store:
     # compiled afresh, and 100,000 concurrent lookups took minutes instead of seconds.
 
     async def get_by_key(self, key: str) -> RequestRow | None:
-        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE key = ?"
+        sql = f"SELECT {_REQUEST_COLUMNS} FROM requests_now AS requests WHERE key = ?"
         rows = list(await self._reader.execute_fetchall(sql, (key,)))
         return _row_to_request(rows[0]) if rows else None
 
@@ -569,7 +580,7 @@ class Store:
         for part in chunks(list(ids)):
             marks = ",".join("?" * len(part))
             rows = await self._reader.execute_fetchall(
-                f"SELECT {_REQUEST_COLUMNS} FROM requests WHERE id IN ({marks})", part
+                f"SELECT {_REQUEST_COLUMNS} FROM requests_now AS requests WHERE id IN ({marks})", part
             )
             out.extend(_row_to_request(r) for r in rows)
         return out
@@ -588,9 +599,12 @@ class Store:
         One flat array: 5,000 pairs parsed into 5,000 small lists lived long enough, in
         every pass, to reach the collector's oldest generation and set off a full collection.
         """
+        # Completions folded into `requests` and those not yet (schema 8): no request is in both.
         ((last, ids),) = await self._reader.execute_fetchall(
-            "SELECT MAX(done_seq), json_group_array(id) FROM"
-            " (SELECT done_seq, id FROM requests WHERE done_seq > ? ORDER BY done_seq LIMIT ?)",
+            "SELECT MAX(done_seq), json_group_array(id) FROM ("
+            " SELECT done_seq, id FROM requests WHERE done_seq > ?1"
+            " UNION ALL SELECT done_seq, request_id FROM completions WHERE done_seq > ?1"
+            " ORDER BY done_seq LIMIT ?2)",
             (cursor, limit),
         )
         return (cursor, []) if last is None else (int(last), json.loads(ids))
@@ -598,7 +612,7 @@ class Store:
     # ------------------------------------------------------------------ reporting
 
     async def state_counts(self) -> dict[str, int]:
-        async with self._reader.execute("SELECT state, COUNT(*) FROM requests GROUP BY state") as cur:
+        async with self._reader.execute("SELECT state, COUNT(*) FROM requests_now GROUP BY state") as cur:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
     async def ledger_totals(self) -> list[dict[str, Any]]:
