@@ -18,6 +18,7 @@ from router.emulator import Emulator
 from router.store import Store, request_id_from
 from router.store import deadlines as store_deadlines
 from router.store import store as store_module
+from router.store.purge import purge
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
 
@@ -245,6 +246,48 @@ async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_wri
                 "SELECT state, COUNT(DISTINCT done_seq) FROM requests GROUP BY state"
             ).fetchall() == [("succeeded", 40)]
         await all_delivered(router, 40)
+
+
+async def test_a_line_read_again_after_a_purge_took_its_ledger_row_is_not_applied_twice(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A re-read skips the lines it stored by their ledger rows. If a purge took those, the
+    # completion itself must still make the request final (found by review: the chunk died on
+    # completions' unique request_id, and every later poll with it).
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 40)
+        await router.flush()
+        emulator.end_batches()
+        emulator.faults.set("batches.results", results_cut_after=25)
+        assert (await router.poll()).errors == 1
+        emulator.clock.advance(2 * 3600)
+        assert (await purge(router.store, before=emulator.clock.now() - 3600)).ledger == 20
+        emulator.faults.clear()
+        report = await router.poll()
+        assert (report.delivered, report.duplicates, report.errors) == (20, 20, 0)
+        assert await router.store.open_batches() == []
+        assert await router.store.state_counts() == {"succeeded": 40}
+
+
+async def test_a_batch_failed_for_missing_results_folds_what_its_broken_off_ingest_completed(
+    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
+    async with quiet_router(db_path, emulator, sdk) as router:
+        await submit_many(router, 40)
+        await router.flush()
+        emulator.end_batches()
+        emulator.faults.set("batches.results", results_cut_after=25)
+        assert (await router.poll()).errors == 1
+        emulator.faults.clear()
+        emulator.clock.advance(30 * 86400)  # past the 29 days: the results are gone
+        assert (await router.poll()).delivered == 20  # the 20 unanswered fail as `missing`
+        assert await router.store.open_batches() == []
+        assert await router.store.state_counts() == {"succeeded": 20, "failed": 20}
+        with sqlite3.connect(db_path) as raw:  # nothing left for a purge to trip over
+            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
+            assert raw.execute("SELECT COUNT(*) FROM requests WHERE state = 'submitted'").fetchone() == (0,)
 
 
 async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(

@@ -117,7 +117,10 @@ SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.
             THEN '{SKIPPED}'
         -- An escalated request still takes a succeeded batch result: the first final
         -- outcome wins, and the real-time reply that comes second is the duplicate.
-        WHEN r.batch_id = NEW.batch_id AND (r.state = '{states.SUBMITTED}'
+        -- A submitted request with a completion is final (schema 8): a line read again after
+        -- a purge took its ledger row is a duplicate, as it was once the row was written.
+        WHEN r.batch_id = NEW.batch_id AND ((r.state = '{states.SUBMITTED}'
+                AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.request_id = r.id))
             OR (r.state = '{states.ESCALATED}' AND p.rtype = 'succeeded'))
             THEN iif(p.rtype = 'succeeded', '{FINAL}', '{DECIDE}')
         ELSE '{DUPLICATE}'

@@ -12,7 +12,7 @@ import json
 from . import states
 from .records import custom_id_for
 from .sql import NOT_COMPLETED, RESULT_INSERT
-from .store import Store, next_done_seq
+from .store import Store, fold_completions, next_done_seq
 
 RESULTS_RETENTION_SECONDS = 29 * 24 * 3600.0
 
@@ -43,6 +43,7 @@ async def fail_missing(store: Store, batch_id: int, *, now: float, reason: str) 
         await w.executemany(
             RESULT_INSERT, [(seq + n, missing_line(rid, reason)) for n, rid in enumerate(ids)]
         )
+        await fold_completions(w)  # what the broken-off ingests of this batch did complete
         await w.execute(
             "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
             (states.B_DONE, now, batch_id),

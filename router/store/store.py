@@ -546,8 +546,7 @@ class Store:
             w = self._writer
             try:
                 await w.execute("BEGIN IMMEDIATE")  # inside the try: a cancelled BEGIN may still have run
-                for statement in FOLD_COMPLETIONS:
-                    await w.execute(statement)
+                await fold_completions(w)
                 cur = await w.execute(
                     "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitted'",
                     (batch_id,),
@@ -664,6 +663,13 @@ async def rollback(w: aiosqlite.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "no transaction is active" not in str(exc):
             raise
+
+
+async def fold_completions(w: aiosqlite.Connection) -> None:
+    """Fold every completion into its request's row (schema 8); inside the caller's transaction.
+    Whatever closes a batch calls it first, so no done batch leaves a request unfolded."""
+    for statement in FOLD_COMPLETIONS:
+        await w.execute(statement)
 
 
 async def next_done_seq(w: aiosqlite.Connection) -> int:
