@@ -235,6 +235,10 @@ async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_wri
             # A writer holding a stale read (submitted) cannot take a finished request off the batch.
             stale = [dataclasses.replace(at_risk[0], id=min(done))]
             assert await store_deadlines.mark_escalated(other, stale, now=1.0) == []
+            # Nor can a write that forgets the rule: SQLite refuses it.
+            with pytest.raises(sqlite3.IntegrityError, match="has a completion"):
+                async with other.transaction() as w:
+                    await w.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
         finally:
             await other.close()
 

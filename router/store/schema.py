@@ -157,6 +157,14 @@ MIGRATIONS: tuple[str, ...] = (
         COALESCE(c.finished_at, r.finished_at) AS finished_at,
         r.result, r.created_at, r.deadline_at, r.batch_id, r.escalated_at
     FROM requests r LEFT JOIN completions c ON c.request_id = r.id;
+    -- The rule kept by SQLite too: only the fold (which gives the row its done_seq) may move
+    -- a submitted request that has a completion.
+    CREATE TRIGGER requests_completed_are_final BEFORE UPDATE OF state ON requests
+    WHEN OLD.state = 'submitted' AND NEW.done_seq IS NULL
+        AND EXISTS (SELECT 1 FROM completions WHERE completions.request_id = OLD.id)
+    BEGIN
+        SELECT RAISE(ABORT, 'this request has a completion, so it is final (schema 8)');
+    END;
     """,
 )
 
