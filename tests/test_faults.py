@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -204,11 +205,16 @@ async def test_results_stream_cut_midway_resumes_skipping_what_is_stored(
         assert await router.store.open_batches() == []
 
 
-async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_writer(
+BrokenOff = tuple[Router, set[int]]
+
+
+@pytest.fixture
+async def broken_off(
     db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A chunk appends its outcomes to `completions`; they reach the requests' rows only when
-    # the batch's ingest ends (schema 8). Until then they must count as final everywhere.
+) -> AsyncIterator[BrokenOff]:
+    """A router whose ingest broke off: 40 requests in one ended batch, the results stream cut
+    after 25 lines, so two chunks of 10 are stored and the rest waits (the fault is cleared).
+    Yields the router and the ids of the 20 requests completed."""
     monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
     async with quiet_router(db_path, emulator, sdk) as router:
         await submit_many(router, 40)
@@ -218,80 +224,75 @@ async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_wri
         done = {request_id_from(json.loads(line)["custom_id"]) for line in list(remote.result_lines())[:20]}
         emulator.faults.set("batches.results", results_cut_after=25)
         assert (await router.poll()).errors == 1
-        with sqlite3.connect(db_path) as raw:  # the rows themselves are not written yet
-            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (20,)
-            assert raw.execute("SELECT DISTINCT state FROM requests").fetchall() == [("submitted",)]
-
-        other = await Store.open(db_path)  # what another process sees
-        try:
-            rows = await other.get_many(sorted(done))
-            assert {(r.state, r.outcome, r.attempts) for r in rows} == {("succeeded", "succeeded", 1)}
-            assert all(b"succeeded" in bytes(r.result or b"") for r in rows)
-            _, ids = await other.completed_since(0)
-            assert set(ids) == done
-            assert await other.state_counts() == {"succeeded": 20, "submitted": 20}
-            at_risk = await store_deadlines.at_risk(other, horizon=float("inf"))
-            assert len(at_risk) == 20 and not {r.id for r in at_risk} & done
-            # A writer holding a stale read (submitted) cannot take a finished request off the batch.
-            stale = [dataclasses.replace(at_risk[0], id=min(done))]
-            assert await store_deadlines.mark_escalated(other, stale, now=1.0) == []
-            # Nor can a write that forgets the rule: SQLite refuses it.
-            with pytest.raises(sqlite3.IntegrityError, match="has a completion"):
-                async with other.transaction() as w:
-                    await w.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
-        finally:
-            await other.close()
-
         emulator.faults.clear()
-        assert (await router.poll()).delivered == 20
-        with sqlite3.connect(db_path) as raw:  # the batch's end folded every outcome in
-            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
-            assert raw.execute(
-                "SELECT state, COUNT(DISTINCT done_seq) FROM requests GROUP BY state"
-            ).fetchall() == [("succeeded", 40)]
-        await all_delivered(router, 40)
+        yield router, done
+
+
+async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_writer(
+    broken_off: BrokenOff, db_path: Path
+) -> None:
+    # A chunk appends its outcomes to `completions`; they reach the requests' rows only when
+    # the batch's ingest ends (schema 8). Until then they must count as final everywhere.
+    router, done = broken_off
+    with sqlite3.connect(db_path) as raw:  # the rows themselves are not written yet
+        assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (20,)
+        assert raw.execute("SELECT DISTINCT state FROM requests").fetchall() == [("submitted",)]
+
+    other = await Store.open(db_path)  # what another process sees
+    try:
+        rows = await other.get_many(sorted(done))
+        assert {(r.state, r.outcome, r.attempts) for r in rows} == {("succeeded", "succeeded", 1)}
+        assert all(b"succeeded" in bytes(r.result or b"") for r in rows)
+        _, ids = await other.completed_since(0)
+        assert set(ids) == done
+        assert await other.state_counts() == {"succeeded": 20, "submitted": 20}
+        at_risk = await store_deadlines.at_risk(other, horizon=float("inf"))
+        assert len(at_risk) == 20 and not {r.id for r in at_risk} & done
+        # A writer holding a stale read (submitted) cannot take a finished request off the batch.
+        stale = [dataclasses.replace(at_risk[0], id=min(done))]
+        assert await store_deadlines.mark_escalated(other, stale, now=1.0) == []
+        # Nor can a write that forgets the rule: SQLite refuses it.
+        with pytest.raises(sqlite3.IntegrityError, match="has a completion"):
+            async with other.transaction() as w:
+                await w.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
+    finally:
+        await other.close()
+
+    assert (await router.poll()).delivered == 20
+    with sqlite3.connect(db_path) as raw:  # the batch's end folded every outcome in
+        assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
+        assert raw.execute(
+            "SELECT state, COUNT(DISTINCT done_seq) FROM requests GROUP BY state"
+        ).fetchall() == [("succeeded", 40)]
+    await all_delivered(router, 40)
 
 
 async def test_a_line_read_again_after_a_purge_took_its_ledger_row_is_not_applied_twice(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+    broken_off: BrokenOff, emulator: Emulator
 ) -> None:
     # A re-read skips the lines it stored by their ledger rows. If a purge took those, the
     # completion itself must still make the request final (found by review: the chunk died on
     # completions' unique request_id, and every later poll with it).
-    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
-    async with quiet_router(db_path, emulator, sdk) as router:
-        await submit_many(router, 40)
-        await router.flush()
-        emulator.end_batches()
-        emulator.faults.set("batches.results", results_cut_after=25)
-        assert (await router.poll()).errors == 1
-        emulator.clock.advance(2 * 3600)
-        assert (await purge(router.store, before=emulator.clock.now() - 3600)).ledger == 20
-        emulator.faults.clear()
-        report = await router.poll()
-        assert (report.delivered, report.duplicates, report.errors) == (20, 20, 0)
-        assert await router.store.open_batches() == []
-        assert await router.store.state_counts() == {"succeeded": 40}
+    router, _ = broken_off
+    emulator.clock.advance(2 * 3600)
+    assert (await purge(router.store, before=emulator.clock.now() - 3600)).ledger == 20
+    report = await router.poll()
+    assert (report.delivered, report.duplicates, report.errors) == (20, 20, 0)
+    assert await router.store.open_batches() == []
+    assert await router.store.state_counts() == {"succeeded": 40}
 
 
 async def test_a_batch_failed_for_missing_results_folds_what_its_broken_off_ingest_completed(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+    broken_off: BrokenOff, db_path: Path, emulator: Emulator
 ) -> None:
-    monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
-    async with quiet_router(db_path, emulator, sdk) as router:
-        await submit_many(router, 40)
-        await router.flush()
-        emulator.end_batches()
-        emulator.faults.set("batches.results", results_cut_after=25)
-        assert (await router.poll()).errors == 1
-        emulator.faults.clear()
-        emulator.clock.advance(30 * 86400)  # past the 29 days: the results are gone
-        assert (await router.poll()).delivered == 20  # the 20 unanswered fail as `missing`
-        assert await router.store.open_batches() == []
-        assert await router.store.state_counts() == {"succeeded": 20, "failed": 20}
-        with sqlite3.connect(db_path) as raw:  # nothing left for a purge to trip over
-            assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
-            assert raw.execute("SELECT COUNT(*) FROM requests WHERE state = 'submitted'").fetchone() == (0,)
+    router, _ = broken_off
+    emulator.clock.advance(30 * 86400)  # past the 29 days: the results are gone
+    assert (await router.poll()).delivered == 20  # the 20 unanswered fail as `missing`
+    assert await router.store.open_batches() == []
+    assert await router.store.state_counts() == {"succeeded": 20, "failed": 20}
+    with sqlite3.connect(db_path) as raw:  # nothing left for a purge to trip over
+        assert raw.execute("SELECT COUNT(*) FROM completions").fetchone() == (0,)
+        assert raw.execute("SELECT COUNT(*) FROM requests WHERE state = 'submitted'").fetchone() == (0,)
 
 
 async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
