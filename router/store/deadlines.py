@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import states
 from .ledger import insert_ledger, ledger_row
 from .records import LedgerEntry
-from .sql import NOT_COMPLETED, RESULT_INSERT, chunks
+from .sql import NOT_COMPLETED, RESULT_INSERT, chunks, not_completed
 from .store import Store, next_done_seq
 
 
@@ -38,8 +38,7 @@ _PENDING_AT_RISK = (
 _SUBMITTED_AT_RISK = (
     "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
     " FROM batches b CROSS JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= ?"
-    " WHERE b.state <> 'done' AND r.state = 'submitted'"
-    " AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.request_id = r.id)"
+    f" WHERE b.state <> 'done' AND r.state = 'submitted' AND {not_completed('r')}"
     " ORDER BY r.deadline_at LIMIT ?"
 )
 

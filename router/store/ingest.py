@@ -37,7 +37,7 @@ from .. import retry as _retry
 from ..pricing import TokenCounts
 from . import states
 from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
-from .sql import NEXT_DONE_SEQ, json_param
+from .sql import NEXT_DONE_SEQ, json_param, not_completed
 
 # Verdicts, one per line: what the line does to the store.
 UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
@@ -120,7 +120,7 @@ SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.
         -- A submitted request with a completion is final (schema 8): a line read again after
         -- a purge took its ledger row is a duplicate, as it was once the row was written.
         WHEN r.batch_id = NEW.batch_id AND ((r.state = '{states.SUBMITTED}'
-                AND NOT EXISTS (SELECT 1 FROM completions c WHERE c.request_id = r.id))
+                AND {not_completed("r")})
             OR (r.state = '{states.ESCALATED}' AND p.rtype = 'succeeded'))
             THEN iif(p.rtype = 'succeeded', '{FINAL}', '{DECIDE}')
         ELSE '{DUPLICATE}'

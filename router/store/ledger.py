@@ -10,13 +10,23 @@ sixth session). Entries of a request or a batch stay one row each (calls = 1).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
 
 from .records import LedgerEntry
-from .sql import LEDGER_INSERT_JSON, json_param
+from .sql import json_param
+
+# Ledger rows as one JSON array of tuples in this column order: one statement, so sqlite3
+# gives up the GIL once rather than at every row (see ingest.py on why that matters).
+LEDGER_INSERT_JSON = (
+    "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
+    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate, calls) SELECT "
+    + ", ".join(f"json_extract(v, '$[{i}]')" for i in range(15))
+    + " FROM (SELECT value AS v FROM json_each(?))"
+)
 
 # In LEDGER_INSERT_JSON's column order.
 LedgerRow = tuple[Any, ...]
@@ -84,6 +94,12 @@ class LedgerBuffer:
             )
         self._rows, self._sums, self.entries = [], {}, 0
         return rows
+
+
+def insert_ledger_json(c: sqlite3.Connection, rows: Sequence[LedgerRow]) -> None:
+    """Insert ledger rows in one statement, on the writer's own thread (`Store._on_writer_thread`)."""
+    if rows:
+        c.execute(LEDGER_INSERT_JSON, (json_param(rows),))
 
 
 async def insert_ledger(w: aiosqlite.Connection, rows: Sequence[LedgerRow]) -> None:

@@ -21,28 +21,12 @@ def chunks(seq: Sequence[T], size: int = SQL_VARS) -> Iterable[Sequence[T]]:
         yield seq[start : start + size]
 
 
-# Ledger rows as one JSON array of tuples in this column order: one statement, so sqlite3
-# gives up the GIL once rather than at every row (see ingest.py on why that matters).
-LEDGER_INSERT_JSON = (
-    "INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,"
-    " input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate, calls) SELECT "
-    + ", ".join(f"json_extract(v, '$[{i}]')" for i in range(15))
-    + " FROM (SELECT value AS v FROM json_each(?))"
-)
-
-
 def json_param(rows: Any) -> str:
     """JSON text of plain values (lists, tuples, numbers, strings) for a `json_each(?)` parameter.
 
     pydantic-core's serializer: ~5x `json.dumps` on ledger rows, and floats keep every bit.
     """
     return pydantic_core.to_json(rows).decode()
-
-
-def insert_ledger_json(c: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert ledger rows (tuples in LEDGER_INSERT_JSON's column order) in one statement."""
-    if rows:
-        c.execute(LEDGER_INSERT_JSON, (json_param(rows),))
 
 
 def in_transaction(
@@ -91,6 +75,13 @@ NEXT_DONE_SEQ = (
     "SELECT max(COALESCE((SELECT MAX(done_seq) FROM requests WHERE done_seq IS NOT NULL), 0),"
     " COALESCE((SELECT MAX(done_seq) FROM completions), 0)) + 1"
 )
-# A request that has a completion not yet folded into its row is final (schema 8): a guard
-# for the writes that move a submitted request, in a statement on `requests`.
-NOT_COMPLETED = "NOT EXISTS (SELECT 1 FROM completions WHERE completions.request_id = requests.id)"
+
+
+def not_completed(requests: str = "requests") -> str:
+    """SQL true when the request (`requests`: the table or its alias in the statement) has no
+    completion. One with a completion not yet folded into its row is final (schema 8): the
+    guard of every read and write that takes a submitted request for unanswered."""
+    return f"NOT EXISTS (SELECT 1 FROM completions WHERE completions.request_id = {requests}.id)"
+
+
+NOT_COMPLETED = not_completed()

@@ -32,7 +32,7 @@ from .ingest import (
     spans_of,
     stats_of,
 )
-from .ledger import LedgerBuffer, LedgerRow, insert_ledger, ledger_row
+from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
 from .records import (
     BatchClaim,
     BatchRow,
@@ -49,7 +49,6 @@ from .sql import (
     RESULT_OF_REQUEST,
     chunks,
     in_transaction,
-    insert_ledger_json,
 )
 
 log = structlog.get_logger()
@@ -70,9 +69,9 @@ _GROUP_MAX = 4096  # rows per group commit
 # A ledger-only group (the real-time lane's accounting) waits this long, or until this many
 # entries, before its commit. Each commit is a hand-off to SQLite's thread; committed 10 to 20
 # times a second they cost the real-time lane about 10 % of its throughput on 2 cores, once a
-# second about 2 % (bench/RESULTS.md, fifth session). A
-# crash loses at most the last second of real-time accounting; this process's own reads of the
-# ledger commit the queue first (`ledger_totals`).
+# second about 2 % (bench/RESULTS.md, fifth session). A crash loses at most the last second of
+# real-time accounting; this process's own reads of the ledger commit the queue first
+# (`ledger_totals`).
 _LEDGER_LINGER = 1.0
 _LEDGER_GROUP_MAX = 5000
 
