@@ -6,6 +6,7 @@ caller is still there, with a message that names the field, and nothing is store
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from collections.abc import Mapping
@@ -35,8 +36,22 @@ def _is_given(value: object) -> bool:
     return not isinstance(value, (NotGiven, Omit))
 
 
+def check_call_keywords(kwargs: Mapping[str, Any], method: str) -> None:
+    """Raise TypeError for a keyword `method` does not take, as Python (and so the SDK) would.
+
+    An unknown keyword is a mistake in the calling code, not in the request's values, so it
+    is the same TypeError the SDK's `messages.create` raises, with a hint when it is a typo.
+    """
+    for name in kwargs:
+        if name not in SDK_CREATE_KEYWORDS and name not in ROUTER_KEYWORDS:
+            close = difflib.get_close_matches(name, sorted(SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{method}() got an unexpected keyword argument {name!r}{hint}")
+
+
 def check_keywords(kwargs: Mapping[str, Any]) -> None:
-    """Reject keywords the SDK's messages.create would not take (a typo must not pass silently)."""
+    """Reject fields of a request given as data (a map() item, a JSONL line) that the SDK's
+    messages.create would not take: a typo must not pass silently."""
     unknown = sorted(set(kwargs) - SDK_CREATE_KEYWORDS - ROUTER_KEYWORDS)
     if unknown:
         raise InvalidRequestError(
