@@ -390,12 +390,16 @@ class Router:
             self._after_enqueue(cls)
         return ticket
 
-    async def _create(self, kwargs: dict[str, Any]) -> Any:
-        check_call_keywords(kwargs, "create")
+    def _route(self, kwargs: dict[str, Any], method: str) -> tuple[LatencyClass, str | None, str | None]:
+        """Check the call's keywords and take the routing ones out: (class, tag, key)."""
+        check_call_keywords(kwargs, method)
         latency = kwargs.pop("latency", None)
         tag = check_tag(kwargs.pop("tag", None))
         key = check_key(kwargs.pop("key", None))
-        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        return self._resolve_class(latency, tag, kwargs.get("model")), tag, key
+
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        cls, tag, key = self._route(kwargs, "create")
         if cls.route == "realtime":
             check_realtime_size(kwargs)
             try:
@@ -410,11 +414,7 @@ class Router:
         return unwrap(await self._waiters.wait(ticket.request_id))
 
     async def _create_raw(self, kwargs: dict[str, Any]) -> AsyncAPIResponse[Any]:
-        check_call_keywords(kwargs, "create")
-        latency = kwargs.pop("latency", None)
-        tag = check_tag(kwargs.pop("tag", None))
-        check_key(kwargs.pop("key", None))
-        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        cls, tag, _ = self._route(kwargs, "create")
         if cls.route != "realtime":
             raise InvalidRequestError(
                 f"latency: class {cls.name!r} is deferred to batches, and a request in a batch has no HTTP"
@@ -426,11 +426,7 @@ class Router:
         return await self._lane.create_raw(kwargs, latency=cls.name, tag=tag)
 
     async def _submit(self, kwargs: dict[str, Any]) -> Ticket:
-        check_call_keywords(kwargs, "submit")
-        latency = kwargs.pop("latency", None)
-        tag = check_tag(kwargs.pop("tag", None))
-        key = check_key(kwargs.pop("key", None))
-        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        cls, tag, key = self._route(kwargs, "submit")
         if cls.route != "batch":
             raise InvalidRequestError(
                 f"latency: class {cls.name!r} is real time; submit() stores deferrable requests only"
