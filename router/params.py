@@ -22,8 +22,10 @@ from .errors import InvalidRequestError
 SDK_CREATE_KEYWORDS: frozenset[str] = frozenset(
     name for name in inspect.signature(AsyncMessages.create).parameters if name != "self"
 )
-# Transport options of one HTTP call: they cannot travel inside a batch.
-TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout"})
+# Transport options of one HTTP call, and the keywords the SDK's create() sends as request
+# headers rather than in the body: a request inside a batch is a body only, so they cannot
+# travel there (stored in its params, the Batch API would reject the whole batch).
+TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout", "user_profile_id", "workspace_id"})
 # Routing keywords hybrid-router adds on top of the SDK's.
 ROUTER_KEYWORDS = frozenset({"latency", "tag", "key"})
 
@@ -92,8 +94,8 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             if value is None:
                 continue
             raise InvalidRequestError(
-                f"{name}: per-call transport options cannot be deferred into a batch; send this request with"
-                ' latency="realtime" or drop the option'
+                f"{name}: per-call transport options and headers cannot be deferred into a batch; send this"
+                ' request with latency="realtime" or drop the option'
             )
         if name == "extra_body":
             if value is None:

@@ -69,6 +69,18 @@ async def test_a_map_item_with_an_unknown_field_is_still_yielded_as_bad_input(ro
     assert isinstance(outcomes[0][1], InvalidRequestError) and "temprature" in str(outcomes[0][1])
 
 
+@pytest.mark.parametrize("header", ["workspace_id", "user_profile_id"])
+async def test_keywords_the_sdk_sends_as_headers_are_refused_for_a_batch(
+    router: Router, emulator: Emulator, header: str
+) -> None:
+    # Stored in the params, they would make the Batch API reject every batch holding the request.
+    with pytest.raises(InvalidRequestError, match=rf"^{header}: per-call transport options and headers"):
+        await router.messages.submit(**ask("x"), latency="daily", **{header: "wrkspc_1"})
+    assert await router.store.state_counts() == {}
+    await router.messages.create(**ask("real time takes it"), latency="realtime", **{header: "wrkspc_1"})
+    assert emulator.journal[-1].headers[f"anthropic-{header.replace('_', '-')}"] == "wrkspc_1"
+
+
 def test_the_typed_keywords_are_the_sdks_plus_the_routers() -> None:
     """The TypedDicts come from the SDK's, so they cannot drift from what the runtime check accepts."""
     assert keys(CreateParams) == SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS
