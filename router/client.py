@@ -9,20 +9,25 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import anthropic
 import structlog
-from anthropic import AsyncAnthropic
-from anthropic.types import Message
+from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
+from anthropic.resources.beta import AsyncBeta
+from anthropic.resources.messages import AsyncBatches, AsyncBatchesWithRawResponse
+from anthropic.resources.models import AsyncModels
+from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
+from typing_extensions import Unpack
 
 from . import batcher, bulk, poller, reconcile
 from .config import LatencyClass, RouterConfig, load_config
+from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParamsStreaming, SubmitParams
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .limits import check_realtime_size
 from .outcomes import Outcome, outcome_of, unwrap
-from .params import batch_params, check_key, check_keywords, check_tag, serialize
+from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
 from .realtime import RealtimeLane
 from .retry import Backoff
@@ -179,6 +184,16 @@ class Router:
     @property
     def anthropic(self) -> AsyncAnthropic:
         return _opened(self._client)
+
+    @property
+    def models(self) -> AsyncModels:
+        """The SDK's `models` resource (list and retrieve the models the API offers)."""
+        return self.anthropic.models
+
+    @property
+    def beta(self) -> AsyncBeta:
+        """The SDK's `beta` resources, unrouted: beta calls go straight to the API."""
+        return self.anthropic.beta
 
     @property
     def scheduler(self) -> RouterScheduler | None:
@@ -375,12 +390,16 @@ class Router:
             self._after_enqueue(cls)
         return ticket
 
-    async def _create(self, kwargs: dict[str, Any]) -> Any:
+    def _route(self, kwargs: dict[str, Any], method: str) -> tuple[LatencyClass, str | None, str | None]:
+        """Check the call's keywords and take the routing ones out: (class, tag, key)."""
+        check_call_keywords(kwargs, method)
         latency = kwargs.pop("latency", None)
         tag = check_tag(kwargs.pop("tag", None))
         key = check_key(kwargs.pop("key", None))
-        check_keywords(kwargs)
-        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        return self._resolve_class(latency, tag, kwargs.get("model")), tag, key
+
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        cls, tag, key = self._route(kwargs, "create")
         if cls.route == "realtime":
             check_realtime_size(kwargs)
             try:
@@ -394,12 +413,20 @@ class Router:
         ticket = await self._deferred_ticket(kwargs, cls, tag, key)
         return unwrap(await self._waiters.wait(ticket.request_id))
 
+    async def _create_raw(self, kwargs: dict[str, Any]) -> AsyncAPIResponse[Any]:
+        cls, tag, _ = self._route(kwargs, "create")
+        if cls.route != "realtime":
+            raise InvalidRequestError(
+                f"latency: class {cls.name!r} is deferred to batches, and a request in a batch has no HTTP"
+                ' response of its own; use messages.create() for it, or latency="realtime" for the raw'
+                " response"
+            )
+        check_realtime_size(kwargs)
+        # No spill-over into a batch on a 429: a raw response could not be handed back from one.
+        return await self._lane.create_raw(kwargs, latency=cls.name, tag=tag)
+
     async def _submit(self, kwargs: dict[str, Any]) -> Ticket:
-        latency = kwargs.pop("latency", None)
-        tag = check_tag(kwargs.pop("tag", None))
-        key = check_key(kwargs.pop("key", None))
-        check_keywords(kwargs)
-        cls = self._resolve_class(latency, tag, kwargs.get("model"))
+        cls, tag, key = self._route(kwargs, "submit")
         if cls.route != "batch":
             raise InvalidRequestError(
                 f"latency: class {cls.name!r} is real time; submit() stores deferrable requests only"
@@ -421,19 +448,35 @@ class Messages:
 
     def __init__(self, router: Router) -> None:
         self._router = router
+        self.with_raw_response = MessagesWithRawResponse(router)
 
-    async def create(self, **kwargs: Any) -> Any:
+    @overload
+    async def create(self, **kwargs: Unpack[CreateParams]) -> Message: ...
+    @overload
+    async def create(self, **kwargs: Unpack[CreateParamsStreaming]) -> AsyncStream[RawMessageStreamEvent]: ...
+    @overload
+    async def create(
+        self, **kwargs: Unpack[CreateParamsMaybeStreaming]
+    ) -> Message | AsyncStream[RawMessageStreamEvent]: ...
+    async def create(self, **kwargs: Any) -> Message | AsyncStream[RawMessageStreamEvent]:
         """Same keywords as `AsyncAnthropic().messages.create`, plus `latency`, `tag` and `key`.
 
         Returns an `anthropic.types.Message` on both lanes (or the SDK's stream for a
         real-time `stream=True`). A deferred call resolves when its batch result arrives and
         raises the exception the real-time endpoint would have raised for the same error.
+        An unknown keyword raises TypeError, as the SDK's create() does.
         """
-        return await self._router._create(kwargs)
+        reply: Message | AsyncStream[RawMessageStreamEvent] = await self._router._create(kwargs)
+        return reply
 
-    async def submit(self, **kwargs: Any) -> Ticket:
+    async def submit(self, **kwargs: Unpack[SubmitParams]) -> Ticket:
         """Store a deferrable request and return its ticket once durably committed."""
-        return await self._router._submit(kwargs)
+        return await self._router._submit(dict(kwargs))
+
+    @property
+    def batches(self) -> AsyncBatches:
+        """The SDK's `messages.batches`, unrouted: batches this client makes itself are not in the store."""
+        return self._router.anthropic.messages.batches
 
     def map(
         self,
@@ -472,6 +515,44 @@ class Messages:
     async def count_tokens(self, **kwargs: Any) -> Any:
         """Passes through to `AsyncAnthropic().messages.count_tokens`."""
         return await self._router.anthropic.messages.count_tokens(**kwargs)
+
+
+class MessagesWithRawResponse:
+    """`client.messages.with_raw_response`: the SDK's raw HTTP responses, for real-time calls.
+
+    A deferred request travels inside a batch and has no HTTP response of its own, so
+    `create()` with a batch class raises InvalidRequestError before anything is stored.
+    """
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    @overload
+    async def create(self, **kwargs: Unpack[CreateParams]) -> AsyncAPIResponse[Message]: ...
+    @overload
+    async def create(
+        self, **kwargs: Unpack[CreateParamsStreaming]
+    ) -> AsyncAPIResponse[AsyncStream[RawMessageStreamEvent]]: ...
+    @overload
+    async def create(
+        self, **kwargs: Unpack[CreateParamsMaybeStreaming]
+    ) -> AsyncAPIResponse[Message | AsyncStream[RawMessageStreamEvent]]: ...
+    async def create(self, **kwargs: Any) -> AsyncAPIResponse[Any]:
+        """`AsyncAnthropic().messages.with_raw_response.create`, routed: `.headers`, `await .parse()`.
+
+        The call's usage is recorded in the cost ledger like any real-time call.
+        """
+        return await self._router._create_raw(kwargs)
+
+    @property
+    def count_tokens(self) -> Callable[..., Awaitable[AsyncAPIResponse[MessageTokensCount]]]:
+        """The SDK's `messages.with_raw_response.count_tokens`."""
+        return self._router.anthropic.messages.with_raw_response.count_tokens
+
+    @property
+    def batches(self) -> AsyncBatchesWithRawResponse:
+        """The SDK's `messages.with_raw_response.batches`, unrouted."""
+        return self._router.anthropic.messages.with_raw_response.batches
 
 
 class Results:

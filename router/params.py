@@ -6,6 +6,7 @@ caller is still there, with a message that names the field, and nothing is store
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from collections.abc import Mapping
@@ -21,8 +22,10 @@ from .errors import InvalidRequestError
 SDK_CREATE_KEYWORDS: frozenset[str] = frozenset(
     name for name in inspect.signature(AsyncMessages.create).parameters if name != "self"
 )
-# Transport options of one HTTP call: they cannot travel inside a batch.
-TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout"})
+# Transport options of one HTTP call, and the keywords the SDK's create() sends as request
+# headers rather than in the body: a request inside a batch is a body only, so they cannot
+# travel there (stored in its params, the Batch API would reject the whole batch).
+TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout", "user_profile_id", "workspace_id"})
 # Routing keywords hybrid-router adds on top of the SDK's.
 ROUTER_KEYWORDS = frozenset({"latency", "tag", "key"})
 
@@ -35,8 +38,22 @@ def _is_given(value: object) -> bool:
     return not isinstance(value, (NotGiven, Omit))
 
 
+def check_call_keywords(kwargs: Mapping[str, Any], method: str) -> None:
+    """Raise TypeError for a keyword `method` does not take, as Python (and so the SDK) would.
+
+    An unknown keyword is a mistake in the calling code, not in the request's values, so it
+    is the same TypeError the SDK's `messages.create` raises, with a hint when it is a typo.
+    """
+    for name in kwargs:
+        if name not in SDK_CREATE_KEYWORDS and name not in ROUTER_KEYWORDS:
+            close = difflib.get_close_matches(name, sorted(SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"{method}() got an unexpected keyword argument {name!r}{hint}")
+
+
 def check_keywords(kwargs: Mapping[str, Any]) -> None:
-    """Reject keywords the SDK's messages.create would not take (a typo must not pass silently)."""
+    """Reject fields of a request given as data (a map() item, a JSONL line) that the SDK's
+    messages.create would not take: a typo must not pass silently."""
     unknown = sorted(set(kwargs) - SDK_CREATE_KEYWORDS - ROUTER_KEYWORDS)
     if unknown:
         raise InvalidRequestError(
@@ -77,8 +94,8 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             if value is None:
                 continue
             raise InvalidRequestError(
-                f"{name}: per-call transport options cannot be deferred into a batch; send this request with"
-                ' latency="realtime" or drop the option'
+                f"{name}: per-call transport options and headers cannot be deferred into a batch; send this"
+                ' request with latency="realtime" or drop the option'
             )
         if name == "extra_body":
             if value is None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anthropic
+from anthropic import AsyncAPIResponse
 from anthropic.types import Message
 
 from .pricing import TokenCounts
@@ -36,6 +37,22 @@ class RealtimeLane:
         if isinstance(reply, Message):
             self.record(reply, latency=latency, tag=tag)
         return reply
+
+    async def create_raw(
+        self, kwargs: dict[str, Any], *, latency: str | None, tag: str | None
+    ) -> AsyncAPIResponse[Any]:
+        """`messages.with_raw_response.create(**kwargs)`: the SDK's raw response, usage recorded.
+
+        The usage is read from the parsed Message; the SDK caches the parse, so the
+        caller's own `await response.parse()` costs nothing more.
+        """
+        async with self._limit:
+            response: AsyncAPIResponse[Any] = await self.client.messages.with_raw_response.create(**kwargs)
+        if not kwargs.get("stream"):
+            reply = await response.parse()
+            if isinstance(reply, Message):
+                self.record(reply, latency=latency, tag=tag)
+        return response
 
     async def send(self, params: dict[str, Any]) -> Message:
         """Send stored batch params real time (escalation); the caller records the usage."""

@@ -156,7 +156,6 @@ async def test_canceled_until_the_limit_raises_canceled(
         (ask("x") | {"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         (ask("x") | {"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
         (ask("x") | {"stream": True}, "stream"),
-        (ask("x") | {"temperatur": 0.5}, "temperatur"),
         (ask("x") | {"timeout": 5}, "timeout"),
         (ask("x") | {"latency": "someday"}, "someday"),
         (ask("x") | {"key": ""}, "key"),

@@ -4,7 +4,8 @@ Rates are per endpoint. The top-level fields of `FaultConfig` apply to every
 endpoint; an entry in `FaultConfig.endpoints` (keyed by an endpoint name, or
 ``"*"``) replaces them for that endpoint. Endpoint names: ``messages``,
 ``count_tokens``, ``batches.create``, ``batches.retrieve``, ``batches.list``,
-``batches.cancel``, ``batches.delete``, ``batches.results``.
+``batches.cancel``, ``batches.delete``, ``batches.results``, ``models.list``,
+``models.retrieve``.
 
 One uniform draw per request, from ``random.Random(seed)``, picks at most one of
 `drop`, `rate_limit`, `overloaded`, `server_error` (in that order of the unit
@@ -32,6 +33,8 @@ ENDPOINTS = (
     "batches.cancel",
     "batches.delete",
     "batches.results",
+    "models.list",
+    "models.retrieve",
 )
 
 

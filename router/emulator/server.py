@@ -16,6 +16,7 @@ from router.emulator.errors import ApiError, error_response
 from router.emulator.ids import new_id
 from router.emulator.journal import JournalEntry
 from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
+from router.emulator.models import CATALOGUE
 from router.emulator.replies import message_body, plan_reply, profile_input, sse_events
 from router.emulator.validation import validate_count_tokens, validate_create
 
@@ -186,6 +187,16 @@ class _App:
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
         params = validate_count_tokens(await self._json_body(request))
         return _json({"input_tokens": profile_input(params).tokens})
+
+    # -- models -----------------------------------------------------------------------------
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        # The SDK sends lists as `lifecycle[]=a&lifecycle[]=b`.
+        lifecycles = request.query.getall("lifecycle[]", []) + request.query.getall("lifecycle", [])
+        return _json(CATALOGUE.page(request.query, lifecycles))
+
+    async def retrieve_model(self, request: web.Request) -> web.StreamResponse:
+        return _json(CATALOGUE.retrieve(request.match_info["model_id"]))
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -362,6 +373,8 @@ def build_app(emulator: Emulator) -> web.Application:
         api("batches.results", handlers.batch_results),
         allow_head=False,
     )
+    routes.add_get("/v1/models", api("models.list", handlers.list_models), allow_head=False)
+    routes.add_get("/v1/models/{model_id}", api("models.retrieve", handlers.retrieve_model), allow_head=False)
     routes.add_get("/_emulator/health", handlers.admin_health, allow_head=False)
     routes.add_post("/_emulator/clock/advance", handlers.admin_advance)
     routes.add_post("/_emulator/batches/end", handlers.admin_end_batches)
