@@ -23,18 +23,22 @@ CONFIG_ENV = "HYBRID_ROUTER_CONFIG"
 _NO_CONFIG = f"no --config, ${CONFIG_ENV} or ./{DEFAULT_CONFIG}"
 
 
+def _named(given: str, where: str | None = None) -> Path:
+    """A config file the user named: it must exist (a typo must not mean the defaults)."""
+    if not Path(given).exists():
+        named = f" (named by {where})" if where else ""
+        raise ConfigError(
+            f"{given}: config file not found{named}; `hybrid-router init --path {given}` writes one"
+        )
+    return Path(given)
+
+
 def _config_file(args: argparse.Namespace) -> Path | None:
-    """The file the lookup rule names; a file named explicitly must exist."""
-    given, where = args.config, "--config"
-    if not given:
-        given, where = os.environ.get(CONFIG_ENV), f"${CONFIG_ENV}"
-    if given:
-        if not Path(given).exists():
-            raise ConfigError(
-                f"{given}: config file not found (named by {where});"
-                f" `hybrid-router init --path {given}` writes one"
-            )
-        return Path(given)
+    """The file the lookup rule names, or None for the built-in defaults."""
+    if args.config:
+        return _named(args.config, "--config")
+    if os.environ.get(CONFIG_ENV):
+        return _named(os.environ[CONFIG_ENV], f"${CONFIG_ENV}")
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
 
 
@@ -114,7 +118,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.preset:
         config, source = load_preset(args.preset), f"preset {args.preset}"
     else:
-        path = Path(args.config_file) if args.config_file else _config_file(args)
+        path = _named(args.config_file) if args.config_file else _config_file(args)
         if path is not None:
             config, source = load_config(path), str(path)
         else:

@@ -271,8 +271,14 @@ def test_a_built_wheel_carries_the_presets_and_validates_them(tmp_path: Path) ->
 NO_KEY = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
 
-async def test_each_setup_mistake_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    """Real processes, run side by side; each case: argv, environment changes, the line it prints."""
+# The cases a new user hit first, run again as real processes (each costs an interpreter start).
+IN_A_PROCESS = ("config missing", "flush without key", "port taken")
+
+
+async def test_each_setup_mistake_is_one_line_and_exit_code_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each case: argv, environment changes, the one line it prints."""
     config = write_config(tmp_path)
     enqueue = ["-c", str(config), "enqueue", str(jsonl(tmp_path, 3)), "--latency", "daily"]
     assert await asyncio.to_thread(main, enqueue) == 0  # the CLI runs its own event loop
@@ -330,18 +336,21 @@ async def test_each_setup_mistake_is_one_line_and_exit_code_2(tmp_path: Path) ->
             f"{out}: No such file or directory",
         ),
     }
+    monkeypatch.chdir(tmp_path)
     base = {k: v for k, v in os.environ.items() if k not in (CONFIG_ENV, "ANTHROPIC_BASE_URL")}
     base["PYTHONPATH"] = str(REPO)
 
-    async def run_case(argv: list[str], env: dict[str, str | None]) -> tuple[int, str]:
-        environment = {k: v for k, v in {**base, **env}.items() if v is not None}
+    def environment(env: dict[str, str | None]) -> dict[str, str]:
+        return {k: v for k, v in {**base, **env}.items() if v is not None}
+
+    async def in_a_process(argv: list[str], env: dict[str, str | None]) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "router.cli",
             *argv,
             cwd=tmp_path,
-            env=environment,
+            env=environment(env),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -350,14 +359,30 @@ async def test_each_setup_mistake_is_one_line_and_exit_code_2(tmp_path: Path) ->
         return proc.returncode, err.decode()
 
     try:
-        results = await asyncio.gather(*(run_case(argv, env) for argv, env, _ in cases.values()))
+        for name, (argv, env, line) in cases.items():
+            with monkeypatch.context() as patch:
+                for variable in os.environ.keys() - environment(env).keys():
+                    patch.delenv(variable)
+                for variable, value in environment(env).items():
+                    patch.setenv(variable, value)
+                code = await asyncio.to_thread(main, argv)
+            assert (code, capsys.readouterr().err) == (2, f"hybrid-router: {line}\n"), name
+        real = await asyncio.gather(*(in_a_process(*cases[name][:2]) for name in IN_A_PROCESS))
     finally:
         taken.close()
-    for (name, (_, _, line)), (code, err) in zip(cases.items(), results, strict=True):
-        assert (code, err) == (2, f"hybrid-router: {line}\n"), name
+    for name, (code, err) in zip(IN_A_PROCESS, real, strict=True):
+        assert (code, err) == (2, f"hybrid-router: {cases[name][2]}\n"), name
     # Nothing was created, claimed or overwritten on the way.
     assert (tmp_path / "mine.toml").read_text(encoding="utf-8") == "# mine\n"
     assert not (tmp_path / "nope.toml").exists() and not (tmp_path / "gone.toml").exists()
     assert query(tmp_path / "router.db", "SELECT state, count(*) FROM requests GROUP BY state") == [
         ("pending", 3)
     ]
+
+
+def test_validate_of_a_missing_file_suggests_init(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.toml"
+    assert main(["validate", str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"hybrid-router: {missing}: config file not found; `hybrid-router init --path {missing}` writes one\n"
+    )
