@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -11,20 +12,54 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .config import RouterConfig, load_config
-from .errors import RouterError
+from .errors import ConfigError, RouterError
 from .logs import configure_logging
+from .presets import EXAMPLE, load_preset, preset_names, write_config
 
 DEFAULT_CONFIG = "router.toml"
+CONFIG_ENV = "HYBRID_ROUTER_CONFIG"
+_NO_CONFIG = f"no --config, ${CONFIG_ENV} or ./{DEFAULT_CONFIG}"
+
+
+def _named(given: str, where: str | None = None) -> Path:
+    """A config file the user named: it must exist (a typo must not mean the defaults)."""
+    if not Path(given).exists():
+        named = f" (named by {where})" if where else ""
+        raise ConfigError(
+            f"{given}: config file not found{named}; `hybrid-router init --path {given}` writes one"
+        )
+    return Path(given)
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The file the lookup rule names, or None for the built-in defaults."""
+    if args.config:
+        return _named(args.config, "--config")
+    if os.environ.get(CONFIG_ENV):
+        return _named(os.environ[CONFIG_ENV], f"${CONFIG_ENV}")
+    return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
 
 
 def _load(args: argparse.Namespace) -> RouterConfig:
-    path = args.config or os.environ.get("HYBRID_ROUTER_CONFIG")
-    if path:
+    path = _config_file(args)
+    if path is not None:
         return load_config(path)
-    if Path(DEFAULT_CONFIG).exists():
-        return load_config(DEFAULT_CONFIG)
-    return RouterConfig.default()
+    config = RouterConfig.default()
+    # Say so: a forgotten config silently means another database and another policy.
+    store = Path(config.store.path).absolute()
+    print(f"hybrid-router: {_NO_CONFIG}: using the built-in defaults (store {store})", file=sys.stderr)
+    return config
+
+
+def _require_api_key(command: str) -> None:
+    """Refuse before anything is claimed: the SDK cannot authenticate a batch create without a key."""
+    if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
+        raise RouterError(
+            f"ANTHROPIC_API_KEY is not set; {command} needs it to send batches"
+            " (for `hybrid-router emulate`, any value will do)"
+        )
 
 
 def _with_router(args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
@@ -55,19 +90,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from .emulator import serve
 
+    if not 0 <= args.port <= 65535:
+        raise RouterError(f"emulate --port {args.port}: expected a port from 0 to 65535 (0: any free one)")
     try:
         asyncio.run(serve(args.host, args.port, args.batch_seconds, args.seed))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # the bind: a taken port, an address not on this host
+        hint = "; choose another --port (0: any free one)" if exc.errno == errno.EADDRINUSE else ""
+        where = f"{args.host}:{args.port}"
+        raise RouterError(f"emulate: cannot listen on {where}: {exc.strerror or exc}{hint}") from None
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = args.path or args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    written = write_config(path, args.preset, force=args.force)
+    print(f"wrote {written} (preset {args.preset}); check it with: hybrid-router validate {written}")
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from .policy import format_effective_policy
 
-    path = args.config_file or args.config or DEFAULT_CONFIG
-    config = load_config(path)
-    print(format_effective_policy(config, str(path)))
+    if args.config_file and args.preset:
+        raise RouterError("validate: give a FILE or --preset NAME, not both")
+    if args.preset:
+        config, source = load_preset(args.preset), f"preset {args.preset}"
+    else:
+        path = _named(args.config_file) if args.config_file else _config_file(args)
+        if path is not None:
+            config, source = load_config(path), str(path)
+        else:
+            config, source = RouterConfig.default(), f"the built-in defaults; {_NO_CONFIG}"
+    print(format_effective_policy(config, source))
     return 0
 
 
@@ -87,6 +143,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
+    _require_api_key("flush")
+
     async def body(router: Any) -> int:
         report = await router.flush(args.latency)
         print(f"flushed {report.requests} requests into {len(report.batches)} batch(es)")
@@ -176,11 +234,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     from .daemon import Daemon
     from .units import parse_duration
 
-    config = _load(args)
     try:
         ttl = parse_duration(args.lease_ttl) if args.lease_ttl else None
     except ValueError as exc:
         raise RouterError(f"--lease-ttl: {exc}") from None
+    _require_api_key("daemon")
+    config = _load(args)
     return asyncio.run(Daemon(config, standby=args.standby, lease_ttl=ttl).run())
 
 
@@ -210,18 +269,43 @@ def cmd_purge(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 
 
+def _add_common_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    group = parser.add_argument_group("common options (before or after the command)")
+    group.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=default,
+        help=f"config file (default: ${CONFIG_ENV}, else ./{DEFAULT_CONFIG} if it exists, else the built-in"
+        " defaults); a file named here or in the variable must exist",
+    )
+    group.add_argument(
+        "--log-level",
+        default=default,
+        metavar="LEVEL",
+        help="debug, info, warning (default; info for daemon), error",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hybrid-router",
         description="Route Anthropic API calls between real time and the Message Batches API.",
     )
-    parser.add_argument(
-        "--config", "-c", help=f"config file (default: $HYBRID_ROUTER_CONFIG or ./{DEFAULT_CONFIG})"
-    )
-    parser.add_argument(
-        "--log-level", default=None, help="debug, info, warning (default; info for daemon), error"
-    )
+    parser.add_argument("--version", action="version", version=f"hybrid-router {__version__}")
+    _add_common_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write a commented config file from a preset")
+    p.add_argument(
+        "--preset",
+        choices=preset_names(),
+        default="default",
+        help=f"the policy to start from (default: default; {EXAMPLE}: every key with its default)",
+    )
+    p.add_argument("--path", help=f"where to write (default: --config, ${CONFIG_ENV} or {DEFAULT_CONFIG})")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("demo", help="run a mixed workload offline against the built-in emulator")
     p.add_argument("--requests", type=int, default=1200, help="how many requests (default 1200)")
@@ -239,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_emulate)
 
     p = sub.add_parser("validate", help="check a config file and print the effective policy")
-    p.add_argument("config_file", nargs="?", help="the file (default: --config or ./router.toml)")
+    p.add_argument("config_file", nargs="?", metavar="FILE", help="the file (default: the --config lookup)")
+    p.add_argument("--preset", choices=preset_names(), help="check a shipped preset instead of a file")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("daemon", help="flush, poll, reconcile, escalate and purge one database until stopped")
@@ -278,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help='write {"custom_id": key, "result": ...} lines to this file ("-": stdout)')
     p.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys (default: every finished one)")
     p.set_defaults(func=cmd_results)
+
+    # Every command takes the common options after its name too. SUPPRESS: an option left out
+    # after the command must not overwrite the one given before it.
+    for command in sub.choices.values():
+        _add_common_options(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -296,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file, folder or port the command was pointed at: a setup problem
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hybrid-router: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return code
 
 
