@@ -60,7 +60,6 @@ def test_the_unit_restarts_on_failure_and_stops_with_sigterm_in_time_for_an_inge
     assert _unit()["Install"]["WantedBy"] == "multi-user.target"
 
 
-@pytest.mark.xfail(strict=True, raises=SystemExit, reason="needs the CLI helper's parser")
 def test_the_units_exec_start_parses_with_the_cli() -> None:
     argv = shlex.split(_unit()["Service"]["ExecStart"])
     assert Path(argv[0]).name == "hybrid-router"
