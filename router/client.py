@@ -57,7 +57,10 @@ class Router:
         anthropic: AsyncAnthropic | None = None,
         clock: Clock | None = None,
         scheduler: bool | None = None,
+        create_store: bool = True,
     ) -> None:
+        """`create_store=False` opens an existing database only: a missing one is a StoreError
+        and nothing is created (the CLI's status, report, results and purge)."""
         self.config = config if config is not None else RouterConfig.default()
         self.policy = Policy(self.config)
         self.clock: Clock = clock or time.time
@@ -71,6 +74,7 @@ class Router:
         self._escalator: Escalator | None = None
         # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
         self._run_scheduler = scheduler
+        self._create_store = create_store
         self._flush_locks: dict[str, asyncio.Lock] = {}
         # Scheduled flushes wait out a failed batches.create (429 retry-after, 5xx) before trying again.
         self._create_backoff = Backoff()
@@ -105,7 +109,9 @@ class Router:
         if self._store is not None:
             return
         cfg = self.config
-        self._store = await Store.open(Path(cfg.store.path), durability=cfg.store.durability)
+        self._store = await Store.open(
+            Path(cfg.store.path), durability=cfg.store.durability, create=self._create_store
+        )
         self._client = self._given_client or build_anthropic_client(self.config)
         self._realtime = RealtimeLane(
             self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock

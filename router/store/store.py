@@ -21,8 +21,9 @@ import aiosqlite
 import structlog
 
 from .._crashpoints import crash_point
-from ..errors import InvalidRequestError, RouterError
+from ..errors import InvalidRequestError, RouterError, StoreError
 from . import states
+from .failures import store_error
 from .ingest import (
     FOLD_COMPLETIONS,
     READ_FINAL_ROWS,
@@ -105,7 +106,26 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-class StoreClosedError(RouterError):
+def _check_existing(path: Path) -> None:
+    """Refuse, creating nothing, a path that holds no database (read-only commands open with this)."""
+    hint = "check [store] path in the config"
+    if os.path.isdir(path):
+        raise StoreError(f"{path}: this is a folder, not a database file; {hint}")
+    if not os.path.lexists(path):
+        folder = path.absolute().parent
+        where = "" if os.path.isdir(folder) else f" (no folder {folder})"
+        raise StoreError(f"{path}: no database here{where}; {hint}")
+    if os.path.getsize(path) == 0:  # SQLite would make it a database on first use
+        raise StoreError(f"{path}: no database here (the file is empty); {hint}")
+
+
+def _uri(path: Path) -> str:
+    """An SQLite URI that opens `path` read-write and never creates it: the file is made (0600)
+    by `_create_private_file` or must already exist."""
+    return path.absolute().as_uri() + "?mode=rw"
+
+
+class StoreClosedError(StoreError):
     """The store was used after close()."""
 
 
@@ -124,19 +144,44 @@ class Store:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, durability: Durability = "full") -> Store:
+    async def open(
+        cls, path: str | os.PathLike[str], *, durability: Durability = "full", create: bool = True
+    ) -> Store:
+        """Open the database at `path`, creating it (and its folders) unless `create` is False.
+
+        Raises StoreError, naming the file and the cause, when the folder is not writable, the
+        file is not a SQLite database or is corrupt, its schema is newer than this code, or
+        (with `create=False`) there is no database at `path`.
+        """
         db_path = Path(path)
         _check_sqlite()
-        _create_private_file(db_path)
-        writer = await aiosqlite.connect(db_path, isolation_level=None)
+        try:
+            if create:
+                _create_private_file(db_path)
+            else:
+                _check_existing(db_path)
+            return await cls._connect(db_path, durability)
+        except (OSError, sqlite3.Error) as exc:
+            error = store_error(db_path, exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @classmethod
+    async def _connect(cls, db_path: Path, durability: Durability) -> Store:
+        writer = await aiosqlite.connect(_uri(db_path), uri=True, isolation_level=None)
         try:
             await _configure(writer, durability)
             await _migrate(writer, db_path)
             for statement in SCRATCH_SCHEMA:
                 await writer.execute(statement)
-            reader = await aiosqlite.connect(db_path, isolation_level=None)
-            await _configure(reader, durability)
-            await reader.execute("PRAGMA query_only = ON")
+            reader = await aiosqlite.connect(_uri(db_path), uri=True, isolation_level=None)
+            try:
+                await _configure(reader, durability)
+                await reader.execute("PRAGMA query_only = ON")
+            except BaseException:
+                await reader.close()
+                raise
         except BaseException:
             await writer.close()
             raise
@@ -158,10 +203,13 @@ class Store:
             try:  # BEGIN inside: a cancelled BEGIN may still have run
                 await self._writer.execute("BEGIN IMMEDIATE")
                 yield self._writer
-            except BaseException:
+                await self._writer.execute("COMMIT")
+            except BaseException as exc:
                 await rollback(self._writer)
-                raise
-            await self._writer.execute("COMMIT")
+                error = store_error(self.path, exc)
+                if error is None or error is exc:
+                    raise
+                raise error from exc
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -184,7 +232,13 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed")
         async with self._write_lock:
-            return await self._insert(requests, ledger=())
+            try:
+                return await self._insert(requests, ledger=())
+            except (OSError, sqlite3.Error) as exc:
+                error = store_error(self.path, exc)
+                if error is None:
+                    raise
+                raise error from exc
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
@@ -235,11 +289,14 @@ class Store:
                 try:
                     async with self._write_lock:
                         tickets = await self._insert([r for r, _ in group], ledger=ledger)
-                except Exception as exc:  # the whole group failed: every caller learns why
-                    log.error("enqueue_failed", error=str(exc), group=len(group))
+                except Exception as exc:  # the whole group rolled back: every caller learns why
+                    error: Exception = store_error(self.path, exc) or exc
+                    log.error("enqueue_failed", error=str(error), group=len(group))
                     for _, fut in group:
                         if not fut.done():
-                            fut.set_exception(exc)
+                            fut.set_exception(error)
+                    if ledger:  # the accounting that rode along is nobody's request: try it alone
+                        await self._commit_ledger(ledger)
                     continue
                 for (_, fut), ticket in zip(group, tickets, strict=True):
                     if not fut.done():
@@ -725,9 +782,9 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
         async with conn.execute("PRAGMA user_version") as cur:
             version = int((await cur.fetchone() or (0,))[0])
         if version > SCHEMA_VERSION:
-            raise RouterError(
-                f"{path}: database schema version {version} is newer than this hybrid-router supports"
-                f" ({SCHEMA_VERSION}); upgrade hybrid-router"
+            raise StoreError(
+                f"{path}: schema version {version} is newer than this hybrid-router ({SCHEMA_VERSION});"
+                " upgrade hybrid-router"
             )
         for number in range(version, SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
