@@ -18,6 +18,7 @@ from anthropic.types import Message
 
 from . import batcher, bulk, poller, reconcile
 from .config import LatencyClass, RouterConfig, load_config
+from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .limits import check_realtime_size
@@ -72,6 +73,7 @@ class Router:
         self._scheduler: RouterScheduler | None = None
         self._estimator: TurnaroundEstimator | None = None
         self._escalator: Escalator | None = None
+        self._daemon_watch: DaemonWatch | None = None
         # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
         self._run_scheduler = scheduler
         self._create_store = create_store
@@ -133,6 +135,11 @@ class Router:
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
             self.start_scheduler()
+        elif cfg.router.flusher == "daemon":  # warn when no daemon serves the requests this app waits on
+            self._daemon_watch = DaemonWatch(
+                self._store, clock=self.clock, active=lambda: self._scheduler is None
+            )
+            self._daemon_watch.start()
         log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
 
     def start_scheduler(
@@ -161,6 +168,9 @@ class Router:
         return self._scheduler
 
     async def close(self) -> None:
+        if self._daemon_watch is not None:
+            await self._daemon_watch.stop()
+            self._daemon_watch = None
         if self._scheduler is not None:
             self._scheduler.shutdown()
             await self._scheduler.drain()  # let a running flush record the batch it created
