@@ -69,6 +69,46 @@ async def test_a_corrupt_database_is_named(tmp_path: Path) -> None:
     )
 
 
+async def test_corruption_found_after_opening_is_named_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "router.db"
+    store = await Store.open(db)
+    await store.enqueue_many([_new(f"k{i}", "") for i in range(200)])
+    await store.close()
+    conn = sqlite3.connect(db)
+    ((root,),) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'requests'").fetchall()
+    ((page_size,),) = conn.execute("PRAGMA page_size").fetchall()
+    conn.close()
+    with db.open("r+b") as f:  # the requests table's root page: the schema itself is intact
+        f.seek((root - 1) * page_size)
+        f.write(b"\xff" * page_size)
+    corrupt = f"{db}: the database is corrupt (database disk image is malformed); restore it from a backup"
+    store = await Store.open(db)
+    try:
+        with pytest.raises(StoreError) as caught:
+            await store.state_counts()
+        assert str(caught.value) == corrupt
+    finally:
+        await store.close()
+    config = tmp_path / "router.toml"
+    config.write_text(f'[store]\npath = "{db}"\n', encoding="utf-8")
+    assert await asyncio.to_thread(main, ["-c", str(config), "status"]) == 2
+    assert capsys.readouterr().err == f"hybrid-router: {corrupt}\n"
+
+
+async def test_errors_that_are_not_about_the_file_pass_unchanged(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "router.db")
+    try:
+        await store.enqueue_many([_new("taken", "")])
+        with pytest.raises(sqlite3.IntegrityError):  # reconciliation relies on seeing this one
+            async with store.transaction() as w:
+                await w.execute("INSERT INTO requests SELECT * FROM requests WHERE key = 'taken'")
+        assert (await store.state_counts()) == {"pending": 1}
+    finally:
+        await store.close()
+
+
 async def test_a_schema_newer_than_the_code_asks_for_an_upgrade(tmp_path: Path) -> None:
     db = tmp_path / "router.db"
     await (await Store.open(db)).close()

@@ -11,6 +11,7 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from types import TracebackType
 
 from ..errors import StoreError, StoreFullError
 
@@ -96,3 +97,24 @@ def _folder(path: Path) -> Path:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
+
+
+class StoreErrors:
+    """`with StoreErrors(path):` lets file, folder and disk errors out as the StoreError for
+    them; anything else passes unchanged. A class, not a generator: it wraps hot reads too."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            error = store_error(self.path, exc)
+            if error is not None:
+                raise error from exc

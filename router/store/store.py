@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -23,7 +24,7 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError, StoreError
 from . import states
-from .failures import store_error
+from .failures import StoreErrors, store_error
 from .ingest import (
     FOLD_COMPLETIONS,
     READ_FINAL_ROWS,
@@ -95,6 +96,21 @@ def digest_of(params: bytes) -> bytes:
     return hashlib.blake2b(params, digest_size=16).digest()
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _store_errors(method: _Method) -> _Method:
+    """A Store method whose file, folder and disk errors leave as StoreErrors (see failures.py).
+    Not on the hot paths (enqueue, the watcher's reads): those translate where they fail."""
+
+    @functools.wraps(method)
+    async def translated(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._store_errors:
+            return await method(self, *args, **kwargs)
+
+    return cast(_Method, translated)
+
+
 def _row_to_request(row: sqlite3.Row | tuple[Any, ...]) -> RequestRow:
     return RequestRow(*row)
 
@@ -125,7 +141,7 @@ def _uri(path: Path) -> str:
     return path.absolute().as_uri() + "?mode=rw"
 
 
-class StoreClosedError(StoreError):
+class StoreClosedError(RouterError):
     """The store was used after close()."""
 
 
@@ -142,6 +158,7 @@ class Store:
         self._wake = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
         self._closed = False
+        self._store_errors = StoreErrors(path)
 
     @classmethod
     async def open(
@@ -155,17 +172,12 @@ class Store:
         """
         db_path = Path(path)
         _check_sqlite()
-        try:
+        with StoreErrors(db_path):
             if create:
                 _create_private_file(db_path)
             else:
                 _check_existing(db_path)
             return await cls._connect(db_path, durability)
-        except (OSError, sqlite3.Error) as exc:
-            error = store_error(db_path, exc)
-            if error is None:
-                raise
-            raise error from exc
 
     @classmethod
     async def _connect(cls, db_path: Path, durability: Durability) -> Store:
@@ -200,16 +212,14 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         async with self._write_lock:
-            try:  # BEGIN inside: a cancelled BEGIN may still have run
-                await self._writer.execute("BEGIN IMMEDIATE")
-                yield self._writer
-                await self._writer.execute("COMMIT")
-            except BaseException as exc:
-                await rollback(self._writer)
-                error = store_error(self.path, exc)
-                if error is None or error is exc:
+            with self._store_errors:
+                try:  # BEGIN inside: a cancelled BEGIN may still have run
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    yield self._writer
+                    await self._writer.execute("COMMIT")
+                except BaseException:
+                    await rollback(self._writer)
                     raise
-                raise error from exc
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -232,13 +242,8 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed")
         async with self._write_lock:
-            try:
+            with self._store_errors:
                 return await self._insert(requests, ledger=())
-            except (OSError, sqlite3.Error) as exc:
-                error = store_error(self.path, exc)
-                if error is None:
-                    raise
-                raise error from exc
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
@@ -393,6 +398,7 @@ class Store:
 
     # ------------------------------------------------------------------ flush
 
+    @_store_errors
     async def pending_stats(self, latencies: Sequence[str] | None = None) -> tuple[int, int, float | None]:
         """(count, bytes, oldest created_at) of pending requests, optionally for some classes."""
         where, args = _class_filter(latencies)
@@ -404,6 +410,7 @@ class Store:
             count, size, oldest = await cur.fetchone() or (0, 0, None)
         return int(count), int(size), oldest
 
+    @_store_errors
     async def claim_batch(
         self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
     ) -> BatchClaim | None:
@@ -477,6 +484,7 @@ class Store:
             after = int(rows[-1][0])
             yield [(int(r[0]), bytes(r[1])) for r in rows]
 
+    @_store_errors
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async with self._write_lock:
             w = self._writer
@@ -496,6 +504,7 @@ class Store:
                 await rollback(w)
                 raise
 
+    @_store_errors
     async def release_batch(self, batch_id: int) -> int:
         """batches.create certainly failed: put the claimed requests back to pending. Returns how many."""
         async with self._write_lock:
@@ -519,6 +528,7 @@ class Store:
 
     # ------------------------------------------------------------------ poll and ingest
 
+    @_store_errors
     async def open_batches(self) -> list[BatchRow]:
         async with self._reader.execute(
             "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
@@ -526,6 +536,7 @@ class Store:
         ) as cur:
             return [BatchRow(*r) for r in await cur.fetchall()]
 
+    @_store_errors
     async def update_batch(self, batch_id: int, **fields: Any) -> None:
         allowed = {"state", "ended_at", "next_poll_at"}
         if not fields or set(fields) - allowed:
@@ -536,6 +547,7 @@ class Store:
                 f"UPDATE batches SET {sets} WHERE id = ?", (*fields.values(), batch_id)
             )
 
+    @_store_errors
     async def apply_results(
         self,
         batch_id: int,
@@ -591,6 +603,7 @@ class Store:
             await asyncio.wait([task])
             raise
 
+    @_store_errors
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a batch whose results are all ingested.
 
@@ -625,6 +638,7 @@ class Store:
     # With execute() + fetch, every concurrent caller kept a statement open, each new one was
     # compiled afresh, and 100,000 concurrent lookups took minutes instead of seconds.
 
+    @_store_errors
     async def get_by_key(self, key: str) -> RequestRow | None:
         sql = f"SELECT {_REQUEST_COLUMNS} FROM requests_now AS requests WHERE key = ?"
         rows = list(await self._reader.execute_fetchall(sql, (key,)))
@@ -666,10 +680,12 @@ class Store:
 
     # ------------------------------------------------------------------ reporting
 
+    @_store_errors
     async def state_counts(self) -> dict[str, int]:
         async with self._reader.execute("SELECT state, COUNT(*) FROM requests_now GROUP BY state") as cur:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
+    @_store_errors
     async def ledger_totals(self) -> list[dict[str, Any]]:
         """Token totals grouped by lane, model and duplicate flag (billed results only).
 
@@ -695,6 +711,7 @@ class Store:
             )
             return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
 
+    @_store_errors
     async def batch_count(self) -> int:
         async with self._reader.execute("SELECT COUNT(*) FROM batches WHERE api_id IS NOT NULL") as cur:
             return int((await cur.fetchone() or (0,))[0])
