@@ -16,6 +16,8 @@ from .errors import (
     RequestCanceledError,
     RequestExpiredError,
     RouterError,
+    StoreError,
+    StoreFullError,
 )
 from .store import Ticket
 
@@ -34,6 +36,8 @@ __all__ = [
     "Router",
     "RouterConfig",
     "RouterError",
+    "StoreError",
+    "StoreFullError",
     "Ticket",
     "UnknownKeyError",
     "__version__",

@@ -7,11 +7,10 @@ Content-Length (the API may not accept a chunked upload).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
-import httpx2
 import structlog
 from anthropic.types.messages import MessageBatch
 
@@ -39,8 +38,21 @@ class FlushReport:
     uncertain_ids: list[int] = field(default_factory=list)  # their local batch ids
 
 
-async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
-    """Yield the batches.create JSON body for a claim, chunk by chunk, from the store."""
+@dataclass
+class Upload:
+    """How far a create's request got. The body is read only once a connection is open and
+    the request line and headers are written, so a body never started means the API cannot
+    have acted on the request."""
+
+    body_started: bool = False
+
+
+async def stream_body(store: Store, claim: BatchClaim, upload: Upload | None = None) -> AsyncIterator[bytes]:
+    """Yield the batches.create JSON body for a claim, chunk by chunk, from the store.
+
+    `upload`, when given, records that the body was started."""
+    if upload is not None:
+        upload.body_started = True
     sent = 0
     yield BODY_HEAD
     sent += len(BODY_HEAD)
@@ -64,20 +76,46 @@ async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
         raise BodyLengthMismatchError(f"batch body was {sent} bytes, announced {claim.body_bytes}")
 
 
-def is_certain_failure(exc: BaseException) -> bool:
-    """True when batches.create surely did not create a batch (the API answered with an error).
+def is_certain_failure(exc: BaseException, *, body_started: bool = True) -> bool:
+    """True when batches.create surely did not create a batch.
 
-    A timeout or a dropped connection leaves it unknown: the batch may exist.
+    It did not when the API answered with an error, when the body was found to be wrong
+    before it was all sent, or when the request never got as far as its body: no
+    credentials (the SDK refuses before sending), connection refused, a name that does not
+    resolve, a connect timeout. Once the body is on its way, a timeout or a dropped
+    connection leaves it unknown: the batch may exist.
     """
-    return isinstance(exc, anthropic.APIStatusError)
+    if not body_started or isinstance(exc, anthropic.APIStatusError):
+        return True
+    return any(isinstance(e, BodyLengthMismatchError) for e in _causes(exc))
 
 
-async def create_batch(client: anthropic.AsyncAnthropic, store: Store, claim: BatchClaim) -> MessageBatch:
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it was raised from (the SDK wraps what the transport raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and its cause (`APIConnectionError` says only "Connection error.")."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    return f"{text} ({type(cause).__name__}: {cause})" if cause is not None else text
+
+
+async def create_batch(
+    client: anthropic.AsyncAnthropic, store: Store, claim: BatchClaim, upload: Upload | None = None
+) -> MessageBatch:
     """POST the claimed requests as one batch. SDK retries are off: a retried create could
-    create a second batch (the API takes no idempotency key); the caller decides what to do."""
+    create a second batch (the API takes no idempotency key); the caller decides what to do.
+    `upload` records whether the body was started (see `is_certain_failure`)."""
     return await client.with_options(max_retries=0).post(
         BATCHES_PATH,
-        content=stream_body(store, claim),
+        content=stream_body(store, claim, upload),
         cast_to=MessageBatch,
         options={
             "headers": {"Content-Type": "application/json", "Content-Length": str(claim.body_bytes)},
@@ -111,18 +149,19 @@ async def flush(
         crash_point("flush.after_claim")
         if in_flight is not None:
             in_flight.add(claim.batch_id)
+        upload = Upload()
         try:
-            batch = await create_batch(client, store, claim)
-        except (anthropic.APIError, httpx2.HTTPError, BodyLengthMismatchError) as exc:
+            batch = await create_batch(client, store, claim, upload)
+        except Exception as exc:  # not only API errors: a create refused before sending is certain too
             report.failure = exc
-            if is_certain_failure(exc) or isinstance(exc, BodyLengthMismatchError):
+            if is_certain_failure(exc, body_started=upload.body_started):
                 released = await store.release_batch(claim.batch_id)
                 report.released += released
-                log.warning("batch_create_failed", error=str(exc), requests=released)
+                log.warning("batch_create_failed", error=_describe(exc), requests=released)
             else:
                 report.uncertain += 1
                 report.uncertain_ids.append(claim.batch_id)
-                log.warning("batch_create_uncertain", error=str(exc), local_batch=claim.batch_id)
+                log.warning("batch_create_uncertain", error=_describe(exc), local_batch=claim.batch_id)
             break  # the API is unhappy: leave the rest for the next flush
         finally:
             if in_flight is not None:

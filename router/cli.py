@@ -62,11 +62,16 @@ def _require_api_key(command: str) -> None:
         )
 
 
+# Commands that read (or purge) what is stored: a mistyped path must not create an empty database.
+EXISTING_STORE_ONLY = frozenset({"status", "report", "results", "purge"})
+
+
 def _with_router(args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     from .client import Router
 
     async def run() -> int:
-        async with Router(_load(args), scheduler=False) as router:
+        create = args.command not in EXISTING_STORE_ONLY
+        async with Router(_load(args), scheduler=False, create_store=create) as router:
             return await body(router)
 
     return asyncio.run(run())

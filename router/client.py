@@ -23,6 +23,7 @@ from typing_extensions import Unpack
 from . import batcher, bulk, poller, reconcile
 from .config import LatencyClass, RouterConfig, load_config
 from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParamsStreaming, SubmitParams
+from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .limits import check_realtime_size
@@ -62,7 +63,10 @@ class Router:
         anthropic: AsyncAnthropic | None = None,
         clock: Clock | None = None,
         scheduler: bool | None = None,
+        create_store: bool = True,
     ) -> None:
+        """`create_store=False` opens an existing database only: a missing one is a StoreError
+        and nothing is created (the CLI's status, report, results and purge)."""
         self.config = config if config is not None else RouterConfig.default()
         self.policy = Policy(self.config)
         self.clock: Clock = clock or time.time
@@ -74,8 +78,10 @@ class Router:
         self._scheduler: RouterScheduler | None = None
         self._estimator: TurnaroundEstimator | None = None
         self._escalator: Escalator | None = None
+        self._daemon_watch: DaemonWatch | None = None
         # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
         self._run_scheduler = scheduler
+        self._create_store = create_store
         self._flush_locks: dict[str, asyncio.Lock] = {}
         # Scheduled flushes wait out a failed batches.create (429 retry-after, 5xx) before trying again.
         self._create_backoff = Backoff()
@@ -110,7 +116,9 @@ class Router:
         if self._store is not None:
             return
         cfg = self.config
-        self._store = await Store.open(Path(cfg.store.path), durability=cfg.store.durability)
+        self._store = await Store.open(
+            Path(cfg.store.path), durability=cfg.store.durability, create=self._create_store
+        )
         self._client = self._given_client or build_anthropic_client(self.config)
         self._realtime = RealtimeLane(
             self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
@@ -132,6 +140,11 @@ class Router:
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
             self.start_scheduler()
+        elif cfg.router.flusher == "daemon":  # warn when no daemon serves the requests this app waits on
+            self._daemon_watch = DaemonWatch(
+                self._store, clock=self.clock, active=lambda: self._scheduler is None
+            )
+            self._daemon_watch.start()
         log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
 
     def start_scheduler(
@@ -160,6 +173,9 @@ class Router:
         return self._scheduler
 
     async def close(self) -> None:
+        if self._daemon_watch is not None:
+            await self._daemon_watch.stop()
+            self._daemon_watch = None
         if self._scheduler is not None:
             self._scheduler.shutdown()
             await self._scheduler.drain()  # let a running flush record the batch it created

@@ -16,6 +16,8 @@ __all__ = [
     "RequestCanceledError",
     "RequestExpiredError",
     "RouterError",
+    "StoreError",
+    "StoreFullError",
     "api_error_from_body",
 ]
 
@@ -41,6 +43,17 @@ class RouterError(Exception):
 
 class ConfigError(RouterError):
     """A configuration file is missing, malformed, or holds a value of the wrong form."""
+
+
+class StoreError(RouterError):
+    """The database cannot be opened, read or written; the message names the file and the cause."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the database is full: the requests of the failed write were not stored.
+
+    Requests acknowledged before it are stored; once space is free, the store works again.
+    """
 
 
 class InvalidRequestError(RouterError, ValueError):

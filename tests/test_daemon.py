@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anthropic
+import pytest
+import structlog
 
-from router import Router
+from router import Router, RouterConfig, daemon_watch
+from router.daemon_watch import NO_DAEMON_AFTER
 from router.emulator import Emulator
-from router.store import Store
+from router.store import Store, leases
+from tests import helpers
 from tests.durability import (
     finish,
     lease_owner,
@@ -26,7 +33,8 @@ from tests.durability import (
     until,
     write_config,
 )
-from tests.helpers import MODEL, reply_text
+from tests.engine import CLASSES
+from tests.helpers import MODEL, ask, reply_text
 
 
 def states(db: Path) -> dict[str, int]:
@@ -228,3 +236,90 @@ async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
             await first.wait()
         done = await stop(standby)
     assert done.code == 0, done.stderr
+
+
+# ---------------------------------------------------------------------------- an app with no daemon
+
+ELSEWHERE = "another-host:4242:cafe0001"  # a daemon on another host: only its lease's expiry tells
+
+
+def no_daemon_warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "no_daemon"]
+
+
+async def test_an_app_waiting_with_no_daemon_warns_once_and_again_after_a_daemon_left(
+    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_watch, "CHECK_EVERY", 3600.0)  # the test looks itself, on its clock
+    config = RouterConfig.from_toml_text(
+        f'[store]\npath = "{tmp_path / "router.db"}"\n[router]\nflusher = "daemon"\n{CLASSES}'
+    )
+    clock = emulator.clock
+    with structlog.testing.capture_logs() as logs:
+        async with Router(config, anthropic=sdk, clock=clock.now) as app:
+            watch = app._daemon_watch
+            assert watch is not None and app.scheduler is None
+            clock.advance(NO_DAEMON_AFTER + 1)
+            assert not await watch.check()  # no daemon, but nothing waits for one
+            await app.messages.submit(**ask("anyone there?"), latency="daily", key="k")
+            assert await watch.check()
+            for _ in range(3):  # once, not per look nor per request
+                clock.advance(60)
+                await app.messages.submit(**ask("still waiting"), latency="daily")
+                assert not await watch.check()
+            (warning,) = no_daemon_warnings(logs)
+            assert warning["log_level"] == "warning" and warning["pending"] == 1
+            assert warning["store"] == str(tmp_path / "router.db")
+
+            # A daemon comes (its lease in force), then goes without releasing it (killed).
+            assert await leases.acquire(app.store, ELSEWHERE, ttl=15.0, now=clock.now())
+            assert not await watch.check()
+            assert any(e["event"] == "daemon_lease_held" for e in logs)
+            clock.advance(15.0 + NO_DAEMON_AFTER - 1)  # expired, but not for 30 s yet
+            assert not await watch.check()
+            clock.advance(2)
+            assert await watch.check()
+            assert [w["pending"] for w in no_daemon_warnings(logs)] == [1, 4]
+
+
+async def test_the_app_looks_at_the_lease_on_its_own_and_only_in_daemon_mode(
+    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_watch, "CHECK_EVERY", 0.01)
+    db = tmp_path / "router.db"
+    inline = RouterConfig.from_toml_text(f'[store]\npath = "{db}"\n{CLASSES}')
+    async with Router(inline, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as app:
+        assert app._daemon_watch is None  # inline: this process flushes, nobody to wait for
+    daemon_mode = RouterConfig.from_toml_text(
+        f'[store]\npath = "{db}"\n[router]\nflusher = "daemon"\n{CLASSES}'
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with Router(daemon_mode, anthropic=sdk, clock=emulator.clock.now) as app:
+            await app.messages.submit(**ask("waiting"), latency="daily")
+            emulator.clock.advance(NO_DAEMON_AFTER + 1)
+
+            async def warned() -> bool:
+                return bool(no_daemon_warnings(logs))
+
+            await helpers.until(warned)
+            app.start_scheduler()  # this process drives the database now: it stops looking
+            assert app._daemon_watch is not None and not app._daemon_watch.active
+
+
+async def test_status_says_who_holds_the_lease(router: Router) -> None:
+    now = time.time()
+    assert await leases.holder(router.store, now=now) is None
+    assert leases.describe_holder(None, now) == "no daemon holds the lease"
+    assert await leases.acquire(router.store, ELSEWHERE, ttl=15.0, now=now)
+    lease = await leases.holder(router.store, now=now)
+    assert lease is not None and lease.owner == ELSEWHERE
+    until_text = datetime.fromtimestamp(now + 15.0, UTC).isoformat(timespec="seconds")
+    assert (
+        leases.describe_holder(lease, now)
+        == f"daemon {ELSEWHERE} holds the lease (renewed until {until_text})"
+    )
+    assert await leases.holder(router.store, now=now + 15.0) is None  # expired
+    assert leases.describe_holder(lease, now + 15.0) == "no daemon holds the lease"
+    dead = f"{socket.gethostname()}:{2**22 + 7}:deadbeef"  # this host, a pid that does not exist
+    assert await leases.acquire(router.store, dead, ttl=15.0, now=now + 16.0)
+    assert await leases.holder(router.store, now=now + 16.0) is None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import socket
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,54 @@ async def test_create_timeout_is_uncertain_and_never_resent(
         await until(answered)
         assert len(creates(emulator)) == 1 and len(emulator.batches) <= 1
         assert await router.store.state_counts() == {"submitting": 2}
+
+
+@contextlib.contextmanager
+def nothing_listening() -> Iterator[str]:
+    """A base URL on 127.0.0.1 that refuses connections: a port bound, never listened on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("cause", ["no-credentials", "connection-refused", "name-not-resolved"])
+async def test_a_create_that_never_reached_the_api_releases_its_requests_at_once(
+    db_path: Path,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+    monkeypatch: pytest.MonkeyPatch,
+    cause: str,
+) -> None:
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with contextlib.ExitStack() as stack:
+        base_url = {
+            "no-credentials": emulator.url,
+            "connection-refused": stack.enter_context(nothing_listening()),
+            "name-not-resolved": "http://hybrid-router-test.invalid",  # RFC 6761: never resolves
+        }[cause]
+        broken = anthropic.AsyncAnthropic(
+            base_url=base_url, api_key=None if cause == "no-credentials" else "test-key", max_retries=0
+        )
+        async with quiet_router(db_path, emulator, broken) as router:
+            await submit_many(router, 3)
+            report = await router.flush()
+            assert (report.released, report.uncertain, report.batches) == (3, 0, [])
+            expected = TypeError if cause == "no-credentials" else anthropic.APIConnectionError
+            assert isinstance(report.failure, expected)
+            # Back to pending now, not after [batch] reconcile_grace: nothing was sent.
+            assert await router.store.state_counts() == {"pending": 3}
+            assert await batch_states(router) == ["done"]
+            await router.poll()  # and no reconciliation puts them anywhere else
+            assert await router.store.state_counts() == {"pending": 3}
+        await broken.close()
+    assert creates(emulator) == []
+    async with quiet_router(db_path, emulator, sdk) as router:  # fixed: sent once, all of them
+        assert (await router.flush()).requests == 3
+        emulator.end_batches()
+        await router.poll()
+        await all_delivered(router, 3)
+    assert len(creates(emulator)) == 1
 
 
 @pytest.mark.parametrize("fault", POLL_FAULTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
 from router.reconcile import RELEASED
+from router.store import Store
 from router.store.purge import purge
 from tests.helpers import ask, reply_text, run_batches
 
@@ -154,6 +156,10 @@ def test_purge_command_checks_its_argument_before_touching_the_store(
     assert main(["--config", str(config), "purge", "--older-than", "30x"]) == 2
     assert "--older-than: expected" in capsys.readouterr().err
     assert not db.exists()
+    assert main(["--config", str(config), "purge", "--older-than", "30d"]) == 2
+    assert "no database here" in capsys.readouterr().err  # purge opens a database, never makes one
+    assert not db.exists()
+    asyncio.run(_create_store(db))
     assert main(["--config", str(config), "purge", "--older-than", "30d"]) == 0
     assert (
         "purged 0 finished requests, 0 done batches and 0 ledger rows older than 30d"
@@ -180,3 +186,7 @@ async def test_daemon_purge_uses_store_retention(router: Router, emulator: Emula
     assert expected >= 2
     assert (await daemon.purge()).requests == expected
     assert await router.results.get("q3") is not None  # the newest stays
+
+
+async def _create_store(path: Path) -> None:
+    await (await Store.open(path)).close()

@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from .store import Store
 
@@ -54,11 +55,32 @@ def owner_is_dead(owner: str) -> bool:
 
 
 async def current(store: Store, name: str = DRIVER) -> Lease | None:
-    async with store.reader.execute(
-        "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = ?", (name,)
-    ) as cur:
-        row = await cur.fetchone()
-    return Lease(*row) if row else None
+    """The lease row as stored (it may have expired): one primary-key read, in one trip."""
+    rows = list(
+        await store.reader.execute_fetchall(
+            "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = ?", (name,)
+        )
+    )
+    return Lease(*rows[0]) if rows else None
+
+
+def is_held(lease: Lease | None, now: float) -> bool:
+    """True when `lease` is in force at `now`: not expired, and its owner not known to be dead."""
+    return lease is not None and lease.expires_at > now and not owner_is_dead(lease.owner)
+
+
+async def holder(store: Store, *, now: float, name: str = DRIVER) -> Lease | None:
+    """Who holds the lease at `now` (wall-clock time), or None when no one does."""
+    lease = await current(store, name)
+    return lease if is_held(lease, now) else None
+
+
+def describe_holder(lease: Lease | None, now: float) -> str:
+    """One line for `status`: who drives the database, or that no daemon does."""
+    if lease is None or not is_held(lease, now):
+        return "no daemon holds the lease"
+    until = datetime.fromtimestamp(lease.expires_at, UTC).isoformat(timespec="seconds")
+    return f"daemon {lease.owner} holds the lease (renewed until {until})"
 
 
 async def acquire(store: Store, owner: str, *, ttl: float, now: float, name: str = DRIVER) -> bool:

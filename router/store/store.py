@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -21,8 +22,9 @@ import aiosqlite
 import structlog
 
 from .._crashpoints import crash_point
-from ..errors import InvalidRequestError, RouterError
+from ..errors import InvalidRequestError, RouterError, StoreError
 from . import states
+from .failures import StoreErrors, store_error
 from .ingest import (
     FOLD_COMPLETIONS,
     READ_FINAL_ROWS,
@@ -94,6 +96,21 @@ def digest_of(params: bytes) -> bytes:
     return hashlib.blake2b(params, digest_size=16).digest()
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Coroutine[Any, Any, Any]])
+
+
+def _store_errors(method: _Method) -> _Method:
+    """A Store method whose file, folder and disk errors leave as StoreErrors (see failures.py).
+    Not on the hot paths (enqueue, the watcher's reads): those translate where they fail."""
+
+    @functools.wraps(method)
+    async def translated(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._store_errors:
+            return await method(self, *args, **kwargs)
+
+    return cast(_Method, translated)
+
+
 def _row_to_request(row: sqlite3.Row | tuple[Any, ...]) -> RequestRow:
     return RequestRow(*row)
 
@@ -103,6 +120,25 @@ def _create_private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse, creating nothing, a path that holds no database (read-only commands open with this)."""
+    hint = "check [store] path in the config"
+    if os.path.isdir(path):
+        raise StoreError(f"{path}: this is a folder, not a database file; {hint}")
+    if not os.path.lexists(path):
+        folder = path.absolute().parent
+        where = "" if os.path.isdir(folder) else f" (no folder {folder})"
+        raise StoreError(f"{path}: no database here{where}; {hint}")
+    if os.path.getsize(path) == 0:  # SQLite would make it a database on first use
+        raise StoreError(f"{path}: no database here (the file is empty); {hint}")
+
+
+def _uri(path: Path) -> str:
+    """An SQLite URI that opens `path` read-write and never creates it: the file is made (0600)
+    by `_create_private_file` or must already exist."""
+    return path.absolute().as_uri() + "?mode=rw"
 
 
 class StoreClosedError(RouterError):
@@ -122,21 +158,42 @@ class Store:
         self._wake = asyncio.Event()
         self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
         self._closed = False
+        self._store_errors = StoreErrors(path)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, durability: Durability = "full") -> Store:
+    async def open(
+        cls, path: str | os.PathLike[str], *, durability: Durability = "full", create: bool = True
+    ) -> Store:
+        """Open the database at `path`, creating it (and its folders) unless `create` is False.
+
+        Raises StoreError, naming the file and the cause, when the folder is not writable, the
+        file is not a SQLite database or is corrupt, its schema is newer than this code, or
+        (with `create=False`) there is no database at `path`.
+        """
         db_path = Path(path)
         _check_sqlite()
-        _create_private_file(db_path)
-        writer = await aiosqlite.connect(db_path, isolation_level=None)
+        with StoreErrors(db_path):
+            if create:
+                _create_private_file(db_path)
+            else:
+                _check_existing(db_path)
+            return await cls._connect(db_path, durability)
+
+    @classmethod
+    async def _connect(cls, db_path: Path, durability: Durability) -> Store:
+        writer = await aiosqlite.connect(_uri(db_path), uri=True, isolation_level=None)
         try:
             await _configure(writer, durability)
             await _migrate(writer, db_path)
             for statement in SCRATCH_SCHEMA:
                 await writer.execute(statement)
-            reader = await aiosqlite.connect(db_path, isolation_level=None)
-            await _configure(reader, durability)
-            await reader.execute("PRAGMA query_only = ON")
+            reader = await aiosqlite.connect(_uri(db_path), uri=True, isolation_level=None)
+            try:
+                await _configure(reader, durability)
+                await reader.execute("PRAGMA query_only = ON")
+            except BaseException:
+                await reader.close()
+                raise
         except BaseException:
             await writer.close()
             raise
@@ -155,13 +212,14 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         async with self._write_lock:
-            try:  # BEGIN inside: a cancelled BEGIN may still have run
-                await self._writer.execute("BEGIN IMMEDIATE")
-                yield self._writer
-            except BaseException:
-                await rollback(self._writer)
-                raise
-            await self._writer.execute("COMMIT")
+            with self._store_errors:
+                try:  # BEGIN inside: a cancelled BEGIN may still have run
+                    await self._writer.execute("BEGIN IMMEDIATE")
+                    yield self._writer
+                    await self._writer.execute("COMMIT")
+                except BaseException:
+                    await rollback(self._writer)
+                    raise
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -184,7 +242,8 @@ class Store:
         if self._closed:
             raise StoreClosedError("the store is closed")
         async with self._write_lock:
-            return await self._insert(requests, ledger=())
+            with self._store_errors:
+                return await self._insert(requests, ledger=())
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
@@ -235,11 +294,14 @@ class Store:
                 try:
                     async with self._write_lock:
                         tickets = await self._insert([r for r, _ in group], ledger=ledger)
-                except Exception as exc:  # the whole group failed: every caller learns why
-                    log.error("enqueue_failed", error=str(exc), group=len(group))
+                except Exception as exc:  # the whole group rolled back: every caller learns why
+                    error: Exception = store_error(self.path, exc) or exc
+                    log.error("enqueue_failed", error=str(error), group=len(group))
                     for _, fut in group:
                         if not fut.done():
-                            fut.set_exception(exc)
+                            fut.set_exception(error)
+                    if ledger:  # the accounting that rode along is nobody's request: try it alone
+                        await self._commit_ledger(ledger)
                     continue
                 for (_, fut), ticket in zip(group, tickets, strict=True):
                     if not fut.done():
@@ -336,6 +398,7 @@ class Store:
 
     # ------------------------------------------------------------------ flush
 
+    @_store_errors
     async def pending_stats(self, latencies: Sequence[str] | None = None) -> tuple[int, int, float | None]:
         """(count, bytes, oldest created_at) of pending requests, optionally for some classes."""
         where, args = _class_filter(latencies)
@@ -347,6 +410,7 @@ class Store:
             count, size, oldest = await cur.fetchone() or (0, 0, None)
         return int(count), int(size), oldest
 
+    @_store_errors
     async def claim_batch(
         self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
     ) -> BatchClaim | None:
@@ -420,6 +484,7 @@ class Store:
             after = int(rows[-1][0])
             yield [(int(r[0]), bytes(r[1])) for r in rows]
 
+    @_store_errors
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async with self._write_lock:
             w = self._writer
@@ -439,6 +504,7 @@ class Store:
                 await rollback(w)
                 raise
 
+    @_store_errors
     async def release_batch(self, batch_id: int) -> int:
         """batches.create certainly failed: put the claimed requests back to pending. Returns how many."""
         async with self._write_lock:
@@ -462,6 +528,7 @@ class Store:
 
     # ------------------------------------------------------------------ poll and ingest
 
+    @_store_errors
     async def open_batches(self) -> list[BatchRow]:
         async with self._reader.execute(
             "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
@@ -469,6 +536,7 @@ class Store:
         ) as cur:
             return [BatchRow(*r) for r in await cur.fetchall()]
 
+    @_store_errors
     async def update_batch(self, batch_id: int, **fields: Any) -> None:
         allowed = {"state", "ended_at", "next_poll_at"}
         if not fields or set(fields) - allowed:
@@ -479,6 +547,7 @@ class Store:
                 f"UPDATE batches SET {sets} WHERE id = ?", (*fields.values(), batch_id)
             )
 
+    @_store_errors
     async def apply_results(
         self,
         batch_id: int,
@@ -534,6 +603,7 @@ class Store:
             await asyncio.wait([task])
             raise
 
+    @_store_errors
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a batch whose results are all ingested.
 
@@ -568,6 +638,7 @@ class Store:
     # With execute() + fetch, every concurrent caller kept a statement open, each new one was
     # compiled afresh, and 100,000 concurrent lookups took minutes instead of seconds.
 
+    @_store_errors
     async def get_by_key(self, key: str) -> RequestRow | None:
         sql = f"SELECT {_REQUEST_COLUMNS} FROM requests_now AS requests WHERE key = ?"
         rows = list(await self._reader.execute_fetchall(sql, (key,)))
@@ -609,10 +680,12 @@ class Store:
 
     # ------------------------------------------------------------------ reporting
 
+    @_store_errors
     async def state_counts(self) -> dict[str, int]:
         async with self._reader.execute("SELECT state, COUNT(*) FROM requests_now GROUP BY state") as cur:
             return {str(s): int(n) for s, n in await cur.fetchall()}
 
+    @_store_errors
     async def ledger_totals(self) -> list[dict[str, Any]]:
         """Token totals grouped by lane, model and duplicate flag (billed results only).
 
@@ -638,6 +711,7 @@ class Store:
             )
             return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
 
+    @_store_errors
     async def batch_count(self) -> int:
         async with self._reader.execute("SELECT COUNT(*) FROM batches WHERE api_id IS NOT NULL") as cur:
             return int((await cur.fetchone() or (0,))[0])
@@ -725,9 +799,9 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
         async with conn.execute("PRAGMA user_version") as cur:
             version = int((await cur.fetchone() or (0,))[0])
         if version > SCHEMA_VERSION:
-            raise RouterError(
-                f"{path}: database schema version {version} is newer than this hybrid-router supports"
-                f" ({SCHEMA_VERSION}); upgrade hybrid-router"
+            raise StoreError(
+                f"{path}: schema version {version} is newer than this hybrid-router ({SCHEMA_VERSION});"
+                " upgrade hybrid-router"
             )
         for number in range(version, SCHEMA_VERSION):
             for statement in _statements(MIGRATIONS[number]):
