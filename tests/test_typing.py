@@ -73,7 +73,8 @@ def mypy_output(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
     folder = tmp_path_factory.mktemp("typing")
     (folder / "snippet.py").write_text(SNIPPET)
     # pytest's own cache folder keeps mypy's cache of the SDK between runs (a cold run takes ~15 s).
-    cache = request.config.cache.mkdir("mypy") if request.config.cache is not None else folder / "cache"
+    pytest_cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    cache = pytest_cache.mkdir("mypy") if pytest_cache is not None else folder / "cache"
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
         [
