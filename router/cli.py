@@ -181,7 +181,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         ttl = parse_duration(args.lease_ttl) if args.lease_ttl else None
     except ValueError as exc:
         raise RouterError(f"--lease-ttl: {exc}") from None
-    return asyncio.run(Daemon(config, standby=args.standby, lease_ttl=ttl).run())
+    daemon = Daemon(
+        config, standby=args.standby, lease_ttl=ttl, metrics=args.metrics, metrics_public=args.metrics_public
+    )
+    return asyncio.run(daemon.run())
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -245,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="flush, poll, reconcile, escalate and purge one database until stopped")
     p.add_argument("--standby", action="store_true", help="wait for the lease instead of exiting (code 3)")
     p.add_argument("--lease-ttl", help="override [router] lease_ttl, e.g. 15s")
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz here, e.g. 127.0.0.1:9464"
+        " (default: [daemon] metrics)",
+    )
+    p.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="allow a --metrics address other hosts can reach (default: loopback only)",
+    )
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("purge", help="delete finished requests, done batches and ledger rows past an age")
