@@ -709,6 +709,19 @@ class Store:
         )
         return [int(n) for n in within], int(total), float(seconds)
 
+    async def batches_after(self, after_id: int) -> list[BatchRow]:
+        """Batch rows with an id above `after_id` (the ones a flush in progress made), any state."""
+        async with self._reader.execute(
+            "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
+            " next_poll_at FROM batches WHERE id > ? ORDER BY id",
+            (after_id,),
+        ) as cur:
+            return [BatchRow(*r) for r in await cur.fetchall()]
+
+    async def last_batch_id(self) -> int:
+        ((last,),) = await self._reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM batches")
+        return int(last)
+
 
 def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
     if latencies is None:
