@@ -72,23 +72,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    async def body(router: Any) -> int:
-        counts = await router.store.state_counts()
-        batches = await router.store.open_batches()
-        print(f"store {router.config.store.path}")
-        for state in ("pending", "submitting", "submitted", "escalated", "succeeded", "failed"):
-            print(f"  {state:<11} {counts.get(state, 0)}")
-        print(f"open batches {len(batches)}")
-        for b in batches:
-            print(f"  {b.api_id or '(creating)'}  {b.state}  {b.request_count} requests")
-        return 0
+    from .status import run_status
+    from .units import parse_duration
 
-    return _with_router(args, body)
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError as exc:
+        raise RouterError(f"--interval: {exc}") from None
+    if interval <= 0:
+        raise RouterError(f"--interval: expected a duration longer than 0s, got {args.interval!r}")
+
+    async def body(router: Any) -> int:
+        return await run_status(router, watch=args.watch, interval=interval, as_json=args.json)
+
+    try:
+        return _with_router(args, body)
+    except KeyboardInterrupt:  # Ctrl-C before the screen is up (status only reads)
+        return 0
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
+    from .progress import flush_with_progress
+
     async def body(router: Any) -> int:
-        report = await router.flush(args.latency)
+        report = await flush_with_progress(router, args.latency)
         print(f"flushed {report.requests} requests into {len(report.batches)} batch(es)")
         for batch_id in report.batches:
             print(f"  {batch_id}")
@@ -115,9 +122,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from .jsonl import describe, enqueue_file
+    from .progress import count_lines, progress, shown
 
     async def body(router: Any) -> int:
-        report = await enqueue_file(router, args.file, latency=args.latency, tag=args.tag)
+        with progress(f"checking {args.file}", count_lines(args.file) if shown() else None) as bar:
+            report = await enqueue_file(
+                router,
+                args.file,
+                latency=args.latency,
+                tag=args.tag,
+                progress=lambda phase, lines: bar.update(lines, description=f"{phase} {args.file}"),
+            )
         print(describe(report, args.file))
         return 0
 
@@ -150,6 +165,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _export_results(args: argparse.Namespace) -> int:
     from .jsonl import export_results
+    from .progress import counting, progress, shown
 
     keys = ([args.key] if args.key else []) + list(args.keys or [])
 
@@ -158,8 +174,15 @@ def _export_results(args: argparse.Namespace) -> int:
             report = await export_results(router, sys.stdout.buffer, keys=keys or None)
             sys.stdout.buffer.flush()
         else:
-            with open(args.out, "wb") as out:  # noqa: ASYNC230 - a CLI writing its one output file
-                report = await export_results(router, out, keys=keys or None)
+            total = None
+            if shown():
+                counts = await router.store.state_counts()
+                total = len(set(keys)) if keys else counts.get("succeeded", 0) + counts.get("failed", 0)
+            with (
+                open(args.out, "wb") as out,  # noqa: ASYNC230 - a CLI writing its one output file
+                progress(f"writing {args.out}", total) as bar,
+            ):
+                report = await export_results(router, counting(out, bar), keys=keys or None)
         where = "stdout" if args.out in (None, "-") else args.out
         print(f"wrote {report.written} result(s) to {where}", file=sys.stderr)
         for key, state in report.unfinished.items():
@@ -265,7 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", help="a duration such as 30d (default: [store] retention)")
     p.set_defaults(func=cmd_purge)
 
-    p = sub.add_parser("status", help="requests by state and open batches")
+    p = sub.add_parser(
+        "status", help="requests by class and state, open batches, next flushes, the lease, spend today"
+    )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--watch", action="store_true", help="redraw in place on a terminal until Ctrl-C (off one: once)"
+    )
+    shown.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--interval", default="2s", help="how often --watch redraws (default 2s)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("flush", help="send pending requests to the Batch API now")
