@@ -8,7 +8,7 @@ totals over what the store still holds: a purge past `[store] retention` lowers 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,10 +49,6 @@ class ClassFigures:
     escalations: dict[str, int]  # reason -> requests
     trigger: str  # the flush triggers, as configured ("every 15m", "cron 0 2 * * * UTC", ...)
     next_flush_at: float | None  # None when no trigger time is known (see next_flush_at())
-
-    @property
-    def pending(self) -> int:
-        return self.states.get(states.PENDING, 0)
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ class Snapshot:
     cost: CostSummary  # everything the ledger holds
     today: CostSummary  # ledger rows from local midnight on
     today_since: float
-    turnarounds: Turnarounds = field(repr=False)
+    turnarounds: Turnarounds
 
     @property
     def states(self) -> dict[str, int]:
@@ -154,6 +150,8 @@ class Snapshot:
                     "finished": b.finished,
                     "by_state": b.by_state,
                     "created_at": b.created_at,
+                    "submitted_at": b.submitted_at,
+                    "ended_at": b.ended_at,
                     "age_seconds": _age(self.at, b.created_at),
                 }
                 for b in self.batches
