@@ -133,25 +133,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    async def body(router: Any) -> int:
-        counts = await router.store.state_counts()
-        batches = await router.store.open_batches()
-        print(f"store {router.config.store.path}")
-        for state in ("pending", "submitting", "submitted", "escalated", "succeeded", "failed"):
-            print(f"  {state:<11} {counts.get(state, 0)}")
-        print(f"open batches {len(batches)}")
-        for b in batches:
-            print(f"  {b.api_id or '(creating)'}  {b.state}  {b.request_count} requests")
-        return 0
+    from .status import run_status
+    from .units import parse_duration
 
-    return _with_router(args, body)
+    try:
+        interval = parse_duration(args.interval)
+    except ValueError as exc:
+        raise RouterError(f"--interval: {exc}") from None
+    if interval <= 0:
+        raise RouterError(f"--interval: expected a duration longer than 0s, got {args.interval!r}")
+
+    async def body(router: Any) -> int:
+        return await run_status(router, watch=args.watch, interval=interval, as_json=args.json)
+
+    try:
+        return _with_router(args, body)
+    except KeyboardInterrupt:  # Ctrl-C before the screen is up (status only reads)
+        return 0
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
+    from .progress import flush_with_progress
+
     _require_api_key("flush")
 
     async def body(router: Any) -> int:
-        report = await router.flush(args.latency)
+        report = await flush_with_progress(router, args.latency)
         print(f"flushed {report.requests} requests into {len(report.batches)} batch(es)")
         for batch_id in report.batches:
             print(f"  {batch_id}")
@@ -178,9 +185,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     from .jsonl import describe, enqueue_file
+    from .progress import count_lines, progress, shown
 
     async def body(router: Any) -> int:
-        report = await enqueue_file(router, args.file, latency=args.latency, tag=args.tag)
+        with progress(f"checking {args.file}", count_lines(args.file) if shown() else None) as bar:
+            report = await enqueue_file(
+                router,
+                args.file,
+                latency=args.latency,
+                tag=args.tag,
+                progress=lambda phase, lines: bar.update(lines, description=f"{phase} {args.file}"),
+            )
         print(describe(report, args.file))
         return 0
 
@@ -213,6 +228,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 def _export_results(args: argparse.Namespace) -> int:
     from .jsonl import export_results
+    from .progress import counting, progress, shown
 
     keys = ([args.key] if args.key else []) + list(args.keys or [])
 
@@ -221,8 +237,15 @@ def _export_results(args: argparse.Namespace) -> int:
             report = await export_results(router, sys.stdout.buffer, keys=keys or None)
             sys.stdout.buffer.flush()
         else:
-            with open(args.out, "wb") as out:  # noqa: ASYNC230 - a CLI writing its one output file
-                report = await export_results(router, out, keys=keys or None)
+            total = None
+            if shown():
+                counts = await router.store.state_counts()
+                total = len(set(keys)) if keys else counts.get("succeeded", 0) + counts.get("failed", 0)
+            with (
+                open(args.out, "wb") as out,  # noqa: ASYNC230 - a CLI writing its one output file
+                progress(f"writing {args.out}", total) as bar,
+            ):
+                report = await export_results(router, counting(out, bar), keys=keys or None)
         where = "stdout" if args.out in (None, "-") else args.out
         print(f"wrote {report.written} result(s) to {where}", file=sys.stderr)
         for key, state in report.unfinished.items():
@@ -245,7 +268,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise RouterError(f"--lease-ttl: {exc}") from None
     _require_api_key("daemon")
     config = _load(args)
-    return asyncio.run(Daemon(config, standby=args.standby, lease_ttl=ttl).run())
+    daemon = Daemon(
+        config, standby=args.standby, lease_ttl=ttl, metrics=args.metrics, metrics_public=args.metrics_public
+    )
+    return asyncio.run(daemon.run())
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -335,13 +361,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("daemon", help="flush, poll, reconcile, escalate and purge one database until stopped")
     p.add_argument("--standby", action="store_true", help="wait for the lease instead of exiting (code 3)")
     p.add_argument("--lease-ttl", help="override [router] lease_ttl, e.g. 15s")
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /metrics (Prometheus), /healthz and /readyz here, e.g. 127.0.0.1:9464"
+        " (default: [daemon] metrics)",
+    )
+    p.add_argument(
+        "--metrics-public",
+        action="store_true",
+        help="allow a --metrics address other hosts can reach (default: loopback only)",
+    )
     p.set_defaults(func=cmd_daemon)
 
     p = sub.add_parser("purge", help="delete finished requests, done batches and ledger rows past an age")
     p.add_argument("--older-than", help="a duration such as 30d (default: [store] retention)")
     p.set_defaults(func=cmd_purge)
 
-    p = sub.add_parser("status", help="requests by state and open batches")
+    p = sub.add_parser(
+        "status", help="requests by class and state, open batches, next flushes, the lease, spend today"
+    )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--watch", action="store_true", help="redraw in place on a terminal until Ctrl-C (off one: once)"
+    )
+    shown.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--interval", default="2s", help="how often --watch redraws (default 2s)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("flush", help="send pending requests to the Batch API now")

@@ -86,6 +86,7 @@ class Router:
         # Scheduled flushes wait out a failed batches.create (429 retry-after, 5xx) before trying again.
         self._create_backoff = Backoff()
         self._poll_lock = asyncio.Lock()
+        self.last_poll_at: float | None = None  # time.monotonic() when a poll last finished here
         # Reconciliation of lost create answers: batches being created here right now, those
         # whose create ended here without an answer, and the time before which no other
         # process can still be creating one (the daemon sets it to the start of its lease).
@@ -272,6 +273,7 @@ class Router:
         """
         async with self._poll_lock:
             report = await self._poll(force)
+            self.last_poll_at = time.monotonic()
         if report.delivered:
             await self._waiters.delivered()
         if report.ended:

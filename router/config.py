@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -21,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,6 +36,7 @@ __all__ = [
     "BATCH_MAX_REQUESTS",
     "AnthropicSettings",
     "BatchSettings",
+    "DaemonSettings",
     "LatencyClass",
     "ModelPrice",
     "RouterConfig",
@@ -274,6 +277,67 @@ class RouterSettings(BaseModel):
     lease_ttl: PositiveDuration = 15.0
 
 
+LISTEN_FORM = 'an address like "127.0.0.1:9464" (host:port; IPv6 in brackets, "[::1]:9464")'
+
+
+def parse_listen_address(text: object) -> tuple[str, int]:
+    """`host:port` as (host, port); port 0 means any free port. ValueError names the form."""
+    if isinstance(text, str):
+        host, sep, port = text.strip().rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            host = ""  # an IPv6 address must be bracketed, or its last group reads as the port
+        if sep and host and port.isdigit() and int(port) <= 65535:
+            return host, int(port)
+    raise ValueError(f"expected {LISTEN_FORM}, got {_show(text)}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for "localhost" and loopback IP addresses (127.0.0.0/8, ::1); other names are not
+    resolved, so they count as reachable from other hosts."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class DaemonSettings(BaseModel):
+    """The daemon's own settings: where it serves /metrics, /healthz and /readyz."""
+
+    model_config = _FROZEN
+
+    metrics: str | None = None  # "host:port"; none by default
+    # The endpoints show the store's figures: a non-loopback address must be asked for.
+    metrics_public: StrictBool = False
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _check_metrics(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        parse_listen_address(value)
+        return str(value).strip()
+
+    @model_validator(mode="after")
+    def _check_public(self) -> DaemonSettings:
+        if self.metrics is not None and not self.metrics_public:
+            host, _ = parse_listen_address(self.metrics)
+            if not is_loopback(host):
+                raise _Problems(
+                    [
+                        (
+                            ("metrics",),
+                            f"{self.metrics} is not a loopback address, so other hosts could read the"
+                            " metrics; expected an address like 127.0.0.1:9464, or metrics_public = true",
+                        )
+                    ]
+                )
+        return self
+
+
 _BATCH_ONLY = (
     "deadline",
     "every",
@@ -466,6 +530,7 @@ class RouterConfig(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     classes: Mapping[str, LatencyClass] = Field(default_factory=_default_classes)
     rules: tuple[Rule, ...] = ()
     pricing: Mapping[str, ModelPrice] = Field(default_factory=dict)
@@ -656,6 +721,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "store": StoreSettings,
     "batch": BatchSettings,
     "router": RouterSettings,
+    "daemon": DaemonSettings,
 }
 _TOP_KEYS = (*_SECTIONS, "classes", "rules", "pricing")
 

@@ -5,7 +5,8 @@ deadline escalation and the daily purge, by running a Router's scheduler, but on
 it holds the database's lease. A second daemon on the same database exits (or, with
 `--standby`, waits and takes over when the lease is released or lapses). SIGTERM/SIGINT
 let the current create or ingest step finish; in-flight batches stay in the store and the
-next daemon tracks them.
+next daemon tracks them. With `--metrics HOST:PORT` (or `[daemon] metrics`) it serves
+/metrics, /healthz and /readyz (router/metrics.py) from the start, standby included.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from anthropic import AsyncAnthropic
@@ -25,6 +28,10 @@ from .client import Router
 from .config import RouterConfig
 from .store import leases
 from .store.purge import PurgeReport, purge
+
+if TYPE_CHECKING:
+    from .metrics import Address, DaemonView
+    from .observe import Snapshot
 
 log = structlog.get_logger()
 
@@ -46,7 +53,11 @@ class Daemon:
         lease_ttl: float | None = None,
         anthropic: AsyncAnthropic | None = None,
         owner: str | None = None,
+        metrics: str | None = None,
+        metrics_public: bool = False,
     ) -> None:
+        """`metrics`: "host:port" for /metrics, /healthz and /readyz (default: `[daemon] metrics`);
+        a non-loopback host needs `metrics_public` (or `[daemon] metrics_public`)."""
         self.config = config
         self.standby = standby
         self.lease_ttl = lease_ttl if lease_ttl is not None else config.router.lease_ttl
@@ -55,6 +66,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._code = EXIT_OK
         self._router: Router | None = None
+        self.metrics = _metrics_address(config, metrics, metrics_public)
 
     def stop(self, code: int = EXIT_OK) -> None:
         """Ask the daemon to finish its current step and exit."""
@@ -68,7 +80,10 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         try:
-            async with Router(self.config, anthropic=self._anthropic, scheduler=False) as router:
+            async with (
+                Router(self.config, anthropic=self._anthropic, scheduler=False) as router,
+                self._serving(),
+            ):
                 self._router = router
                 if not await self._take_lease(router):
                     return self._code
@@ -85,6 +100,65 @@ class Daemon:
                     loop.remove_signal_handler(sig)
         log.info("daemon_stopped", owner=self.owner, code=self._code)
         return self._code
+
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
+        """Serve the metrics and health endpoints meanwhile, if asked; binding fails at once."""
+        if self.metrics is None:
+            yield
+            return
+        from .metrics import MetricsServer
+
+        address, what = self.metrics
+        server = MetricsServer(address, snapshot=self._figures, ready=self.readiness, what=what)
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    def _poll_age(self) -> float | None:
+        at = self._router.last_poll_at if self._router is not None else None
+        return None if at is None else time.monotonic() - at
+
+    async def _figures(self) -> tuple[Snapshot, DaemonView]:
+        from . import observe
+        from .metrics import DaemonView
+
+        if self._router is None:
+            raise RuntimeError("the daemon is starting")
+        snapshot = await observe.take(self._router.store, self.config)
+        return snapshot, DaemonView(owner=self.owner, last_poll_age=self._poll_age())
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """(ready, details): ready while this daemon holds the lease, the store answers, and the
+        last poll finished less than twice `[batch] poll_interval` ago; else the reason."""
+        router = self._router
+        if router is None or self._stop.is_set():
+            return False, {"reason": "the daemon is starting or stopping"}
+        try:
+            async with asyncio.timeout(5.0):
+                lease = await leases.current(router.store)
+        except Exception as exc:
+            return False, {"reason": f"the store does not answer: {exc or type(exc).__name__}"}
+        now = time.time()
+        if lease is None or lease.expires_at <= now:
+            return False, {"reason": "no daemon holds the lease"}
+        if lease.owner != self.owner:
+            return False, {
+                "reason": f"another daemon holds the lease ({lease.owner}); this one waits (--standby)",
+                "holder": lease.owner,
+            }
+        age = self._poll_age()
+        limit = 2 * self.config.batch.poll_interval
+        details: dict[str, object] = {"owner": self.owner, "last_poll_age_seconds": age}
+        if age is None:
+            return False, {"reason": "no poll has finished yet", **details}
+        if age >= limit:
+            running = "; one is running" if router._poll_lock.locked() else ""
+            reason = f"the last poll finished {age:.1f} s ago (twice poll_interval: {limit:g} s{running})"
+            return False, {"reason": reason, **details}
+        return True, details
 
     async def _take_lease(self, router: Router) -> bool:
         store = router.store
@@ -188,6 +262,17 @@ class Daemon:
                 async with lock:
                     pass
             await asyncio.sleep(0)
+
+
+def _metrics_address(config: RouterConfig, given: str | None, public: bool) -> tuple[Address, str] | None:
+    """The metrics address to serve and where it was set (for errors), or None."""
+    text = given if given is not None else config.daemon.metrics
+    if text is None:
+        return None
+    from .metrics import metrics_address
+
+    what = "--metrics" if given is not None else "[daemon] metrics"
+    return metrics_address(text, public=public or config.daemon.metrics_public, what=what), what
 
 
 async def run_daemon(config: RouterConfig, *, standby: bool = False, lease_ttl: float | None = None) -> int:

@@ -12,7 +12,7 @@ shape of a batch's results file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -158,9 +158,16 @@ def _chunks(
 
 
 async def enqueue_file(
-    router: Router, path: str | Path, *, latency: str | None = None, tag: str | None = None
+    router: Router,
+    path: str | Path,
+    *,
+    latency: str | None = None,
+    tag: str | None = None,
+    progress: Callable[[str, int], None] | None = None,
 ) -> EnqueueReport:
-    """Store every request of a Batch API JSONL file, or none (raises JsonlError naming the bad lines)."""
+    """Store every request of a Batch API JSONL file, or none (raises JsonlError naming the bad lines).
+
+    `progress(phase, lines)` is called after each chunk: phase "checking", then "storing"."""
     file = _existing(path)
     tag = check_tag(tag)
     if latency is not None:
@@ -206,10 +213,13 @@ async def enqueue_file(
                         f"custom_id {line.key!r} is already stored with different params;"
                         " a key names one request",
                     )
+            if progress is not None:
+                progress("checking", report.lines)
         if bad:
             raise JsonlError(file, problems, bad)
         del first_line
         # Pass 2: store, one transaction per chunk.
+        done = 0
         for chunk in _chunks(file, router, latency, tag):
             lines = [item for item in chunk if isinstance(item, _Line)]
             if len(lines) != len(chunk):
@@ -233,6 +243,9 @@ async def enqueue_file(
             if escalate:
                 await router._deadlines.escalate_ids(escalate, now)
                 report.escalated += len(escalate)
+            done += len(chunk)
+            if progress is not None:
+                progress("storing", done)
     except UnicodeDecodeError as exc:
         raise RouterError(f"{file}: not UTF-8 text ({exc}); nothing was stored") from None
     if report.escalated:

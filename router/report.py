@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from .config import RouterConfig
 from .pricing import CostSummary, PriceTable
 from .store import Store
@@ -9,8 +12,13 @@ from .store import Store
 
 async def cost_summary(store: Store, config: RouterConfig) -> CostSummary:
     """Sum the ledger (usage as the API returned it) into a CostSummary with the configured prices."""
+    return summary_of(await store.ledger_totals(), config)
+
+
+def summary_of(rows: Iterable[Mapping[str, Any]], config: RouterConfig) -> CostSummary:
+    """A CostSummary of billed ledger sums (rows with `Store.ledger_totals`' keys), configured prices."""
     summary = CostSummary(prices=PriceTable.bundled().with_overrides(config.pricing))
-    for row in await store.ledger_totals():
+    for row in rows:
         usage = {
             "input_tokens": row["input_tokens"] or 0,
             "output_tokens": row["output_tokens"] or 0,

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from router.config import (
     AnthropicSettings,
     BatchSettings,
+    DaemonSettings,
     LatencyClass,
     ModelPrice,
     RouterConfig,
@@ -325,6 +326,7 @@ def test_example_documents_every_key() -> None:
         "store": StoreSettings,
         "batch": BatchSettings,
         "router": RouterSettings,
+        "daemon": DaemonSettings,
         "classes": LatencyClass,
         "rules": Rule,
         "pricing": ModelPrice,

@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import sqlite3
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from router.emulator import Emulator
 from router.store import Store, leases
 from tests import helpers
 from tests.durability import (
+    env,
     finish,
     lease_owner,
     prompt,
@@ -208,24 +210,81 @@ async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
     assert events.index("batch_submitted") < events.index("daemon_stopped")
 
 
+# A daemon that stops itself (SIGSTOP) right after a lease renewal once FLAG exists: hung at a
+# known point, with no transaction of its own open (a process stopped inside one would hold the
+# database's write lock, and the standby could not take the lease at all). It writes the lease
+# it holds to OUT first, so the test knows when that lease runs out.
+_FREEZING_DAEMON = """
+import json, os, signal, sqlite3, sys
+import router.daemon as daemon
+from router.cli import main
+
+flag, out = sys.argv[1], sys.argv[2]
+renew = daemon.Daemon._renew
+
+async def renew_then_freeze(self):
+    await renew(self)
+    if self._stop.is_set() or not os.path.exists(flag):
+        return
+    os.remove(flag)  # once: after SIGCONT it runs on
+    # No await from the renewal's COMMIT to the SIGSTOP: no other write of ours can begin.
+    db = sqlite3.connect(str(self.config.store.path))
+    ((expires_at,),) = db.execute("SELECT expires_at FROM leases WHERE owner = ?", (self.owner,))
+    db.close()
+    with open(out + ".tmp", "w") as f:
+        json.dump({"expires_at": expires_at}, f)
+    os.replace(out + ".tmp", out)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+daemon.Daemon._renew = renew_then_freeze
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def stopped(proc: asyncio.subprocess.Process) -> bool:
+    """True while the process is stopped by a signal (state T in /proc)."""
+    with open(f"/proc/{proc.pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "T"
+
+
 async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="1s")
+    # 2 s: the standby renews every 0.67 s, so a woken daemon finds the lease taken even when
+    # the standby was slow to renew once (a loaded machine).
+    config = write_config(tmp_path, emulator.url, lease_ttl="2s")
     db = tmp_path / "router.db"
-    first = await start_daemon(config)
+    flag, frozen = tmp_path / "freeze", tmp_path / "frozen.json"
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _FREEZING_DAEMON,
+        str(flag),
+        str(frozen),
+        "--config",
+        str(config),
+        "daemon",
+        env=env(),
+        cwd=str(tmp_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     await until(lambda: owned_by(db, first))
     standby = await start_daemon(config, "--standby")
     try:
-        await read_until_event(standby, "daemon_standby")
-        first.send_signal(signal.SIGSTOP)  # alive but silent: only the expiry can tell
-        frozen = time.monotonic()
-        await until(lambda: owned_by(db, standby), timeout=10)
-        takeover = time.monotonic() - frozen
-        print(f"\nlease takeover from a hung (SIGSTOP) daemon, lease_ttl 1s: {takeover * 1000:.0f} ms")
-        assert takeover >= 0.3  # renewed every ttl/3, so never taken before it lapsed
+        await read_until_event(standby, "daemon_standby", timeout=60)
+        flag.touch()  # the first daemon hangs right after its next renewal
+        await until(lambda: frozen.exists() and stopped(first), timeout=60)
+        expires_at = json.loads(frozen.read_text())["expires_at"]
+        await until(lambda: owned_by(db, standby), timeout=60)  # alive but silent: only the expiry tells
+        ((taken_at,),) = query(db, "SELECT acquired_at FROM leases WHERE name = 'driver'")
+        late = (taken_at - expires_at) * 1000
+        print(f"\nlease taken from a hung (SIGSTOP) daemon {late:+.0f} ms after its expiry")
+        assert taken_at >= expires_at  # never before the hung daemon's lease ran out
+        assert stopped(first)
         first.send_signal(signal.SIGCONT)
-        woke = await finish(first)
+        woke = await finish(first, timeout=60)
         assert woke.code == 4  # its next renewal fails: it stops instead of driving alongside
         assert "lease_lost" in woke.stderr
         assert owned_by(db, standby)

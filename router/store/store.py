@@ -716,6 +716,86 @@ class Store:
         async with self._reader.execute("SELECT COUNT(*) FROM batches WHERE api_id IS NOT NULL") as cur:
             return int((await cur.fetchone() or (0,))[0])
 
+    # ------------------------------------------------------------------ figures (router/observe.py)
+    # Read-only, one statement each, for metrics scrapes and `status`: every app on the database
+    # shows up, since the figures come from the rows rather than from any process's memory.
+
+    async def class_state_figures(self) -> list[tuple[str, str, int, float | None, int, int]]:
+        """Per (class, state): requests, the oldest one's created_at, and how many of them were
+        escalated while never in a batch, and escalated out of a batch (one scan of requests)."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT class, state, COUNT(*), MIN(created_at),"
+            " COALESCE(SUM(escalated_at IS NOT NULL AND batch_id IS NULL), 0),"
+            " COALESCE(SUM(escalated_at IS NOT NULL AND batch_id IS NOT NULL), 0)"
+            " FROM requests_now GROUP BY class, state ORDER BY class, state"
+        )
+        return [(str(c), str(s), int(n), at, int(before), int(out)) for c, s, n, at, before, out in rows]
+
+    async def open_batch_progress(self) -> dict[int, dict[str, int]]:
+        """For each open batch, its requests by state (finished ones are those already ingested)."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT batch_id, state, COUNT(*) FROM requests_now"
+            " WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'done') GROUP BY batch_id, state"
+        )
+        out: dict[int, dict[str, int]] = {}
+        for batch_id, state, count in rows:
+            out.setdefault(int(batch_id), {})[str(state)] = int(count)
+        return out
+
+    async def ledger_figures(self, today_since: float) -> list[dict[str, Any]]:
+        """Ledger sums by lane, model, class, result type, duplicate flag and whether the row is
+        from `today_since` on. The keys of ledger_totals' rows, plus class, result_type and today.
+
+        Entries this process has queued but not yet committed are committed first.
+        """
+        if self._ledger.entries:
+            await self._commit_ledger(self._ledger.take())
+        rows = await self._reader.execute_fetchall(
+            "SELECT lane, model, class, result_type, duplicate, at >= ? AS today, SUM(calls),"
+            " SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m), SUM(cache_write_1h),"
+            " SUM(cache_read) FROM ledger GROUP BY lane, model, class, result_type, duplicate, today",
+            (today_since,),
+        )
+        names = (
+            "lane",
+            "model",
+            "class",
+            "result_type",
+            "duplicate",
+            "today",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cache_write_5m",
+            "cache_write_1h",
+            "cache_read",
+        )
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
+        """Batch turnarounds (API created -> ended, canceled batches left out): how many are at
+        most each of `bounds`, how many in all, and their sum in seconds."""
+        counts = ", COALESCE(SUM(seconds <= ?), 0)" * len(bounds)
+        ((total, seconds, *within),) = await self._reader.execute_fetchall(
+            f"SELECT COUNT(*), COALESCE(SUM(seconds), 0.0){counts}"
+            " FROM (SELECT MAX(seconds) AS seconds FROM turnarounds GROUP BY batch_id)",
+            tuple(float(b) for b in bounds),
+        )
+        return [int(n) for n in within], int(total), float(seconds)
+
+    async def batches_after(self, after_id: int) -> list[BatchRow]:
+        """Batch rows with an id above `after_id` (the ones a flush in progress made), any state."""
+        async with self._reader.execute(
+            "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
+            " next_poll_at FROM batches WHERE id > ? ORDER BY id",
+            (after_id,),
+        ) as cur:
+            return [BatchRow(*r) for r in await cur.fetchall()]
+
+    async def last_batch_id(self) -> int:
+        ((last,),) = await self._reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM batches")
+        return int(last)
+
 
 def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
     if latencies is None:
