@@ -7,7 +7,6 @@ expected form. Unknown keys are errors: a typo must never silently change routin
 from __future__ import annotations
 
 import difflib
-import importlib
 import ipaddress
 import os
 import re
@@ -460,13 +459,15 @@ class LatencyClass(BaseModel):
 
 
 def _cron_problem(expression: str, timezone: str) -> str | None:
-    # APScheduler 3.x ships no type information; importing it dynamically keeps mypy
-    # strict regardless of how the project configures untyped imports.
-    cron_trigger: Any = importlib.import_module("apscheduler.triggers.cron").CronTrigger
+    from .cron import cron_trigger  # imports APScheduler, which only a cron class needs
+
     try:
-        cron_trigger.from_crontab(expression, timezone=timezone)
+        cron_trigger(expression, timezone=timezone)
     except (ValueError, KeyError, zoneinfo.ZoneInfoNotFoundError) as exc:
-        return f'expected a 5-field cron expression like "0 2 * * *" (minute hour day month weekday): {exc}'
+        return (
+            'expected a 5-field cron expression like "0 2 * * *" (minute hour day month weekday,'
+            f" weekday 0 or 7 = Sunday): {exc}"
+        )
     return None
 
 

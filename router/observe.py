@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import LatencyClass, RouterConfig
+from .cron import cron_trigger
 from .pricing import CostSummary
 from .report import summary_of
 from .store import Store, leases, states
@@ -210,7 +210,7 @@ def next_flush_at(
     at = datetime.fromtimestamp(now, UTC)
     times: list[float] = []
     if cls.cron:
-        fire = CronTrigger.from_crontab(cls.cron, timezone=cls.timezone).get_next_fire_time(None, at)
+        fire = cron_trigger(cls.cron, timezone=cls.timezone).get_next_fire_time(None, at)
         if fire is not None:
             times.append(fire.timestamp())
     if cls.every and scheduler_since is not None:

@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import LatencyClass
+from .cron import cron_trigger
 
 log = structlog.get_logger()
 
@@ -57,7 +57,7 @@ class RouterScheduler:
             if cls.cron:
                 self._scheduler.add_job(
                     flush,
-                    CronTrigger.from_crontab(cls.cron, timezone=cls.timezone),
+                    cron_trigger(cls.cron, timezone=cls.timezone),
                     args=[name],
                     id=f"cron:{name}",
                 )
