@@ -100,7 +100,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     """The error and its cause (`APIConnectionError` says only "Connection error.")."""
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
@@ -157,11 +157,11 @@ async def flush(
             if is_certain_failure(exc, body_started=upload.body_started):
                 released = await store.release_batch(claim.batch_id)
                 report.released += released
-                log.warning("batch_create_failed", error=_describe(exc), requests=released)
+                log.warning("batch_create_failed", error=describe_failure(exc), requests=released)
             else:
                 report.uncertain += 1
                 report.uncertain_ids.append(claim.batch_id)
-                log.warning("batch_create_uncertain", error=_describe(exc), local_batch=claim.batch_id)
+                log.warning("batch_create_uncertain", error=describe_failure(exc), local_batch=claim.batch_id)
             break  # the API is unhappy: leave the rest for the next flush
         finally:
             if in_flight is not None:

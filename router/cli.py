@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .config import RouterConfig, load_config
-from .errors import ConfigError, RouterError
+from .errors import ConfigError, RouterError, StoreError
 from .logs import configure_logging
 from .presets import EXAMPLE, load_preset, preset_names, write_config
 
@@ -42,15 +42,18 @@ def _config_file(args: argparse.Namespace) -> Path | None:
     return Path(DEFAULT_CONFIG) if Path(DEFAULT_CONFIG).exists() else None
 
 
-def _load(args: argparse.Namespace) -> RouterConfig:
+def _load(args: argparse.Namespace, *, announce: bool = True) -> RouterConfig:
     path = _config_file(args)
     if path is not None:
         return load_config(path)
     config = RouterConfig.default()
-    # Say so: a forgotten config silently means another database and another policy.
-    store = Path(config.store.path).absolute()
-    print(f"hybrid-router: {_NO_CONFIG}: using the built-in defaults (store {store})", file=sys.stderr)
+    if announce:  # a forgotten config silently means another database and another policy
+        print(f"hybrid-router: {_defaults_note(config)}", file=sys.stderr)
     return config
+
+
+def _defaults_note(config: RouterConfig) -> str:
+    return f"{_NO_CONFIG}: using the built-in defaults (store {Path(config.store.path).absolute()})"
 
 
 def _require_api_key(command: str) -> None:
@@ -69,12 +72,21 @@ EXISTING_STORE_ONLY = frozenset({"status", "report", "results", "purge"})
 def _with_router(args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     from .client import Router
 
+    create = args.command not in EXISTING_STORE_ONLY
+    defaults = _config_file(args) is None
+    # A reading command on the defaults' store says so in its one line, if that store is missing.
+    config = _load(args, announce=create or not defaults)
+
     async def run() -> int:
-        create = args.command not in EXISTING_STORE_ONLY
-        async with Router(_load(args), scheduler=False, create_store=create) as router:
+        async with Router(config, scheduler=False, create_store=create) as router:
             return await body(router)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        if create or not defaults:
+            raise
+        raise StoreError(f"{exc} ({_defaults_note(config)})") from None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -167,6 +179,14 @@ def cmd_flush(args: argparse.Namespace) -> int:
         if args.poll:
             polled = await router.poll()
             print(f"polled {polled.polled}, ended {len(polled.ended)}, delivered {polled.delivered}")
+        if report.failure is not None:
+            from .batcher import describe_failure
+
+            print(
+                f"hybrid-router: flush: batches.create failed: {describe_failure(report.failure)}",
+                file=sys.stderr,
+            )
+            return 1
         return 0
 
     return _with_router(args, body)

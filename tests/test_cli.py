@@ -386,3 +386,39 @@ def test_validate_of_a_missing_file_suggests_init(tmp_path: Path, capsys: pytest
     assert capsys.readouterr().err == (
         f"hybrid-router: {missing}: config file not found; `hybrid-router init --path {missing}` writes one\n"
     )
+
+
+def test_a_reading_command_on_the_defaults_missing_store_says_both_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "no database here" in err and "using the built-in defaults" in err
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_flush_whose_create_fails_says_why_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    assert main(["enqueue", str(jsonl(tmp_path, 2)), "--latency", "daily", "-c", str(config)]) == 0
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    try:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        assert main(["flush", "-c", str(config)]) == 1
+    finally:
+        closed.close()
+    captured = capsys.readouterr()
+    assert "2 put back to pending" in captured.out
+    assert captured.err.endswith(
+        "hybrid-router: flush: batches.create failed:"
+        " Connection error. (ConnectError: All connection attempts failed)\n"
+    )
+    assert query(tmp_path / "router.db", "SELECT state, count(*) FROM requests GROUP BY state") == [
+        ("pending", 2)
+    ]
