@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import anthropic
 import httpx2
-import structlog
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
+from .logs import get_logger
 from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 BATCHES_PATH = "/v1/messages/batches"
 

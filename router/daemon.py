@@ -17,16 +17,16 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import structlog
 from anthropic import AsyncAnthropic
 
 from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
+from .logs import get_logger
 from .store import leases
 from .store.purge import PurgeReport, purge
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_LEASE_HELD = 3  # another daemon drives this database (and --standby was not given)
