@@ -34,11 +34,40 @@ _LEVELS["exception"] = logging.ERROR
 class RouterLogger(structlog.stdlib.BoundLogger):
     """A structlog logger over a `logging.Logger` that costs one level check when its level is off.
 
-    Each call first asks the stdlib logger's cached `isEnabledFor`; a disabled call builds no
-    event dict and runs no processor.
+    Each call first asks the stdlib logger's cached `isEnabledFor`: a disabled call builds no
+    event dict and runs no processor (about the cost of a disabled `logging.Logger.debug`).
     """
 
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.isEnabledFor(logging.DEBUG):
+            return super()._proxy_to_logger("debug", event, *args, **kw)
+        return None
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.isEnabledFor(logging.INFO):
+            return super()._proxy_to_logger("info", event, *args, **kw)
+        return None
+
+    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.isEnabledFor(logging.WARNING):
+            return super()._proxy_to_logger("warning", event, *args, **kw)
+        return None
+
+    warn = warning
+
+    def error(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.isEnabledFor(logging.ERROR):
+            return super()._proxy_to_logger("error", event, *args, **kw)
+        return None
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if self._logger.isEnabledFor(logging.ERROR):
+            kw.setdefault("exc_info", True)
+            return super()._proxy_to_logger("exception", event, *args, **kw)
+        return None
+
     def _proxy_to_logger(self, method_name: str, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        # The other methods (critical, log, the async ones) come here first.
         if not self._logger.isEnabledFor(_LEVELS[method_name]):
             return None
         return super()._proxy_to_logger(method_name, event, *args, **kw)
