@@ -1,8 +1,9 @@
 """APScheduler wiring: per-class flush triggers, batch polling and purging.
 
 SQLite is the durable state, so jobs live in APScheduler's memory job store, with
-`coalesce=True`. APScheduler only starts each job as a task of ours; a job still running when
-its trigger fires again is skipped, so a slow flush is never stacked on itself.
+`coalesce=True`. APScheduler only starts each job as a task of ours (in the loop's thread);
+a job still running when its trigger fires again is skipped, so a slow flush is never
+stacked on itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -47,7 +49,9 @@ class RouterScheduler:
         self._stopping = False
         self._by_job: dict[str, asyncio.Task[object]] = {}
         self._flush = flush
-        self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=UTC)
+        self._scheduler = AsyncIOScheduler(
+            executors={"default": DebugExecutor()}, job_defaults=_JOB_DEFAULTS, timezone=UTC
+        )
         for name, cls in classes.items():
             if cls.route != "batch":
                 continue
@@ -74,17 +78,19 @@ class RouterScheduler:
             self._launcher(func, job_id), trigger, args=list(args), id=job_id, replace_existing=True
         )
 
-    def _launcher(self, job: Callable[..., Awaitable[object]], job_id: str) -> Callable[..., Awaitable[None]]:
-        """What APScheduler runs: start the job as a task of ours and return at once.
+    def _launcher(self, job: Callable[..., Awaitable[object]], job_id: str) -> Callable[..., None]:
+        """What APScheduler runs: a plain function that starts the job as a task of ours.
 
-        A flush cut in half would leave a batch created but unrecorded, so APScheduler never
-        holds a running job: its shutdown cancels what its executor awaits, and has nothing
-        to cancel. `shutdown()` stops new runs and `drain()` waits for the running ones to
-        finish their step. A job still running when its trigger fires again is skipped, as
+        APScheduler's asyncio executor would await the job in a task of its own and, at
+        shutdown, cancel that task and log the CancelledError with its traceback; a flush cut
+        in half would also leave a batch created but unrecorded. The `DebugExecutor` calls this
+        function at once in the loop's thread, so APScheduler never holds anything to cancel:
+        `shutdown()` stops new runs and `drain()` waits for the running ones to finish their
+        step. A job still running when its trigger fires again is skipped, as
         `max_instances=1` would, without APScheduler's warning.
         """
 
-        async def launch(*args: object) -> None:
+        def launch(*args: object) -> None:
             if self._stopping:
                 return
             running = self._by_job.get(job_id)

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apscheduler.events import EVENT_JOB_SUBMITTED
 
 from router.emulator import Emulator
 from router.logs import RouterLogger, get_logger
+from router.scheduler import RouterScheduler
 from router.store import states as request_states
 
 from .durability import Finished, env, query
@@ -186,3 +188,27 @@ def test_a_disabled_call_runs_no_processor() -> None:
 def test_library_loggers_are_stdlib_loggers_under_router_with_a_null_handler() -> None:
     assert get_logger("router.client")._logger is logging.getLogger("router.client")
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("router").handlers)
+
+
+async def test_a_shutdown_as_apscheduler_submits_a_job_cancels_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = asyncio.Event()
+
+    async def flush(latency: str) -> None:
+        started.set()
+
+    async def idle(*_args: object) -> None:
+        return None
+
+    scheduler = RouterScheduler(classes={}, flush=flush, check_triggers=idle, poll=idle, poll_tick=3600)
+    # The moment APScheduler's asyncio executor had created its task but not yet run it: a
+    # shutdown then cancelled the job before it started and logged "Error running job".
+    scheduler._scheduler.add_listener(lambda _event: scheduler.shutdown(), EVENT_JOB_SUBMITTED)
+    caplog.set_level(logging.WARNING)
+    scheduler.start()
+    scheduler.flush_now("daily")
+    async with asyncio.timeout(10):
+        await started.wait()
+    await scheduler.drain()
+    assert caplog.records == []
