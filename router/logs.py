@@ -13,6 +13,7 @@ even warnings through `logging.lastResort`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -100,10 +101,33 @@ def _exc_info(value: object) -> ExcInfo | None:
     return None
 
 
+# Frames of these files are the logging machinery, not the caller a record should name.
+_MACHINERY = (os.path.dirname(structlog.__file__) + os.sep, __file__)
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes a record's funcName, lineno and pathname the log call's.
+
+    `logging` starts counting at the first frame outside itself: structlog's frame that
+    calls the stdlib logger, two above this one (`_to_stdlib`, then `_process_event`).
+    """
+    frame = sys._getframe(3)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_MACHINERY):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def _to_stdlib(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
     """Hand the event to `logging`: the dict as the message (what `ProcessorFormatter.wrap_for_formatter`
-    passes), and `exc_info` as the record's own, so plain formatters print the traceback too."""
+    passes), `exc_info` as the record's own so that plain formatters print the traceback too,
+    and the log call's place as the record's."""
     kwargs: dict[str, Any] = {"extra": {"_logger": logger, "_name": method_name}}
+    # A logger class with a findCaller of its own (structlog's LoggerFactory installs one for
+    # loggers created after it) finds the caller its own way: no stacklevel for it.
+    if type(logger).findCaller is logging.Logger.findCaller:
+        kwargs["stacklevel"] = _caller_stacklevel()
     if "exc_info" in event_dict:
         info = _exc_info(event_dict.pop("exc_info"))
         if info is not None:

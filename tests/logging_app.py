@@ -120,7 +120,7 @@ def main(argv: list[str]) -> None:
     mode, url, db = argv[:3]
     count = int(argv[3]) if len(argv) > 3 else 1
     if mode == "basic":
-        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(levelname)s %(message)s")
+        logging.basicConfig(level=logging.DEBUG, format="%(name)s %(funcName)s %(levelname)s %(message)s")
     elif mode == "configured":
         from router.logs import configure_logging
 
