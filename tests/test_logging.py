@@ -216,3 +216,18 @@ async def test_a_shutdown_as_apscheduler_submits_a_job_cancels_nothing(
         await started.wait()
     await scheduler.drain()
     assert caplog.records == []
+
+
+def test_no_library_module_logs_through_structlogs_global_configuration() -> None:
+    # structlog.get_logger() follows structlog.configure(), whose default prints to stdout.
+    package = Path(__file__).resolve().parents[1] / "router"
+    offenders = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "logs.py"
+        and any(
+            call in path.read_text(encoding="utf-8")
+            for call in ("structlog.get_logger", "structlog.getLogger")
+        )
+    ]
+    assert offenders == [], "use router.logs.get_logger(__name__)"
