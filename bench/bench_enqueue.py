@@ -5,6 +5,11 @@ Sides, same process run, each on a fresh database file:
   - Router.messages.submit (validation + serialization + Store.enqueue),
   - competitor: plain aiosqlite, one INSERT + COMMIT per request (1,024 callers on one connection).
 Target: >= 25,000 requests/s for the first two.
+
+Then `messages.submit` with logging as a program that configures nothing leaves it, against
+`configure_logging("warning")` (quiet): 20,000 requests of ~850-byte prompts, each run in its
+own spawned process, in alternating pairs. Target: unconfigured within 10 % of quiet.
+`--logging` runs only that part.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import uuid
 from pathlib import Path
 
 import aiosqlite
-from _common import MODEL, banner, median, params_of_size, ratio, row
+from _common import MODEL, banner, median, params_of_size, ratio, row, run_async_child
 
 from router import Router, RouterConfig
+from router.logs import configure_logging, reset_logging
 from router.store import NewRequest, Store
 
 CALLERS = 1024
@@ -28,6 +34,9 @@ N_OURS = 100_000
 N_PLAIN = 5_000
 REPEATS = 3
 PARAMS_SIZE = 300
+N_LOGGING = 20_000
+PROMPT_PARAMS_SIZE = 950  # params JSON of ~950 B: a prompt of ~850 B
+LOGGING_PAIRS = 7
 
 
 async def _callers(n: int, work: object) -> float:
@@ -96,7 +105,54 @@ async def bench_plain(db: Path) -> float:
         await conn.close()
 
 
+async def bench_submit_logging(db: str, configured: bool) -> float:
+    """One `messages.submit` run in a fresh process, logging unconfigured or configured quiet."""
+    if configured:
+        configure_logging("warning")
+    else:
+        reset_logging()  # bench/_common.py configures on import; back to a bare program's state
+    config = RouterConfig.default(store_path=db)
+    params = [params_of_size(i, PROMPT_PARAMS_SIZE) for i in range(N_LOGGING)]
+    async with Router(config, scheduler=False) as client:
+
+        async def one(i: int) -> None:
+            await client.messages.submit(**params[i], latency="daily", key=f"k{i}")
+
+        return await _callers(N_LOGGING, one)
+
+
+def logging_pairs(tmp: str) -> None:
+    banner(
+        f"messages.submit, logging unconfigured vs quiet, {N_LOGGING:,} req, {CALLERS} callers,"
+        f" ~{PROMPT_PARAMS_SIZE} B params, FULL"
+    )
+    runs: dict[bool, list[float]] = {False: [], True: []}
+    pair_ratios: list[float] = []
+    for pair in range(LOGGING_PAIRS):
+        order = (False, True) if pair % 2 == 0 else (True, False)
+        got: dict[bool, float] = {}
+        for configured in order:
+            db = Path(tmp) / f"logging-{uuid.uuid4().hex}.db"
+            got[configured] = run_async_child(bench_submit_logging, str(db), configured)
+            runs[configured].append(got[configured])
+        pair_ratios.append(got[False] / got[True])
+    row("submit, logging unconfigured", runs[False], "req/s")
+    row('submit, configure_logging("warning")', runs[True], "req/s")
+    unconfigured, quiet = median(runs[False]), median(runs[True])
+    print(
+        f"  ratio unconfigured / quiet: {ratio(unconfigured, quiet)} of medians,"
+        f" {median(pair_ratios):.2f}x median of pairs"
+        f" (pairs: {', '.join(f'{r:.2f}' for r in pair_ratios)})"
+    )
+    ok = median(pair_ratios) >= 0.90
+    print(f"  target unconfigured within 10 % of quiet: {'met' if ok else 'MISSED'}")
+
+
 async def main() -> int:
+    if "--logging" in sys.argv[1:]:
+        with tempfile.TemporaryDirectory() as tmp:
+            logging_pairs(tmp)
+        return 0
     banner(f"durable enqueue, synchronous=FULL, {CALLERS} concurrent callers, ~{PARAMS_SIZE} B params")
     results: dict[str, list[float]] = {"store": [], "router": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,6 +167,8 @@ async def main() -> int:
     print(f"  ratio Store.enqueue / plain: {ratio(s, p)};  Router.submit / plain: {ratio(r, p)}")
     ok = s >= 25_000 and r >= 25_000
     print(f"  target >= 25,000 req/s: {'met' if ok else 'MISSED'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        logging_pairs(tmp)
     return 0
 
 

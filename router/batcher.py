@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
-import structlog
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
+from .logs import get_logger
 from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 BATCHES_PATH = "/v1/messages/batches"
 

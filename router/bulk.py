@@ -13,9 +13,8 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .errors import DeadlineError, InvalidRequestError, RouterError
+from .logs import get_logger
 from .outcomes import Outcome, outcome_of
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from .client import Router
     from .config import LatencyClass
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 DEFAULT_WINDOW = 100_000  # one full batch outstanding at most: about 10 MB of bookkeeping
 MAX_CHUNK = 1000  # requests per enqueue transaction

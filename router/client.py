@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any, TypeVar, overload
 
 import anthropic
-import structlog
 from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
 from anthropic.resources.beta import AsyncBeta
 from anthropic.resources.messages import AsyncBatches, AsyncBatchesWithRawResponse
@@ -27,6 +26,7 @@ from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .limits import check_realtime_size
+from .logs import get_logger
 from .outcomes import Outcome, outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
@@ -37,7 +37,7 @@ from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
 from .store.store import BODY_FIXED
 from .watcher import CompletionWatcher
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")

@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import structlog
 from anthropic import AsyncAnthropic
 
 from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
+from .logs import get_logger
 from .store import leases
 from .store.purge import PurgeReport, purge
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .metrics import Address, DaemonView
     from .observe import Snapshot
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_LEASE_HELD = 3  # another daemon drives this database (and --standby was not given)

@@ -13,11 +13,10 @@ import contextlib
 import math
 from collections.abc import Callable
 
-import structlog
-
+from .logs import get_logger
 from .store import Store, leases
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 NO_DAEMON_AFTER = 30.0  # seconds without a lease holder before an app with waiting requests warns
 CHECK_EVERY = 5.0  # seconds between looks at the lease

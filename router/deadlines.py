@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
-import structlog
 
 from .config import RouterConfig
+from .logs import get_logger
 from .realtime import RealtimeLane
 from .store import LedgerEntry, Store, custom_id_for, states
 from .store import deadlines as q
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 MIN_SAMPLES = 3  # batches of history before the estimate replaces the prior
 # Statuses after which sending the same request again may work.

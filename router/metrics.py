@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -30,9 +29,10 @@ from prometheus_client.registry import Collector
 
 from .config import is_loopback, parse_listen_address
 from .errors import RouterError
+from .logs import get_logger
 from .observe import Snapshot
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 
 class MetricsAddressError(RouterError):

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 import anthropic
 import httpx2
-import structlog
 
 from ._crashpoints import crash_point
+from .logs import get_logger
 from .retry import retry_after_of
 from .store import BatchRow, FinalRow, IngestStats, Store, states
 from .store.deadlines import record_turnaround
 from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 INGEST_CHUNK = 10000  # 2,000 cost ~1.4 s more per 100,000 lines (five times the commits)
 CHUNKS_IN_FLIGHT = 2

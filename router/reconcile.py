@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import anthropic
 import httpx2
-import structlog
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
+from .logs import get_logger
 from .store import BatchRow, Store, states
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 RELEASED = "released"  # batch row: create outcome unknown, requests resubmitted, still looking
 CLOCK_SKEW = 60.0  # seconds of disagreement tolerated between our clock and the API's

@@ -1,24 +1,30 @@
 """APScheduler wiring: per-class flush triggers, batch polling and purging.
 
-SQLite is the durable state, so jobs live in APScheduler's memory job store; every job
-has `max_instances=1` and `coalesce=True` so a slow flush is never stacked on itself.
+SQLite is the durable state, so jobs live in APScheduler's memory job store, with
+`coalesce=True`. APScheduler only starts each job as a task of ours (in the loop's thread);
+a job still running when its trigger fires again is skipped, so a slow flush is never
+stacked on itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import LatencyClass
 from .cron import cron_trigger
+from .logs import get_logger
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 _JOB_DEFAULTS: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
 
@@ -40,61 +46,75 @@ class RouterScheduler:
         housekeeping_every: float = 86_400.0,
     ) -> None:
         self._running: set[asyncio.Task[object]] = set()
-        flush = self._shielded(flush)
-        check_triggers = self._shielded(check_triggers)
-        poll = self._shielded(poll)
-        escalate = self._shielded(escalate) if escalate is not None else None
-        housekeeping = self._shielded(housekeeping) if housekeeping is not None else None
+        self._stopping = False
+        self._by_job: dict[str, asyncio.Task[object]] = {}
         self._flush = flush
-        self._scheduler = AsyncIOScheduler(job_defaults=_JOB_DEFAULTS, timezone=UTC)
+        self._scheduler = AsyncIOScheduler(
+            executors={"default": DebugExecutor()}, job_defaults=_JOB_DEFAULTS, timezone=UTC
+        )
         for name, cls in classes.items():
             if cls.route != "batch":
                 continue
             if cls.every:
-                self._scheduler.add_job(
-                    flush, IntervalTrigger(seconds=cls.every), args=[name], id=f"flush:{name}"
-                )
+                self._add(flush, IntervalTrigger(seconds=cls.every), f"flush:{name}", name)
             if cls.cron:
-                self._scheduler.add_job(
-                    flush,
-                    cron_trigger(cls.cron, timezone=cls.timezone),
-                    args=[name],
-                    id=f"cron:{name}",
-                )
+                self._add(flush, cron_trigger(cls.cron, timezone=cls.timezone), f"cron:{name}", name)
             if cls.max_wait or cls.max_pending or cls.max_pending_bytes:
                 # Size triggers also fire from enqueue; this catches what other processes stored.
                 every = max(0.5, min((cls.max_wait or 60.0) / 4, 30.0))
-                self._scheduler.add_job(
-                    check_triggers, IntervalTrigger(seconds=every), args=[name], id=f"triggers:{name}"
-                )
-        self._scheduler.add_job(poll, IntervalTrigger(seconds=poll_tick), id="poll")
+                self._add(check_triggers, IntervalTrigger(seconds=every), f"triggers:{name}", name)
+        self._add(poll, IntervalTrigger(seconds=poll_tick), "poll")
         if escalate is not None:
-            self._scheduler.add_job(escalate, IntervalTrigger(seconds=escalate_every), id="escalate")
+            self._add(escalate, IntervalTrigger(seconds=escalate_every), "escalate")
         if housekeeping is not None:
-            self._scheduler.add_job(
-                housekeeping, IntervalTrigger(seconds=housekeeping_every), id="housekeeping"
-            )
+            self._add(housekeeping, IntervalTrigger(seconds=housekeeping_every), "housekeeping")
 
-    def _shielded(self, job: Callable[..., Awaitable[object]]) -> Callable[..., Awaitable[object]]:
-        """Run a job as its own task, shielded from the executor's cancellation at shutdown.
+    def _add(
+        self, func: Callable[..., Awaitable[object]], trigger: BaseTrigger, job_id: str, *args: object
+    ) -> None:
+        self._scheduler.add_job(
+            self._launcher(func, job_id), trigger, args=list(args), id=job_id, replace_existing=True
+        )
 
-        A flush cut in half would leave a batch created but unrecorded; shutdown instead stops
-        new runs and waits (drain) for the running ones to finish their step.
+    def _launcher(self, job: Callable[..., Awaitable[object]], job_id: str) -> Callable[..., None]:
+        """What APScheduler runs: a plain function that starts the job as a task of ours.
+
+        APScheduler's asyncio executor would await the job in a task of its own and, at
+        shutdown, cancel that task and log the CancelledError with its traceback; a flush cut
+        in half would also leave a batch created but unrecorded. The `DebugExecutor` calls this
+        function at once in the loop's thread, so APScheduler never holds anything to cancel:
+        `shutdown()` stops new runs and `drain()` waits for the running ones to finish their
+        step. A job still running when its trigger fires again is skipped, as
+        `max_instances=1` would, without APScheduler's warning.
         """
 
-        async def run(*args: object) -> object:
+        def launch(*args: object) -> None:
+            if self._stopping:
+                return
+            running = self._by_job.get(job_id)
+            if running is not None and not running.done():
+                log.debug("job_skipped", job=job_id, reason="still running")
+                return
             task: asyncio.Task[object] = asyncio.ensure_future(job(*args))
+            self._by_job[job_id] = task
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
-            return await asyncio.shield(task)
+            task.add_done_callback(functools.partial(self._finished, job_id))
 
-        return run
+        return launch
+
+    def _finished(self, job_id: str, task: asyncio.Task[object]) -> None:
+        self._running.discard(task)
+        if self._by_job.get(job_id) is task:
+            del self._by_job[job_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("job_failed", job=job_id, error=str(exc), exc_info=exc)
 
     def start(self) -> None:
         self._scheduler.start()
 
     def shutdown(self) -> None:
         """Stop starting jobs; running ones go on until `drain()`."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
@@ -105,19 +125,12 @@ class RouterScheduler:
 
     def flush_now(self, latency: str) -> None:
         """Wake a class's flush at once (a size or age trigger was reached)."""
-        self._scheduler.add_job(
-            self._flush,
-            "date",
-            run_date=datetime.now(UTC),
-            args=[latency],
-            id=f"wake:{latency}",
-            replace_existing=True,
-        )
+        self._add(self._flush, DateTrigger(datetime.now(UTC)), f"wake:{latency}", latency)
         log.debug("flush_woken", latency=latency)
 
     def every(self, seconds: float, func: Callable[[], Awaitable[object]], job_id: str) -> None:
         """Add a periodic job (the daemon's lease renewal)."""
-        self._scheduler.add_job(func, IntervalTrigger(seconds=seconds), id=job_id, replace_existing=True)
+        self._add(func, IntervalTrigger(seconds=seconds), job_id)
 
     def next_run(self, job_id: str, after: datetime) -> datetime | None:
         """When a job's trigger fires next after `after` (None if the job or a next time does not exist)."""

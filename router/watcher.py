@@ -12,13 +12,12 @@ import contextlib
 from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 
-import structlog
-
 from .errors import RouterError
+from .logs import get_logger
 from .outcomes import Outcome, outcome_of
 from .store import FinalRow, RequestRow, Store, states
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 DELIVER_SLICE = 64  # callers woken per event-loop turn by the delivery task
 

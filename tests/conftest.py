@@ -8,17 +8,17 @@ from pathlib import Path
 
 import anthropic
 import pytest
-import structlog
 
 from router import Router, RouterConfig
 from router.emulator import Emulator, EmulatorClock
+from router.logs import reset_logging
 
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """Tests that run the CLI configure structlog; later tests start from the library default."""
+    """Tests that run the CLI configure logging; later tests start from the library default."""
     yield
-    structlog.reset_defaults()
+    reset_logging()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import sys
 
 from router.emulator.clock import EmulatorClock
 from router.emulator.emulator import serve
+from router.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +49,7 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
+    configure_logging("warning")  # a program of its own: its handler failures go to stderr
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(args))
     return 0

@@ -7,7 +7,6 @@ import socket
 from collections.abc import Mapping
 from types import TracebackType
 
-import structlog
 from aiohttp import web
 
 from router.emulator.batches import BatchStore, StoredBatch
@@ -17,13 +16,14 @@ from router.emulator.faults import FaultConfig, FaultInjector
 from router.emulator.journal import JournalEntry
 from router.emulator.replies import PromptCache
 from router.emulator.server import build_app
+from router.logs import get_logger
 
 __all__ = ["DEFAULT_MAX_BATCH_BYTES", "DEFAULT_MAX_BATCH_REQUESTS", "Emulator", "serve"]
 
 DEFAULT_MAX_BATCH_REQUESTS = 100_000
 DEFAULT_MAX_BATCH_BYTES = 256_000_000
 
-_log = structlog.get_logger("router.emulator")
+_log = get_logger(__name__)
 
 
 class Emulator:

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pydantic
-import structlog
 from aiohttp import web
 
 from router.emulator.bodies import parse_batch_body, parse_json, read_body
@@ -19,6 +18,7 @@ from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATU
 from router.emulator.models import CATALOGUE
 from router.emulator.replies import message_body, plan_reply, profile_input, sse_events
 from router.emulator.validation import validate_count_tokens, validate_create
+from router.logs import get_logger
 
 if TYPE_CHECKING:
     from router.emulator.emulator import Emulator
@@ -33,7 +33,7 @@ THREAD_PARSE_BYTES = 1_000_000
 RESULTS_CHUNK_BYTES = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_log = structlog.get_logger("router.emulator")
+_log = get_logger(__name__)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
-import structlog
 
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError, StoreError
+from ..logs import get_logger
 from . import states
 from .failures import StoreErrors, store_error
 from .ingest import (
@@ -53,7 +53,7 @@ from .sql import (
     in_transaction,
 )
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 T = TypeVar("T")
 
