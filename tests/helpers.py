@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from anthropic.types import Message
@@ -43,3 +45,28 @@ async def run_batches(router: Router, emulator: Any) -> None:
     await router.flush()
     emulator.end_batches()
     await router.poll()
+
+
+class _EventList(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = dict(record.msg) if isinstance(record.msg, dict) else {"event": record.getMessage()}
+        self.events.append({**event, "log_level": record.levelname.lower(), "logger": record.name})
+
+
+@contextlib.contextmanager
+def capture_router_logs() -> Iterator[list[dict[str, Any]]]:
+    """The router's log events (every level) as dicts, while the block runs."""
+    handler = _EventList()
+    logger = logging.getLogger("router")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.events
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

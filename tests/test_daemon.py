@@ -15,7 +15,6 @@ from typing import Any
 
 import anthropic
 import pytest
-import structlog
 
 from router import Router, RouterConfig, daemon_watch
 from router.daemon_watch import NO_DAEMON_AFTER
@@ -314,7 +313,7 @@ async def test_an_app_waiting_with_no_daemon_warns_once_and_again_after_a_daemon
         f'[store]\npath = "{tmp_path / "router.db"}"\n[router]\nflusher = "daemon"\n{CLASSES}'
     )
     clock = emulator.clock
-    with structlog.testing.capture_logs() as logs:
+    with helpers.capture_router_logs() as logs:
         async with Router(config, anthropic=sdk, clock=clock.now) as app:
             watch = app._daemon_watch
             assert watch is not None and app.scheduler is None
@@ -352,7 +351,7 @@ async def test_the_app_looks_at_the_lease_on_its_own_and_only_in_daemon_mode(
     daemon_mode = RouterConfig.from_toml_text(
         f'[store]\npath = "{db}"\n[router]\nflusher = "daemon"\n{CLASSES}'
     )
-    with structlog.testing.capture_logs() as logs:
+    with helpers.capture_router_logs() as logs:
         async with Router(daemon_mode, anthropic=sdk, clock=emulator.clock.now) as app:
             await app.messages.submit(**ask("waiting"), latency="daily")
             emulator.clock.advance(NO_DAEMON_AFTER + 1)

@@ -720,6 +720,7 @@ class Store:
     # Read-only, one statement each, for metrics scrapes and `status`: every app on the database
     # shows up, since the figures come from the rows rather than from any process's memory.
 
+    @_store_errors
     async def class_state_figures(self) -> list[tuple[str, str, int, float | None, int, int]]:
         """Per (class, state): requests, the oldest one's created_at, and how many of them were
         escalated while never in a batch, and escalated out of a batch (one scan of requests)."""
@@ -731,6 +732,7 @@ class Store:
         )
         return [(str(c), str(s), int(n), at, int(before), int(out)) for c, s, n, at, before, out in rows]
 
+    @_store_errors
     async def open_batch_progress(self) -> dict[int, dict[str, int]]:
         """For each open batch, its requests by state (finished ones are those already ingested)."""
         rows = await self._reader.execute_fetchall(
@@ -742,6 +744,7 @@ class Store:
             out.setdefault(int(batch_id), {})[str(state)] = int(count)
         return out
 
+    @_store_errors
     async def ledger_figures(self, today_since: float) -> list[dict[str, Any]]:
         """Ledger sums by lane, model, class, result type, duplicate flag and whether the row is
         from `today_since` on. The keys of ledger_totals' rows, plus class, result_type and today.
@@ -772,6 +775,7 @@ class Store:
         )
         return [dict(zip(names, r, strict=True)) for r in rows]
 
+    @_store_errors
     async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
         """Batch turnarounds (API created -> ended, canceled batches left out): how many are at
         most each of `bounds`, how many in all, and their sum in seconds."""
@@ -783,6 +787,7 @@ class Store:
         )
         return [int(n) for n in within], int(total), float(seconds)
 
+    @_store_errors
     async def batches_after(self, after_id: int) -> list[BatchRow]:
         """Batch rows with an id above `after_id` (the ones a flush in progress made), any state."""
         async with self._reader.execute(
@@ -792,6 +797,7 @@ class Store:
         ) as cur:
             return [BatchRow(*r) for r in await cur.fetchall()]
 
+    @_store_errors
     async def last_batch_id(self) -> int:
         ((last,),) = await self._reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM batches")
         return int(last)
