@@ -38,6 +38,7 @@ from ..pricing import TokenCounts
 from . import states
 from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
 from .sql import NEXT_DONE_SEQ, json_param, not_completed
+from .usage import usage_counts_sql
 
 # Verdicts, one per line: what the line does to the store.
 UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
@@ -135,7 +136,7 @@ FROM (
     ", ".join(
         f"{expr} AS {name}"
         for expr, name in zip(
-            TokenCounts.sql_from_usage("x", _AT),
+            usage_counts_sql("x", _AT),
             ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read"),
             strict=True,
         )
