@@ -23,8 +23,7 @@ from anthropic import AsyncAnthropic
 from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
-from .store import leases
-from .store.purge import PurgeReport, purge
+from .store import PurgeReport, leases
 
 log = structlog.get_logger()
 
@@ -78,7 +77,7 @@ class Daemon:
                     await self._quiesce(router)
                     if self._code != EXIT_LEASE_LOST:
                         with contextlib.suppress(Exception):
-                            await leases.release(router.store, self.owner)
+                            await router.store.release_lease(self.owner)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -90,11 +89,11 @@ class Daemon:
         store = router.store
         waiting = False
         while not self._stop.is_set():
-            if await leases.acquire(store, self.owner, ttl=self.lease_ttl, now=time.time()):
+            if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
                 log.info("lease_acquired", owner=self.owner, store=str(store.path), waited=waiting)
                 crash_point("lease.after_acquire")
                 return True
-            holder = await leases.current(store)
+            holder = await store.lease()
             if not self.standby:
                 until = (
                     datetime.fromtimestamp(holder.expires_at, UTC).isoformat(timespec="seconds")
@@ -152,7 +151,7 @@ class Daemon:
         if router is None or self._stop.is_set():
             return
         try:
-            held = await leases.acquire(router.store, self.owner, ttl=self.lease_ttl, now=time.time())
+            held = await router.store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time())
         except Exception as exc:  # a busy database: the lease still has time, try again next tick
             log.warning("lease_renew_failed", error=str(exc))
             return
@@ -165,7 +164,7 @@ class Daemon:
     async def purge(self) -> PurgeReport:
         """Drop what is past `[store] retention` (finished requests, done batches, ledger rows)."""
         assert self._router is not None
-        report = await purge(self._router.store, before=time.time() - self.config.store.retention)
+        report = await self._router.store.purge(before=time.time() - self.config.store.retention)
         log.info("purge_done", requests=report.requests, batches=report.batches, ledger=report.ledger)
         return report
 

@@ -21,7 +21,6 @@ from .bulk import deadline_risk
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
-from .store.sql import RESULT_OF_REQUEST, chunks
 from .store.store import BODY_FIXED, digest_of
 
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ async def enqueue_file(
                     problem(item.number, str(exc))
                     continue
                 good.append(item)
-            stored = await _stored_digests(router, [line.key for line in good])
+            stored = await router.store.digests_by_key([line.key for line in good])
             for line in good:
                 digest = stored.get(line.key)
                 if digest is None:
@@ -240,18 +239,6 @@ async def enqueue_file(
     return report
 
 
-async def _stored_digests(router: Router, keys: Sequence[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for part in chunks(keys):
-        marks = ",".join("?" * len(part))
-        async with router.store.reader.execute(
-            f"SELECT key, digest FROM requests WHERE key IN ({marks})", part
-        ) as cur:
-            for key, digest in await cur.fetchall():
-                found[str(key)] = bytes(digest)
-    return found
-
-
 # ---------------------------------------------------------------------------- results out
 
 
@@ -285,38 +272,30 @@ async def export_results(
 ) -> ExportReport:
     """Write finished results as Batch API result lines: every finished request, or those of `keys`."""
     report = ExportReport()
-    reader = router.store.reader
+    store = router.store
     if keys is None:
         after = 0
         while True:
-            async with reader.execute(
-                f"SELECT id, key, {RESULT_OF_REQUEST} AS line FROM requests_now AS requests"
-                " WHERE state IN (?, ?) AND line IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
-                (states.SUCCEEDED, states.FAILED, after, CHUNK),
-            ) as cur:
-                rows = list(await cur.fetchall())
+            rows = await store.finished_results(after=after, limit=CHUNK)
             if not rows:
                 return report
-            after = int(rows[-1][0])
-            out.write(b"".join(result_line(str(key), bytes(result)) for _, key, result in rows))
-            report.written += len(rows)
+            after = rows[-1].id
+            finished = [result_line(row.key, row.line) for row in rows if row.line is not None]
+            out.write(b"".join(finished))
+            report.written += len(finished)
     wanted = list(dict.fromkeys(keys))
-    for part in chunks(wanted):
-        marks = ",".join("?" * len(part))
-        async with reader.execute(
-            f"SELECT key, state, {RESULT_OF_REQUEST} FROM requests_now AS requests WHERE key IN ({marks})",
-            part,
-        ) as cur:
-            rows_by_key = {str(k): (str(s), r) for k, s, r in await cur.fetchall()}
+    for start in range(0, len(wanted), CHUNK):
+        part = wanted[start : start + CHUNK]
+        rows_by_key = await store.results_by_key(part)
         lines = []
         for key in part:
             found = rows_by_key.get(key)
             if found is None:
                 report.unknown.append(key)
-            elif found[0] not in states.FINAL_STATES or found[1] is None:
-                report.unfinished[key] = found[0]
+            elif found.state not in states.FINAL_STATES or found.line is None:
+                report.unfinished[key] = found.state
             else:
-                lines.append(result_line(key, bytes(found[1])))
+                lines.append(result_line(key, found.line))
         out.write(b"".join(lines))
         report.written += len(lines)
     return report

@@ -20,8 +20,7 @@ import structlog
 from ._crashpoints import crash_point
 from .retry import retry_after_of
 from .store import BatchRow, FinalRow, IngestStats, Store, states
-from .store.deadlines import record_turnaround
-from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
+from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = structlog.get_logger()
 
@@ -199,7 +198,7 @@ async def poll(
                 if remote.cancel_initiated_at is None and remote.ended_at is not None:
                     # Both times from the API's clock; a canceled batch says nothing of turnaround.
                     turnaround = (remote.ended_at - remote.created_at).total_seconds()
-                    await record_turnaround(store, batch.id, turnaround)
+                    await store.record_turnaround(batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
                 crash_point("poll.after_ended")
             with ingesting():
@@ -217,7 +216,7 @@ async def poll(
             # and is polled again after a backoff; what was ingested is skipped on re-read.
             age = now - (batch.submitted_at or batch.created_at)
             if isinstance(exc, anthropic.NotFoundError) and age >= RESULTS_RETENTION_SECONDS:
-                lost = await fail_missing(store, batch.id, now=now, reason=_missing_reason(batch, age))
+                lost = await store.fail_missing(batch.id, now=now, reason=_missing_reason(batch, age))
                 log.error("batch_results_lost", batch_id=batch.api_id, requests=len(lost))
                 if lost:
                     on_finished(lost)

@@ -11,8 +11,7 @@ from router import Router
 from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
-from router.reconcile import RELEASED
-from router.store.purge import purge
+from router.store import states
 from tests.helpers import ask, reply_text, run_batches
 
 
@@ -103,7 +102,7 @@ async def test_unsure_intent_is_resubmitted_and_a_late_found_duplicate_is_counte
     emulator.clock.advance(router.config.batch.reconcile_grace)
     emulator.faults.fail_next("batches.list", status=500, count=1)
     await router.poll()  # cannot list: not sure, so resubmit and keep looking
-    assert await batch_states(router) == [(RELEASED, None)]
+    assert await batch_states(router) == [(states.B_RELEASED, None)]
     assert (await router.store.state_counts()) == {"pending": 3}
     second = (await router.flush()).batches
     assert len(second) == 1
@@ -130,7 +129,7 @@ async def test_purge_drops_old_finished_rows_and_keeps_everything_in_flight(
     await submit(router, 2, "later")
     await router.flush()  # two in flight
     await submit(router, 1, "waiting")  # one pending
-    report = await purge(router.store, before=router.clock() + 1)
+    report = await router.store.purge(before=router.clock() + 1)
     # The newest finished request stays (its id and completion number must never be reused).
     assert (report.requests, report.batches) == (3, 1)
     assert report.ledger == 4

@@ -1,4 +1,4 @@
-"""Store queries for leases: one named holder per database at a time, with an expiry.
+"""Store operations for leases: one named holder per database at a time, with an expiry.
 
 Taken and renewed in `BEGIN IMMEDIATE` with guarded statements, so two processes racing
 for the same lease cannot both win. Times are wall-clock (`time.time()`): leases are shared
@@ -10,19 +10,11 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
 
-from .store import Store
+from .connections import Connections
+from .records import Lease
 
 DRIVER = "driver"  # the lease of whoever flushes, polls, reconciles and purges a database
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    name: str
-    owner: str
-    acquired_at: float
-    expires_at: float
 
 
 def new_owner() -> str:
@@ -53,39 +45,41 @@ def owner_is_dead(owner: str) -> bool:
         return False
 
 
-async def current(store: Store, name: str = DRIVER) -> Lease | None:
-    async with store.reader.execute(
-        "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = ?", (name,)
-    ) as cur:
-        row = await cur.fetchone()
-    return Lease(*row) if row else None
+class LeaseOps(Connections):
+    """Lease operations of the store (a mixin of `Store`)."""
 
-
-async def acquire(store: Store, owner: str, *, ttl: float, now: float, name: str = DRIVER) -> bool:
-    """Take or renew the lease; True when `owner` holds it until `now + ttl`.
-
-    Succeeds when the lease is free, already ours, expired, or held by a local process
-    that no longer exists (a SIGKILLed daemon need not be waited for).
-    """
-    holder = await current(store, name)
-    dead = holder is not None and holder.owner != owner and owner_is_dead(holder.owner)
-    async with store.transaction() as w:
-        await w.execute(
-            "INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
-            " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at"
-            " ELSE excluded.acquired_at END,"
-            " expires_at = excluded.expires_at"
-            " WHERE leases.owner = excluded.owner OR leases.expires_at <= ? OR leases.owner = ?",
-            (name, owner, now, now + ttl, now, holder.owner if dead and holder else ""),
-        )
-        async with w.execute("SELECT owner FROM leases WHERE name = ?", (name,)) as cur:
+    async def lease(self, name: str = DRIVER) -> Lease | None:
+        """The lease as stored (perhaps expired), or None when nobody ever took it or it was released."""
+        async with self._reader.execute(
+            "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = ?", (name,)
+        ) as cur:
             row = await cur.fetchone()
-    return row is not None and row[0] == owner
+        return Lease(*row) if row else None
 
+    async def acquire_lease(self, owner: str, *, ttl: float, now: float, name: str = DRIVER) -> bool:
+        """Take or renew the lease; True when `owner` holds it until `now + ttl`.
 
-async def release(store: Store, owner: str, *, name: str = DRIVER) -> bool:
-    """Give the lease up (clean shutdown) so a standby takes over at once."""
-    async with store.transaction() as w:
-        cur = await w.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
-        return cur.rowcount == 1
+        Succeeds when the lease is free, already ours, expired, or held by a local process
+        that no longer exists (a SIGKILLed daemon need not be waited for).
+        """
+        holder = await self.lease(name)
+        dead = holder is not None and holder.owner != owner and owner_is_dead(holder.owner)
+        async with self.transaction() as w:
+            await w.execute(
+                "INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
+                " acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at"
+                " ELSE excluded.acquired_at END,"
+                " expires_at = excluded.expires_at"
+                " WHERE leases.owner = excluded.owner OR leases.expires_at <= ? OR leases.owner = ?",
+                (name, owner, now, now + ttl, now, holder.owner if dead and holder else ""),
+            )
+            async with w.execute("SELECT owner FROM leases WHERE name = ?", (name,)) as cur:
+                row = await cur.fetchone()
+        return row is not None and row[0] == owner
+
+    async def release_lease(self, owner: str, *, name: str = DRIVER) -> bool:
+        """Give the lease up (clean shutdown) so a standby takes over at once."""
+        async with self.transaction() as w:
+            cur = await w.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+            return cur.rowcount == 1

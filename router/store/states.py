@@ -15,6 +15,7 @@ FINAL_STATES: Final = frozenset({SUCCEEDED, FAILED})
 
 # Batch rows
 B_CREATING: Final = "creating"  # intent recorded; batches.create in progress or its answer unknown
+B_RELEASED: Final = "released"  # create outcome unknown, requests resubmitted, still looking (reconcile.py)
 B_IN_PROGRESS: Final = "in_progress"
 B_CANCELING: Final = "canceling"
 B_ENDED: Final = "ended"  # ended on the API side; results not fully ingested yet

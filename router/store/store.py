@@ -23,8 +23,9 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
+from .connections import fold_completions
+from .deadlines import DeadlineOps
 from .ingest import (
-    FOLD_COMPLETIONS,
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
     apply_chunk,
@@ -32,7 +33,12 @@ from .ingest import (
     spans_of,
     stats_of,
 )
+from .intents import IntentOps
+from .leases import LeaseOps
 from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
+from .lookups import LookupOps
+from .missing import MissingOps
+from .purge import RetentionOps
 from .records import (
     BatchClaim,
     BatchRow,
@@ -109,8 +115,11 @@ class StoreClosedError(RouterError):
     """The store was used after close()."""
 
 
-class Store:
-    """Async access to the router's SQLite database. Open with `await Store.open(path)`."""
+class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+    """Async access to the router's SQLite database. Open with `await Store.open(path)`.
+
+    Each mixin holds the operations of one concept, with their SQL (see connections.py).
+    """
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
@@ -662,19 +671,6 @@ async def rollback(w: aiosqlite.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "no transaction is active" not in str(exc):
             raise
-
-
-async def fold_completions(w: aiosqlite.Connection) -> None:
-    """Fold every completion into its request's row (schema 8); inside the caller's transaction.
-    Whatever closes a batch calls it first, so no done batch leaves a request unfolded."""
-    for statement in FOLD_COMPLETIONS:
-        await w.execute(statement)
-
-
-async def next_done_seq(w: aiosqlite.Connection) -> int:
-    """The next completion number; call inside the write transaction that completes the row."""
-    async with w.execute(NEXT_DONE_SEQ) as cur:
-        return int((await cur.fetchone() or (1,))[0])
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM (ingest); JSON functions are checked separately
