@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import sqlite3
@@ -250,9 +251,12 @@ async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_wri
         stale = [dataclasses.replace(at_risk[0], id=min(done))]
         assert await other.mark_escalated(stale, now=1.0) == []
         # Nor can a write that forgets the rule: SQLite refuses it.
-        with pytest.raises(sqlite3.IntegrityError, match="has a completion"):
-            async with other.transaction() as w:
-                await w.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
+        with (
+            pytest.raises(sqlite3.IntegrityError, match="has a completion"),
+            contextlib.closing(sqlite3.connect(db_path, timeout=10)) as raw,
+            raw,
+        ):
+            raw.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
     finally:
         await other.close()
 
@@ -423,8 +427,8 @@ async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await router.poll()  # a store failure is not an API fault: the caller sees it
         assert await router.store.state_counts() == {"submitted": 6}
-        async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
-            assert (await cur.fetchone()) == (0,)
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT COUNT(*) FROM results").fetchone() == (0,)
         monkeypatch.undo()
         assert (await router.poll()).delivered == 6
         await all_delivered(router, 6)

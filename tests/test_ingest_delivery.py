@@ -16,6 +16,7 @@ from router import Router
 from router.emulator import Emulator
 from router.poller import _line_blocks
 from router.store import IngestStats, RequestRow
+from tests.durability import query
 from tests.engine import quiet_router
 from tests.helpers import ask, reply_text
 
@@ -98,12 +99,12 @@ async def _submitted(router: Router, count: int) -> tuple[int, list[int]]:
 
 
 async def _ledger(router: Router, batch_id: int) -> list[tuple[object, ...]]:
-    async with router.store.reader.execute(
+    return query(
+        router.store.path,
         "SELECT request_id, model, result_type, input_tokens, output_tokens, cache_write_5m, cache_write_1h,"
         " cache_read, duplicate FROM ledger WHERE batch_id = ? ORDER BY request_id",
         (batch_id,),
-    ) as cur:
-        return [tuple(r) for r in await cur.fetchall()]
+    )
 
 
 async def test_sqlite_reads_each_line_down_to_its_verdict(router: Router) -> None:

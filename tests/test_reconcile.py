@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
 from router.store import states
+from tests.durability import query
 from tests.helpers import ask, reply_text, run_batches
 
 
@@ -27,15 +30,15 @@ async def submit(router: Router, n: int, prefix: str = "q") -> list[str]:
 
 
 async def batch_states(router: Router) -> list[tuple[str, str | None]]:
-    async with router.store.reader.execute("SELECT state, api_id FROM batches ORDER BY id") as cur:
-        return [(str(s), a) for s, a in await cur.fetchall()]
+    rows = query(router.store.path, "SELECT state, api_id FROM batches ORDER BY id")
+    return [(str(s), a) for s, a in rows]
 
 
 async def ledger_rows(router: Router) -> list[tuple[int, int]]:
-    async with router.store.reader.execute(
-        "SELECT request_id, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id"
-    ) as cur:
-        return [(int(r), int(d)) for r, d in await cur.fetchall()]
+    rows = query(
+        router.store.path, "SELECT request_id, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id"
+    )
+    return [(int(r), int(d)) for r, d in rows]
 
 
 async def test_a_created_batch_whose_answer_was_lost_is_adopted_not_resubmitted(
@@ -136,8 +139,7 @@ async def test_purge_drops_old_finished_rows_and_keeps_everything_in_flight(
     counts = await router.store.state_counts()
     assert counts == {"succeeded": 1, "submitted": 2, "pending": 1}
     # Result lines went with their requests: only the kept one's is left.
-    async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
-        assert (await cur.fetchone()) == (1,)
+    assert query(router.store.path, "SELECT COUNT(*) FROM results") == [(1,)]
     emulator.end_batches()
     await router.poll()
     assert (await router.store.state_counts())["succeeded"] == 3
@@ -169,13 +171,13 @@ async def test_daemon_purge_uses_store_retention(router: Router, emulator: Emula
     daemon._router = router
     assert (await daemon.purge()).total == 0  # nothing is 30 days old
     cutoff = time.time() - router.config.store.retention - 10
-    async with router.store.transaction() as w:
-        await w.execute("UPDATE requests SET finished_at = ? WHERE id IN (1, 2, 3)", (cutoff,))
-    async with router.store.reader.execute(
+    with contextlib.closing(sqlite3.connect(router.store.path, timeout=10)) as db, db:
+        db.execute("UPDATE requests SET finished_at = ? WHERE id IN (1, 2, 3)", (cutoff,))
+    ((expected,),) = query(
+        router.store.path,
         "SELECT COUNT(*) FROM requests WHERE id IN (1, 2, 3)"
-        " AND done_seq < (SELECT MAX(done_seq) FROM requests)"
-    ) as cur:
-        expected = (await cur.fetchone() or (0,))[0]
+        " AND done_seq < (SELECT MAX(done_seq) FROM requests)",
+    )
     assert expected >= 2
     assert (await daemon.purge()).requests == expected
     assert await router.results.get("q3") is not None  # the newest stays

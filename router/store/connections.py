@@ -21,7 +21,7 @@ class Connections:
     # The read-only connection: sees committed data, never blocks the writer (WAL).
     _reader: aiosqlite.Connection
 
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         raise NotImplementedError
 

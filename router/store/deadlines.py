@@ -42,7 +42,7 @@ class DeadlineOps(Connections):
     async def mark_escalated(self, rows: Sequence[AtRisk], now: float) -> list[int]:
         """Take requests off the batch path (guarded on the state they were read in); returns the winners."""
         won: list[int] = []
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             for row in rows:
                 cur = await w.execute(
                     f"UPDATE requests SET state = 'escalated', escalated_at = ? WHERE id = ? AND state = ?"
@@ -61,7 +61,7 @@ class DeadlineOps(Connections):
         ) as cur:
             stale = await cur.fetchall()
         won: list[int] = []
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             for rid, at in stale:
                 cur = await w.execute(
                     "UPDATE requests SET escalated_at = ?"
@@ -103,7 +103,7 @@ class DeadlineOps(Connections):
         """Write a final outcome for a request still in one of `from_states`; False if it was not."""
         final = states.SUCCEEDED if succeeded else states.FAILED
         marks = ",".join("?" * len(from_states))
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             seq = await next_done_seq(w)
             cur = await w.execute(
                 "UPDATE requests SET state = ?, outcome = ?, done_seq = ?, finished_at = ?"
@@ -127,7 +127,7 @@ class DeadlineOps(Connections):
 
     async def record_turnaround(self, batch_id: int, seconds: float) -> None:
         """Remember how long a batch took, once per model it carried."""
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             await w.execute(
                 "INSERT OR IGNORE INTO turnarounds (batch_id, model, seconds)"
                 " SELECT DISTINCT ?, model, ? FROM requests WHERE batch_id = ?",

@@ -38,7 +38,7 @@ class IntentOps(Connections):
         False when the intent moved on, or when another process attached the same remote batch first.
         """
         try:
-            async with self.transaction() as w:
+            async with self._transaction() as w:
                 cur = await w.execute(
                     "UPDATE batches SET api_id = ?, state = ?, submitted_at = ?, next_poll_at = ?"
                     " WHERE id = ? AND state = ? AND api_id IS NULL",
@@ -58,7 +58,7 @@ class IntentOps(Connections):
     async def release_intent(self, intent_id: int, *, state: str, to: str) -> int:
         """Put the claimed requests of the intent still in `state` back to pending, the intent
         becoming `to` (done, or released); returns how many requests went back."""
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             cur = await w.execute(
                 "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
                 (to, intent_id, state),
@@ -73,7 +73,7 @@ class IntentOps(Connections):
 
     async def close_released_intent(self, intent_id: int) -> None:
         """Stop looking for the batch of a released intent (its requests went out again already)."""
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             await w.execute(
                 "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
                 (states.B_DONE, intent_id, states.B_RELEASED),

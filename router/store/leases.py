@@ -64,7 +64,7 @@ class LeaseOps(Connections):
         """
         holder = await self.lease(name)
         dead = holder is not None and holder.owner != owner and owner_is_dead(holder.owner)
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             await w.execute(
                 "INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
@@ -80,6 +80,6 @@ class LeaseOps(Connections):
 
     async def release_lease(self, owner: str, *, name: str = DRIVER) -> bool:
         """Give the lease up (clean shutdown) so a standby takes over at once."""
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             cur = await w.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
             return cur.rowcount == 1

@@ -31,7 +31,7 @@ class MissingOps(Connections):
     async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         """Fail every request of the batch still waiting for its result and close the batch;
         returns their ids."""
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             async with w.execute(
                 f"SELECT id FROM requests WHERE batch_id = ? AND state = ? AND {NOT_COMPLETED} ORDER BY id",
                 (batch_id, states.SUBMITTED),

@@ -24,7 +24,7 @@ class RetentionOps(Connections):
         otherwise hand a purged id out again (a new request would then answer to an old
         `custom_id`), and a watcher's completion cursor must never run backwards.
         """
-        async with self.transaction() as w:
+        async with self._transaction() as w:
             # Their result lines first (schema 5 keeps them in `results`, keyed by done_seq).
             await w.execute(
                 f"DELETE FROM results WHERE done_seq IN (SELECT done_seq FROM requests WHERE {_PURGEABLE})",

@@ -161,7 +161,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         await self._writer.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         async with self._write_lock:
             try:  # BEGIN inside: a cancelled BEGIN may still have run
@@ -171,11 +171,6 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
                 await rollback(self._writer)
                 raise
             await self._writer.execute("COMMIT")
-
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        """The read-only connection (sees committed data; never blocks the writer in WAL mode)."""
-        return self._reader
 
     # ------------------------------------------------------------------ enqueue
 
