@@ -25,7 +25,7 @@ from .outcomes import Outcome, outcome_of, unwrap
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .policy import Policy
 from .realtime import RealtimeLane
-from .retry import Backoff
+from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
 from .store.store import BODY_FIXED
@@ -275,6 +275,7 @@ class Router:
             base_interval=self.config.batch.poll_interval,
             max_interval=self.config.batch.poll_max_interval,
             max_attempts={name: cls.max_attempts for name, cls in self.config.classes.items()},
+            retry=should_resubmit,
             on_finished=self._waiters.notify,
             on_final=self._waiters.deliver,
             ingesting=self._waiters.holding,

@@ -19,7 +19,7 @@ import structlog
 
 from ._crashpoints import crash_point
 from .retry import retry_after_of
-from .store import BatchRow, FinalRow, IngestStats, Store, states
+from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, Store, states
 from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = structlog.get_logger()
@@ -59,10 +59,13 @@ async def ingest(
     *,
     now: float,
     max_attempts: Mapping[str, int],
+    retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
     on_final: Callable[[Sequence[FinalRow]], None] | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
+
+    `retry` decides the results that are not `succeeded` (resubmit or fail).
 
     Each chunk's final rows go to `on_final` when given (resolves this process's waiters
     without reading the rows back; it must not block: reading the next chunks waits for
@@ -93,7 +96,9 @@ async def ingest(
         lines = chunk[:INGEST_CHUNK]
         del chunk[:INGEST_CHUNK]
         in_flight.append(
-            asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
+            asyncio.create_task(
+                store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts, retry=retry)
+            )
         )
         if len(in_flight) > CHUNKS_IN_FLIGHT:
             await collect()
@@ -164,6 +169,7 @@ async def poll(
     base_interval: float,
     max_interval: float,
     max_attempts: Mapping[str, int],
+    retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
     on_final: Callable[[Sequence[FinalRow]], None] | None = None,
     ingesting: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
@@ -208,6 +214,7 @@ async def poll(
                     batch,
                     now=now,
                     max_attempts=max_attempts,
+                    retry=retry,
                     on_finished=on_finished,
                     on_final=on_final,
                 )

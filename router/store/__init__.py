@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import states
+from .base import RetryPolicy
 from .records import (
     AtRisk,
     BatchClaim,
@@ -41,6 +42,7 @@ __all__ = [
     "NewRequest",
     "PurgeReport",
     "RequestRow",
+    "RetryPolicy",
     "Store",
     "StoreClosedError",
     "StoredResult",

@@ -23,6 +23,7 @@ import structlog
 from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError
 from . import states
+from .base import RetryPolicy
 from .connections import fold_completions
 from .deadlines import DeadlineOps
 from .ingest import (
@@ -490,9 +491,11 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         *,
         now: float,
         max_attempts: Mapping[str, int],
+        retry: RetryPolicy,
         default_max_attempts: int = 1,
     ) -> tuple[IngestStats, list[FinalRow]]:
-        """Apply one chunk of result lines in one transaction.
+        """Apply one chunk of result lines in one transaction; `retry` decides the lines that are
+        neither `succeeded` nor for a request answered elsewhere.
 
         Returns the stats and the row, as now stored, of each request that reached a final
         state, as a FinalRow (so this process resolves its waiters without reading back). A line
@@ -513,6 +516,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
                 now=now,
                 max_attempts=max_attempts,
                 default_max_attempts=default_max_attempts,
+                retry=retry,
             )
         stats = stats_of(outcome)
         if not stats.delivered:
