@@ -74,7 +74,7 @@ class Daemon:
                 try:
                     await self._drive(router)
                 finally:
-                    await self._quiesce(router)
+                    await router.quiesce()
                     if self._code != EXIT_LEASE_LOST:
                         with contextlib.suppress(Exception):
                             await router.store.release_lease(self.owner)
@@ -139,7 +139,7 @@ class Daemon:
             await router.poll()
         except Exception as exc:
             log.error("poll_failed", error=str(exc))
-        for name in router._batch_classes():
+        for name in router.batch_classes():
             try:
                 await router.check_triggers(name)
             except Exception as exc:
@@ -173,20 +173,6 @@ class Daemon:
             await self.purge()
         except Exception as exc:
             log.error("purge_failed", error=str(exc))
-
-    async def _quiesce(self, router: Router) -> None:
-        """Stop starting jobs, then wait for a running create or ingest to finish its step."""
-        scheduler = router.scheduler
-        if scheduler is not None:
-            scheduler.shutdown()
-            await scheduler.drain()
-        for _ in range(2):  # a job that started just before the shutdown takes its lock next
-            async with router._poll_lock:
-                pass
-            for lock in list(router._flush_locks.values()):
-                async with lock:
-                    pass
-            await asyncio.sleep(0)
 
 
 async def run_daemon(config: RouterConfig, *, standby: bool = False, lease_ttl: float | None = None) -> int:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .bulk import deadline_risk
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
@@ -96,7 +95,7 @@ def _parse(router: Router, number: int, text: str, latency: str | None, tag: str
         body = serialize(checked)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"params.{exc}") from None
-    cls = router._resolve_class(latency, tag, checked.get("model"))
+    cls = router.resolve_class(latency, tag, checked.get("model"))
     if cls.route != "batch":
         raise InvalidRequestError(
             f"class {cls.name!r} is real time; enqueue stores deferrable requests (pass --latency CLASS)"
@@ -163,7 +162,7 @@ async def enqueue_file(
     file = _existing(path)
     tag = check_tag(tag)
     if latency is not None:
-        router._resolve_class(latency, tag, None)  # an unknown class is one error, not one per line
+        router.resolve_class(latency, tag, None)  # an unknown class is one error, not one per line
     problems: list[tuple[int, str]] = []
     bad = 0
     first_line: dict[str, int] = {}
@@ -189,7 +188,7 @@ async def enqueue_file(
                     problem(item.number, f"custom_id {item.key!r} already used on line {seen}")
                     continue
                 try:
-                    deadline_risk(router, _request(item, tag, router.clock()), item.cls)
+                    router.deadline_risk(_request(item, tag, router.clock()), item.cls)
                 except DeadlineError as exc:
                     problem(item.number, str(exc))
                     continue
@@ -225,17 +224,17 @@ async def enqueue_file(
                     continue
                 report.stored += 1
                 report.classes[line.cls.name] = report.classes.get(line.cls.name, 0) + 1
-                if deadline_risk(router, request, line.cls):
+                if router.deadline_risk(request, line.cls):
                     escalate.append(ticket.request_id)  # no batch can answer in time: real time now
                 else:
-                    router._after_enqueue(line.cls)
+                    router.after_enqueue(line.cls)
             if escalate:
-                await router._deadlines.escalate_ids(escalate, now)
+                await router.escalate_now(escalate, now)
                 report.escalated += len(escalate)
     except UnicodeDecodeError as exc:
         raise RouterError(f"{file}: not UTF-8 text ({exc}); nothing was stored") from None
     if report.escalated:
-        await router._deadlines.drain()  # the caller may exit next: let the real-time sends finish
+        await router.drain_escalations()  # the caller may exit next: let the real-time sends finish
     return report
 
 
