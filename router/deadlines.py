@@ -23,7 +23,7 @@ import structlog
 
 from .config import RouterConfig
 from .realtime import RealtimeLane
-from .store import AtRisk, LedgerEntry, Store, custom_id_for, states
+from .store import AtRisk, LedgerEntry, StoreEngine, custom_id_for, states
 
 log = structlog.get_logger()
 
@@ -35,7 +35,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class TurnaroundEstimator:
     """A high percentile of observed batch turnaround (submit -> ended), per model."""
 
-    def __init__(self, store: Store, *, prior: float, percentile: float) -> None:
+    def __init__(self, store: StoreEngine, *, prior: float, percentile: float) -> None:
         self._store = store
         self.prior = prior
         self.percentile = percentile
@@ -82,7 +82,7 @@ class Escalator:
     def __init__(
         self,
         *,
-        store: Store,
+        store: StoreEngine,
         lane: RealtimeLane,
         config: RouterConfig,
         estimator: TurnaroundEstimator,

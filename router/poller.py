@@ -19,7 +19,7 @@ import structlog
 
 from ._crashpoints import crash_point
 from .retry import retry_after_of
-from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, Store, states
+from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
 from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = structlog.get_logger()
@@ -54,7 +54,7 @@ def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
 
 async def ingest(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     batch: BatchRow,
     *,
     now: float,
@@ -163,7 +163,7 @@ def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
 
 async def poll(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     *,
     now: float,
     base_interval: float,

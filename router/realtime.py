@@ -10,7 +10,7 @@ import anthropic
 from anthropic.types import Message
 
 from .pricing import TokenCounts
-from .store import LedgerEntry, Store
+from .store import LedgerEntry, StoreEngine
 
 
 class RealtimeLane:
@@ -21,7 +21,7 @@ class RealtimeLane:
         client: anthropic.AsyncAnthropic,
         *,
         concurrency: int,
-        store: Store | None,
+        store: StoreEngine | None,
         clock: Callable[[], float],
     ) -> None:
         self.client = client

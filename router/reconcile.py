@@ -22,7 +22,7 @@ import structlog
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
-from .store import Store, states
+from .store import StoreEngine, states
 
 log = structlog.get_logger()
 
@@ -54,7 +54,7 @@ async def _list_since(client: anthropic.AsyncAnthropic, since: float) -> list[Me
 
 async def reconcile(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     *,
     now: float,
     grace: float,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import states
-from .base import RetryPolicy
+from .base import RetryPolicy, StoreEngine
 from .records import (
     AtRisk,
     BatchClaim,
@@ -45,6 +45,7 @@ __all__ = [
     "RetryPolicy",
     "Store",
     "StoreClosedError",
+    "StoreEngine",
     "StoredResult",
     "Ticket",
     "batch_body_bytes",
@@ -53,3 +54,6 @@ __all__ = [
     "request_id_from",
     "states",
 ]
+
+# mypy holds the SQLite store to the interface: a missing or different operation fails here.
+_ENGINE: type[StoreEngine] = Store
