@@ -366,6 +366,9 @@ class Router:
     def resolve_class(self, latency: object, tag: str | None, model: object) -> LatencyClass:
         """The latency class a call goes to: the one `latency` names, else the policy's choice for
         `tag` and `model`. Raises InvalidRequestError for a name that is not a class."""
+        return self._resolve_class(latency, tag, model)
+
+    def _resolve_class(self, latency: object, tag: str | None, model: object) -> LatencyClass:
         if latency is not None and not isinstance(latency, str):
             raise InvalidRequestError(f"latency: expected a class name string, got {latency!r}")
         return self.policy.resolve(latency, tag, model if isinstance(model, str) else None)
@@ -422,7 +425,7 @@ class Router:
         tag = check_tag(kwargs.pop("tag", None))
         key = check_key(kwargs.pop("key", None))
         check_keywords(kwargs)
-        cls = self.resolve_class(latency, tag, kwargs.get("model"))
+        cls = self._resolve_class(latency, tag, kwargs.get("model"))
         if cls.route == "realtime":
             check_realtime_size(kwargs)
             try:
@@ -441,7 +444,7 @@ class Router:
         tag = check_tag(kwargs.pop("tag", None))
         key = check_key(kwargs.pop("key", None))
         check_keywords(kwargs)
-        cls = self.resolve_class(latency, tag, kwargs.get("model"))
+        cls = self._resolve_class(latency, tag, kwargs.get("model"))
         if cls.route != "batch":
             raise InvalidRequestError(
                 f"latency: class {cls.name!r} is real time; submit() stores deferrable requests only"
@@ -503,7 +506,7 @@ class Messages:
         latency = kwargs.pop("latency", None)
         tag = check_tag(kwargs.pop("tag", None))
         kwargs.pop("key", None)
-        cls = self._router.resolve_class(latency, tag, kwargs.get("model"))
+        cls = self._router._resolve_class(latency, tag, kwargs.get("model"))
         if cls.route != "realtime":
             raise InvalidRequestError(
                 f"latency: class {cls.name!r} is deferred to batches, which cannot stream;"
