@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -118,10 +120,11 @@ async def run_drill(
                 minute += step_minutes
                 if minute > 48 * 60:
                     raise RuntimeError(f"drill did not finish: {counts}")
-            rows = await router.store.reader.execute_fetchall(
-                "SELECT COUNT(*), SUM(finished_at > deadline_at), SUM(escalated_at IS NOT NULL) FROM requests"
-            )
-            total, missed, escalated = next(iter(rows))
+            with contextlib.closing(sqlite3.connect(router.store.path)) as db:
+                total, missed, escalated = db.execute(
+                    "SELECT COUNT(*), SUM(finished_at > deadline_at), SUM(escalated_at IS NOT NULL)"
+                    " FROM requests"
+                ).fetchone()
             summary = await cost_summary(router.store, router.config)
             batches = await router.store.batch_count()
     finally:

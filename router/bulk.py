@@ -32,24 +32,9 @@ MAX_CHUNK = 1000  # requests per enqueue transaction
 MapItem = Mapping[str, Any]
 
 
-def deadline_risk(router: Router, request: NewRequest, cls: LatencyClass) -> bool:
-    """Whether no batch can answer `request` in time (as submit() decides); raises DeadlineError
-    when the class says `on_deadline_risk = "fail"`. At-risk requests are escalated once stored."""
-    if not router._deadlines.at_risk_now(request.model, request.deadline_at, request.created_at):
-        return False
-    if cls.on_deadline_risk == "fail":
-        raise DeadlineError(
-            f"latency: class {cls.name!r} has a {cls.deadline or 0:.0f} s deadline but batches are expected"
-            f" to take {router._turnaround.estimate(request.model):.0f} s (+ the"
-            f" {router.config.batch.deadline_margin:.0f} s margin), and the class says"
-            ' on_deadline_risk = "fail"'
-        )
-    return True
-
-
 def check_batch_class(router: Router, latency: object, tag: object) -> LatencyClass:
     """The batch class `latency` names (or the policy picks for `tag`); real-time classes refused."""
-    cls = router._resolve_class(latency, check_tag(tag), None)
+    cls = router.resolve_class(latency, check_tag(tag), None)
     if cls.route != "batch":
         raise InvalidRequestError(
             f"latency: class {cls.name!r} is real time; map() stores deferrable requests only"
@@ -69,7 +54,7 @@ async def map_requests(
     """Store `items` (create() keywords, each may carry `key`) and yield `(key, outcome)` as they finish."""
     default_cls = check_batch_class(router, latency, tag)
     store = router.store
-    listener = router._waiters.listen()
+    listener = router.listener()
     chunk_size = min(MAX_CHUNK, window)
     run = uuid.uuid4().hex[:16]
     at_risk: set[str] = set()  # keys of the current chunk no batch can answer in time
@@ -92,7 +77,7 @@ async def map_requests(
                         break
                     try:
                         request, cls = _build(router, item, index, run, default_cls, tag)
-                        if deadline_risk(router, request, cls):
+                        if router.deadline_risk(request, cls):
                             at_risk.add(request.key)
                     except (InvalidRequestError, DeadlineError) as exc:
                         yield _item_key(item, index, run), exc
@@ -116,11 +101,11 @@ async def map_requests(
                     if ticket.created and request.key in at_risk:
                         escalate.append(ticket.request_id)
                     elif ticket.created:
-                        router._after_enqueue(cls)
+                        router.after_enqueue(cls)
                 at_risk.clear()
                 await listener.add(ids)
                 if escalate:  # after listening: a quick real-time answer cannot be missed
-                    await router._deadlines.escalate_ids(escalate, router.clock())
+                    await router.escalate_now(escalate)
                     log.info("requests_escalated", requests=len(escalate), reason="turnaround")
                 for key, outcome in _take(listener.take(), outstanding):
                     pending -= 1

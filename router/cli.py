@@ -297,7 +297,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     import time
 
-    from .store.purge import purge
     from .units import format_duration, parse_duration
 
     try:
@@ -307,7 +306,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     async def body(router: Any) -> int:
         age = given if given is not None else router.config.store.retention
-        report = await purge(router.store, before=time.time() - age)
+        report = await router.store.purge(before=time.time() - age)
         print(
             f"purged {report.requests} finished requests, {report.batches} done batches and"
             f" {report.ledger} ledger rows older than {format_duration(age)}"

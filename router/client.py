@@ -31,11 +31,11 @@ from .outcomes import Outcome, outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
 from .realtime import RealtimeLane
-from .retry import Backoff
+from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
 from .store.store import BODY_FIXED
-from .watcher import CompletionWatcher
+from .watcher import CompletionListener, CompletionWatcher
 
 log = get_logger(__name__)
 
@@ -194,6 +194,21 @@ class Router:
             await self._client.close()
         self._client = None
 
+    async def quiesce(self) -> None:
+        """Stop the scheduler starting jobs, then wait for a flush or poll already running here to
+        finish its step (a batches.create recorded, an ingest chunk committed). The daemon calls
+        it before it gives up its lease."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+            await self._scheduler.drain()
+        for _ in range(2):  # a job that started just before the shutdown takes its lock next
+            async with self._poll_lock:
+                pass
+            for lock in list(self._flush_locks.values()):
+                async with lock:
+                    pass
+            await asyncio.sleep(0)
+
     @property
     def store(self) -> Store:
         return _opened(self._store)
@@ -236,14 +251,20 @@ class Router:
     def _waiters(self) -> CompletionWatcher:
         return _opened(self._watcher)
 
+    def listener(self) -> CompletionListener:
+        """Collects the final rows of the request ids added to it, as they complete (bulk callers:
+        one listener, no future per request). Close it when done."""
+        return self._waiters.listen()
+
     # ------------------------------------------------------------------ flushing and polling
 
-    def _batch_classes(self) -> list[str]:
+    def batch_classes(self) -> list[str]:
+        """The names of the latency classes routed to batches."""
         return [name for name, cls in self.config.classes.items() if cls.route == "batch"]
 
     async def flush(self, latency: str | None = None) -> batcher.FlushReport:
         """Send pending requests (of one class, or all) to the Batch API now."""
-        names = [latency] if latency is not None else self._batch_classes()
+        names = [latency] if latency is not None else self.batch_classes()
         unknown = [n for n in names if n not in self.config.classes]
         if unknown:
             raise InvalidRequestError(f"latency: unknown class {unknown[0]!r}")
@@ -284,6 +305,15 @@ class Router:
         """Escalate (or fail, per policy) requests whose deadline a batch can no longer meet."""
         return await self._deadlines.run()
 
+    async def escalate_now(self, ids: Sequence[int], now: float | None = None) -> list[int]:
+        """Send stored pending requests real time at once, the case of requests no batch can answer
+        in time (see deadline_risk); returns the ids this call took off the batch path."""
+        return await self._deadlines.escalate_ids(list(ids), self.clock() if now is None else now)
+
+    async def drain_escalations(self) -> None:
+        """Wait for the real-time sends of escalated requests in progress here (before exiting)."""
+        await self._deadlines.drain()
+
     async def _scheduled_escalate(self) -> None:
         try:
             await self.escalate()
@@ -308,6 +338,7 @@ class Router:
             base_interval=self.config.batch.poll_interval,
             max_interval=self.config.batch.poll_max_interval,
             max_attempts={name: cls.max_attempts for name, cls in self.config.classes.items()},
+            retry=should_resubmit,
             on_finished=self._waiters.notify,
             on_final=self._waiters.deliver,
             ingesting=self._waiters.holding,
@@ -348,7 +379,9 @@ class Router:
             self._scheduler.flush_now(latency)
         return fired
 
-    def _after_enqueue(self, cls: LatencyClass) -> None:
+    def after_enqueue(self, cls: LatencyClass) -> None:
+        """Count a new request stored for `cls` (not escalated): every so often this checks the
+        class's size triggers, and flushes it when one is reached (only with a scheduler here)."""
         if self._scheduler is None or (cls.max_pending is None and cls.max_pending_bytes is None):
             return
         seen = self._enqueued_since_check.get(cls.name, 0) + 1
@@ -363,10 +396,30 @@ class Router:
 
     # ------------------------------------------------------------------ the two lanes
 
+    def resolve_class(self, latency: object, tag: str | None, model: object) -> LatencyClass:
+        """The latency class a call goes to: the one `latency` names, else the policy's choice for
+        `tag` and `model`. Raises InvalidRequestError for a name that is not a class."""
+        return self._resolve_class(latency, tag, model)
+
     def _resolve_class(self, latency: object, tag: str | None, model: object) -> LatencyClass:
         if latency is not None and not isinstance(latency, str):
             raise InvalidRequestError(f"latency: expected a class name string, got {latency!r}")
         return self.policy.resolve(latency, tag, model if isinstance(model, str) else None)
+
+    def deadline_risk(self, request: NewRequest, cls: LatencyClass) -> bool:
+        """Whether no batch can answer `request` before its deadline (the turnaround estimate plus
+        `[batch] deadline_margin`): such a request is escalated once stored. Raises DeadlineError
+        instead when the class says `on_deadline_risk = "fail"`."""
+        if not self._deadlines.at_risk_now(request.model, request.deadline_at, request.created_at):
+            return False
+        if cls.on_deadline_risk == "fail":
+            raise DeadlineError(
+                f"latency: class {cls.name!r} has a {cls.deadline or 0:.0f} s deadline but batches are"
+                f" expected to take {self._turnaround.estimate(request.model):.0f} s (+ the"
+                f" {self.config.batch.deadline_margin:.0f} s margin), and the class says"
+                ' on_deadline_risk = "fail"'
+            )
+        return True
 
     async def _deferred_ticket(
         self, kwargs: dict[str, Any], cls: LatencyClass, tag: str | None, key: str | None
@@ -380,16 +433,6 @@ class Router:
                 ' the batch envelope; [batch] max_bytes); send it with latency="realtime" or make it smaller'
             )
         now = self.clock()
-        deadline_at = now + cls.deadline if cls.deadline is not None else None
-        # A batch that cannot finish before the deadline is no option: go real time at once.
-        at_risk = self._deadlines.at_risk_now(str(params["model"]), deadline_at, now)
-        if at_risk and cls.on_deadline_risk == "fail":
-            raise DeadlineError(
-                f"latency: class {cls.name!r} has a {cls.deadline:.0f} s deadline but batches are expected"
-                f" to take {self._turnaround.estimate(str(params['model'])):.0f} s (+ the"
-                f" {self.config.batch.deadline_margin:.0f} s margin), and the class says"
-                ' on_deadline_risk = "fail"'
-            )
         request = NewRequest(
             key=key or f"auto-{uuid.uuid4().hex}",
             latency=cls.name,
@@ -397,15 +440,17 @@ class Router:
             model=str(params["model"]),
             params=body,
             created_at=now,
-            deadline_at=deadline_at,
+            deadline_at=now + cls.deadline if cls.deadline is not None else None,
         )
+        # A batch that cannot finish before the deadline is no option: go real time at once.
+        at_risk = self.deadline_risk(request, cls)
         ticket = await self.store.enqueue(request)
         if ticket.created and at_risk:
             await self._deadlines.escalate_ids([ticket.request_id], now)
             log.info("request_escalated", request_id=ticket.request_id, reason="turnaround", latency=cls.name)
         elif ticket.created:
             log.debug("request_deferred", request_id=ticket.request_id, latency=cls.name, tag=tag)
-            self._after_enqueue(cls)
+            self.after_enqueue(cls)
         return ticket
 
     def _route(self, kwargs: dict[str, Any], method: str) -> tuple[LatencyClass, str | None, str | None]:

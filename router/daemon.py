@@ -26,8 +26,7 @@ from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
 from .logs import get_logger
-from .store import leases
-from .store.purge import PurgeReport, purge
+from .store import PurgeReport, leases
 
 if TYPE_CHECKING:
     from .metrics import Address, DaemonView
@@ -90,10 +89,10 @@ class Daemon:
                 try:
                     await self._drive(router)
                 finally:
-                    await self._quiesce(router)
+                    await router.quiesce()
                     if self._code != EXIT_LEASE_LOST:
                         with contextlib.suppress(Exception):
-                            await leases.release(router.store, self.owner)
+                            await router.store.release_lease(self.owner)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -138,7 +137,7 @@ class Daemon:
             return False, {"reason": "the daemon is starting or stopping"}
         try:
             async with asyncio.timeout(5.0):
-                lease = await leases.current(router.store)
+                lease = await router.store.lease()
         except Exception as exc:
             return False, {"reason": f"the store does not answer: {exc or type(exc).__name__}"}
         now = time.time()
@@ -164,11 +163,11 @@ class Daemon:
         store = router.store
         waiting = False
         while not self._stop.is_set():
-            if await leases.acquire(store, self.owner, ttl=self.lease_ttl, now=time.time()):
+            if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
                 log.info("lease_acquired", owner=self.owner, store=str(store.path), waited=waiting)
                 crash_point("lease.after_acquire")
                 return True
-            holder = await leases.current(store)
+            holder = await store.lease()
             if not self.standby:
                 until = (
                     datetime.fromtimestamp(holder.expires_at, UTC).isoformat(timespec="seconds")
@@ -214,7 +213,7 @@ class Daemon:
             await router.poll()
         except Exception as exc:
             log.error("poll_failed", error=str(exc))
-        for name in router._batch_classes():
+        for name in router.batch_classes():
             try:
                 await router.check_triggers(name)
             except Exception as exc:
@@ -226,7 +225,7 @@ class Daemon:
         if router is None or self._stop.is_set():
             return
         try:
-            held = await leases.acquire(router.store, self.owner, ttl=self.lease_ttl, now=time.time())
+            held = await router.store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time())
         except Exception as exc:  # a busy database: the lease still has time, try again next tick
             log.warning("lease_renew_failed", error=str(exc))
             return
@@ -239,7 +238,7 @@ class Daemon:
     async def purge(self) -> PurgeReport:
         """Drop what is past `[store] retention` (finished requests, done batches, ledger rows)."""
         assert self._router is not None
-        report = await purge(self._router.store, before=time.time() - self.config.store.retention)
+        report = await self._router.store.purge(before=time.time() - self.config.store.retention)
         log.info("purge_done", requests=report.requests, batches=report.batches, ledger=report.ledger)
         return report
 
@@ -248,20 +247,6 @@ class Daemon:
             await self.purge()
         except Exception as exc:
             log.error("purge_failed", error=str(exc))
-
-    async def _quiesce(self, router: Router) -> None:
-        """Stop starting jobs, then wait for a running create or ingest to finish its step."""
-        scheduler = router.scheduler
-        if scheduler is not None:
-            scheduler.shutdown()
-            await scheduler.drain()
-        for _ in range(2):  # a job that started just before the shutdown takes its lock next
-            async with router._poll_lock:
-                pass
-            for lock in list(router._flush_locks.values()):
-                async with lock:
-                    pass
-            await asyncio.sleep(0)
 
 
 def _metrics_address(config: RouterConfig, given: str | None, public: bool) -> tuple[Address, str] | None:

@@ -66,7 +66,7 @@ class DaemonWatch:
     async def check(self) -> bool:
         """Look at the lease once; returns True when this look logged the warning."""
         now = self._clock()
-        lease = await leases.current(self._store)
+        lease = await self._store.lease()
         if leases.is_held(lease, now):
             self._last_held = now
             if self._warned:

@@ -23,8 +23,7 @@ import anthropic
 from .config import RouterConfig
 from .logs import get_logger
 from .realtime import RealtimeLane
-from .store import LedgerEntry, Store, custom_id_for, states
-from .store import deadlines as q
+from .store import AtRisk, LedgerEntry, StoreEngine, custom_id_for, states
 
 log = get_logger(__name__)
 
@@ -36,7 +35,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 class TurnaroundEstimator:
     """A high percentile of observed batch turnaround (submit -> ended), per model."""
 
-    def __init__(self, store: Store, *, prior: float, percentile: float) -> None:
+    def __init__(self, store: StoreEngine, *, prior: float, percentile: float) -> None:
         self._store = store
         self.prior = prior
         self.percentile = percentile
@@ -45,14 +44,11 @@ class TurnaroundEstimator:
 
     async def refresh(self) -> None:
         samples: dict[str, list[float]] = {}
-        overall = await q.turnaround_samples(self._store, None)
-        async with self._store.reader.execute(
-            "SELECT model, seconds FROM turnarounds ORDER BY batch_id DESC LIMIT 5000"
-        ) as cur:
-            for model, seconds in await cur.fetchall():
-                bucket = samples.setdefault(str(model), [])
-                if len(bucket) < 200:
-                    bucket.append(float(seconds))
+        overall = await self._store.turnaround_samples(None)
+        for model, seconds in await self._store.recent_turnarounds(5000):
+            bucket = samples.setdefault(model, [])
+            if len(bucket) < 200:
+                bucket.append(seconds)
         self._by_model = {m: self._quantile(s) for m, s in samples.items() if len(s) >= MIN_SAMPLES}
         self._overall = self._quantile(overall) if len(overall) >= MIN_SAMPLES else None
 
@@ -86,7 +82,7 @@ class Escalator:
     def __init__(
         self,
         *,
-        store: Store,
+        store: StoreEngine,
         lane: RealtimeLane,
         config: RouterConfig,
         estimator: TurnaroundEstimator,
@@ -114,8 +110,8 @@ class Escalator:
         report = EscalationReport()
         now = self._clock()
         margin = self._config.batch.deadline_margin
-        candidates = await q.at_risk(self._store, now + margin + self._estimator.longest())
-        due: list[q.AtRisk] = []
+        candidates = await self._store.at_risk(now + margin + self._estimator.longest())
+        due: list[AtRisk] = []
         for row in candidates:
             if row.state == states.SUBMITTED:
                 risky = now + margin >= row.deadline_at  # its batch is late: no time left to wait
@@ -128,13 +124,13 @@ class Escalator:
         for row in to_fail:
             if await self._fail(row, now):
                 report.failed.append(row.id)
-        won = await q.mark_escalated(self._store, to_escalate, now)
+        won = await self._store.mark_escalated(to_escalate, now)
         report.escalated.extend(won)
         for rid in won:
             log.info("request_escalated", request_id=rid, reason="deadline_at_risk")
         # Real-time sends lost with a crashed process (never those in flight here).
         stale_before = now - self._config.anthropic.timeout
-        self._retry.update(await q.take_over_stale(self._store, before=stale_before, now=now))
+        self._retry.update(await self._store.take_over_stale(before=stale_before, now=now))
         self._start_sends([*won, *self._retry])
         self._retry.clear()
         touched = {r.batch_id for r in to_escalate if r.id in won}
@@ -145,8 +141,8 @@ class Escalator:
 
     async def escalate_ids(self, ids: list[int], now: float) -> list[int]:
         """Escalate specific pending requests at once (submit() of a request no batch can serve in time)."""
-        rows = [q.AtRisk(i, "", "", "", states.PENDING, now, None) for i in ids]
-        won = await q.mark_escalated(self._store, rows, now)
+        rows = [AtRisk(i, "", "", "", states.PENDING, now, None) for i in ids]
+        won = await self._store.mark_escalated(rows, now)
         self._start_sends(won)
         return won
 
@@ -179,7 +175,7 @@ class Escalator:
         self._sending.pop(request_id, None)
 
     async def _send(self, request_id: int) -> None:
-        rows = await q.escalated_params(self._store, [request_id])
+        rows = await self._store.escalated_params([request_id])
         if not rows:
             return  # purged meanwhile
         _, latency, tag, _model, params = rows[0]
@@ -206,8 +202,7 @@ class Escalator:
     async def _finish(
         self, request_id: int, line: bytes, *, succeeded: bool, outcome: str, ledger: LedgerEntry | None
     ) -> None:
-        done = await q.complete(
-            self._store,
+        done = await self._store.complete(
             request_id,
             from_states=(states.ESCALATED,),
             succeeded=succeeded,
@@ -222,14 +217,13 @@ class Escalator:
             # The batch answered first: this real-time reply was billed but is not delivered.
             await self._store.record_now(dataclasses.replace(ledger, duplicate=True))
 
-    async def _fail(self, row: q.AtRisk, now: float) -> bool:
+    async def _fail(self, row: AtRisk, now: float) -> bool:
         reason = (
             f"request {row.key!r} (class {row.latency!r}) cannot meet its deadline through a batch and its"
             ' class says on_deadline_risk = "fail"'
         )
         line = _line(row.id, {"type": "deadline", "reason": reason})
-        return await q.complete(
-            self._store,
+        return await self._store.complete(
             row.id,
             from_states=(row.state,),
             succeeded=False,
@@ -246,7 +240,7 @@ class Escalator:
         for batch in await self._store.open_batches():
             if batch.id not in wanted or batch.api_id is None or batch.state != states.B_IN_PROGRESS:
                 continue
-            remaining = await q.still_in_batch(self._store, batch.id)
+            remaining = await self._store.still_in_batch(batch.id)
             if remaining * 2 < batch.request_count:
                 try:
                     await self._lane.client.messages.batches.cancel(batch.api_id)

@@ -179,10 +179,7 @@ async def run_demo(
                 if emulator is not None and call["messages"][0]["content"] not in text:
                     result.mismatched += 1
             result.batches = await router.store.batch_count()
-            rows = await router.store.reader.execute_fetchall(
-                "SELECT COUNT(*) FROM requests WHERE escalated_at IS NOT NULL"
-            )
-            result.escalated = int(next(iter(rows))[0])
+            result.escalated = await router.store.escalated_count()
             summary = await cost_summary(router.store, router.config)
             result.summary_text = summary.render()
     finally:

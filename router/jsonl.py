@@ -17,11 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .bulk import deadline_risk
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
-from .store.sql import RESULT_OF_REQUEST, chunks
 from .store.store import BODY_FIXED, digest_of
 
 if TYPE_CHECKING:
@@ -97,7 +95,7 @@ def _parse(router: Router, number: int, text: str, latency: str | None, tag: str
         body = serialize(checked)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"params.{exc}") from None
-    cls = router._resolve_class(latency, tag, checked.get("model"))
+    cls = router.resolve_class(latency, tag, checked.get("model"))
     if cls.route != "batch":
         raise InvalidRequestError(
             f"class {cls.name!r} is real time; enqueue stores deferrable requests (pass --latency CLASS)"
@@ -171,7 +169,7 @@ async def enqueue_file(
     file = _existing(path)
     tag = check_tag(tag)
     if latency is not None:
-        router._resolve_class(latency, tag, None)  # an unknown class is one error, not one per line
+        router.resolve_class(latency, tag, None)  # an unknown class is one error, not one per line
     problems: list[tuple[int, str]] = []
     bad = 0
     first_line: dict[str, int] = {}
@@ -197,12 +195,12 @@ async def enqueue_file(
                     problem(item.number, f"custom_id {item.key!r} already used on line {seen}")
                     continue
                 try:
-                    deadline_risk(router, _request(item, tag, router.clock()), item.cls)
+                    router.deadline_risk(_request(item, tag, router.clock()), item.cls)
                 except DeadlineError as exc:
                     problem(item.number, str(exc))
                     continue
                 good.append(item)
-            stored = await _stored_digests(router, [line.key for line in good])
+            stored = await router.store.digests_by_key([line.key for line in good])
             for line in good:
                 digest = stored.get(line.key)
                 if digest is None:
@@ -236,12 +234,12 @@ async def enqueue_file(
                     continue
                 report.stored += 1
                 report.classes[line.cls.name] = report.classes.get(line.cls.name, 0) + 1
-                if deadline_risk(router, request, line.cls):
+                if router.deadline_risk(request, line.cls):
                     escalate.append(ticket.request_id)  # no batch can answer in time: real time now
                 else:
-                    router._after_enqueue(line.cls)
+                    router.after_enqueue(line.cls)
             if escalate:
-                await router._deadlines.escalate_ids(escalate, now)
+                await router.escalate_now(escalate, now)
                 report.escalated += len(escalate)
             done += len(chunk)
             if progress is not None:
@@ -249,20 +247,8 @@ async def enqueue_file(
     except UnicodeDecodeError as exc:
         raise RouterError(f"{file}: not UTF-8 text ({exc}); nothing was stored") from None
     if report.escalated:
-        await router._deadlines.drain()  # the caller may exit next: let the real-time sends finish
+        await router.drain_escalations()  # the caller may exit next: let the real-time sends finish
     return report
-
-
-async def _stored_digests(router: Router, keys: Sequence[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for part in chunks(keys):
-        marks = ",".join("?" * len(part))
-        async with router.store.reader.execute(
-            f"SELECT key, digest FROM requests WHERE key IN ({marks})", part
-        ) as cur:
-            for key, digest in await cur.fetchall():
-                found[str(key)] = bytes(digest)
-    return found
 
 
 # ---------------------------------------------------------------------------- results out
@@ -298,38 +284,30 @@ async def export_results(
 ) -> ExportReport:
     """Write finished results as Batch API result lines: every finished request, or those of `keys`."""
     report = ExportReport()
-    reader = router.store.reader
+    store = router.store
     if keys is None:
         after = 0
         while True:
-            async with reader.execute(
-                f"SELECT id, key, {RESULT_OF_REQUEST} AS line FROM requests_now AS requests"
-                " WHERE state IN (?, ?) AND line IS NOT NULL AND id > ? ORDER BY id LIMIT ?",
-                (states.SUCCEEDED, states.FAILED, after, CHUNK),
-            ) as cur:
-                rows = list(await cur.fetchall())
+            rows = await store.finished_results(after=after, limit=CHUNK)
             if not rows:
                 return report
-            after = int(rows[-1][0])
-            out.write(b"".join(result_line(str(key), bytes(result)) for _, key, result in rows))
-            report.written += len(rows)
+            after = rows[-1].id
+            finished = [result_line(row.key, row.line) for row in rows if row.line is not None]
+            out.write(b"".join(finished))
+            report.written += len(finished)
     wanted = list(dict.fromkeys(keys))
-    for part in chunks(wanted):
-        marks = ",".join("?" * len(part))
-        async with reader.execute(
-            f"SELECT key, state, {RESULT_OF_REQUEST} FROM requests_now AS requests WHERE key IN ({marks})",
-            part,
-        ) as cur:
-            rows_by_key = {str(k): (str(s), r) for k, s, r in await cur.fetchall()}
+    for start in range(0, len(wanted), CHUNK):
+        part = wanted[start : start + CHUNK]
+        rows_by_key = await store.results_by_key(part)
         lines = []
         for key in part:
             found = rows_by_key.get(key)
             if found is None:
                 report.unknown.append(key)
-            elif found[0] not in states.FINAL_STATES or found[1] is None:
-                report.unfinished[key] = found[0]
+            elif found.state not in states.FINAL_STATES or found.line is None:
+                report.unfinished[key] = found.state
             else:
-                lines.append(result_line(key, bytes(found[1])))
+                lines.append(result_line(key, found.line))
         out.write(b"".join(lines))
         report.written += len(lines)
     return report

@@ -18,7 +18,7 @@ from .config import LatencyClass, RouterConfig
 from .cron import cron_trigger
 from .pricing import CostSummary
 from .report import summary_of
-from .store import Store, leases, states
+from .store import Lease, Store, states
 from .units import format_duration
 
 # Every request state, in the order of its life (DESIGN.md section 4).
@@ -89,7 +89,7 @@ class Snapshot:
     flusher: str  # [router] flusher of the config that took it
     classes: dict[str, ClassFigures]
     batches: list[BatchFigures]
-    lease: leases.Lease | None  # the driver lease row, live or lapsed
+    lease: Lease | None  # the driver lease row, live or lapsed
     answers: dict[tuple[str, str, str], int]  # (lane, class, outcome) -> API answers in the ledger
     cost: CostSummary  # everything the ledger holds
     today: CostSummary  # ledger rows from local midnight on
@@ -228,7 +228,7 @@ async def take(store: Store, config: RouterConfig, *, now: float | None = None) 
     """Read every figure of the database behind `store` (a handful of read-only statements)."""
     now = time.time() if now is None else now
     today_since = local_midnight(now)
-    lease = await leases.current(store)
+    lease = await store.lease()
     live = lease is not None and lease.expires_at > now
     per_class: dict[str, dict[str, int]] = {}
     oldest: dict[str, float] = {}

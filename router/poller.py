@@ -19,9 +19,8 @@ import httpx2
 from ._crashpoints import crash_point
 from .logs import get_logger
 from .retry import retry_after_of
-from .store import BatchRow, FinalRow, IngestStats, Store, states
-from .store.deadlines import record_turnaround
-from .store.missing import RESULTS_RETENTION_SECONDS, fail_missing
+from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
+from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = get_logger(__name__)
 
@@ -55,15 +54,18 @@ def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
 
 async def ingest(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     batch: BatchRow,
     *,
     now: float,
     max_attempts: Mapping[str, int],
+    retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
     on_final: Callable[[Sequence[FinalRow]], None] | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
+
+    `retry` decides the results that are not `succeeded` (resubmit or fail).
 
     Each chunk's final rows go to `on_final` when given (resolves this process's waiters
     without reading the rows back; it must not block: reading the next chunks waits for
@@ -94,7 +96,9 @@ async def ingest(
         lines = chunk[:INGEST_CHUNK]
         del chunk[:INGEST_CHUNK]
         in_flight.append(
-            asyncio.create_task(store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts))
+            asyncio.create_task(
+                store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts, retry=retry)
+            )
         )
         if len(in_flight) > CHUNKS_IN_FLIGHT:
             await collect()
@@ -159,12 +163,13 @@ def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
 
 async def poll(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     *,
     now: float,
     base_interval: float,
     max_interval: float,
     max_attempts: Mapping[str, int],
+    retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
     on_final: Callable[[Sequence[FinalRow]], None] | None = None,
     ingesting: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
@@ -199,7 +204,7 @@ async def poll(
                 if remote.cancel_initiated_at is None and remote.ended_at is not None:
                     # Both times from the API's clock; a canceled batch says nothing of turnaround.
                     turnaround = (remote.ended_at - remote.created_at).total_seconds()
-                    await record_turnaround(store, batch.id, turnaround)
+                    await store.record_turnaround(batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
                 crash_point("poll.after_ended")
             with ingesting():
@@ -209,6 +214,7 @@ async def poll(
                     batch,
                     now=now,
                     max_attempts=max_attempts,
+                    retry=retry,
                     on_finished=on_finished,
                     on_final=on_final,
                 )
@@ -217,7 +223,7 @@ async def poll(
             # and is polled again after a backoff; what was ingested is skipped on re-read.
             age = now - (batch.submitted_at or batch.created_at)
             if isinstance(exc, anthropic.NotFoundError) and age >= RESULTS_RETENTION_SECONDS:
-                lost = await fail_missing(store, batch.id, now=now, reason=_missing_reason(batch, age))
+                lost = await store.fail_missing(batch.id, now=now, reason=_missing_reason(batch, age))
                 log.error("batch_results_lost", batch_id=batch.api_id, requests=len(lost))
                 if lost:
                     on_finished(lost)

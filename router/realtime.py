@@ -11,7 +11,7 @@ from anthropic import AsyncAPIResponse
 from anthropic.types import Message
 
 from .pricing import TokenCounts
-from .store import LedgerEntry, Store
+from .store import LedgerEntry, StoreEngine
 
 
 class RealtimeLane:
@@ -22,7 +22,7 @@ class RealtimeLane:
         client: anthropic.AsyncAnthropic,
         *,
         concurrency: int,
-        store: Store | None,
+        store: StoreEngine | None,
         clock: Callable[[], float],
     ) -> None:
         self.client = client

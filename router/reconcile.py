@@ -13,7 +13,6 @@ whose results the ingest records in the ledger (duplicate=1) without delivering 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -23,11 +22,10 @@ from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
 from .logs import get_logger
-from .store import BatchRow, Store, states
+from .store import StoreEngine, states
 
 log = get_logger(__name__)
 
-RELEASED = "released"  # batch row: create outcome unknown, requests resubmitted, still looking
 CLOCK_SKEW = 60.0  # seconds of disagreement tolerated between our clock and the API's
 LIST_LIMIT = 10_000  # batches read at most per reconciliation
 
@@ -54,57 +52,9 @@ async def _list_since(client: anthropic.AsyncAnthropic, since: float) -> list[Me
     return found
 
 
-async def _known(store: Store, api_ids: Collection[str]) -> set[str]:
-    known: set[str] = set()
-    ids = list(api_ids)
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        async with store.reader.execute(
-            f"SELECT api_id FROM batches WHERE api_id IN ({','.join('?' * len(part))})", part
-        ) as cur:
-            known.update(str(r[0]) for r in await cur.fetchall())
-    return known
-
-
-async def _adopt(store: Store, intent: BatchRow, api_id: str, *, now: float) -> bool:
-    """Attach a found remote batch to its intent (guarded on the intent's state)."""
-    try:
-        async with store.transaction() as w:
-            cur = await w.execute(
-                "UPDATE batches SET api_id = ?, state = ?, submitted_at = ?, next_poll_at = ?"
-                " WHERE id = ? AND state = ? AND api_id IS NULL",
-                (api_id, states.B_IN_PROGRESS, now, now, intent.id, intent.state),
-            )
-            if cur.rowcount != 1:
-                return False
-            if intent.state == states.B_CREATING:
-                await w.execute(
-                    "UPDATE requests SET state = 'submitted' WHERE batch_id = ? AND state = 'submitting'",
-                    (intent.id,),
-                )
-    except sqlite3.IntegrityError:  # another process attached the same remote batch first
-        return False
-    return True
-
-
-async def _release(store: Store, intent: BatchRow, *, to: str) -> int:
-    """Put an intent's requests back to pending; the row becomes `to` (done, or released)."""
-    async with store.transaction() as w:
-        cur = await w.execute(
-            "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
-            (to, intent.id, intent.state),
-        )
-        if cur.rowcount != 1:
-            return 0
-        cur = await w.execute(
-            "UPDATE requests SET state = 'pending' WHERE batch_id = ? AND state = 'submitting'", (intent.id,)
-        )
-        return cur.rowcount
-
-
 async def reconcile(
     client: anthropic.AsyncAnthropic,
-    store: Store,
+    store: StoreEngine,
     *,
     now: float,
     grace: float,
@@ -124,7 +74,7 @@ async def reconcile(
         b
         for b in await store.open_batches()
         if b.api_id is None
-        and b.state in (states.B_CREATING, RELEASED)
+        and b.state in (states.B_CREATING, states.B_RELEASED)
         and b.id not in in_flight
         and (b.id in settled or b.created_at < settled_before or now - b.created_at >= grace)
     ]
@@ -138,12 +88,12 @@ async def reconcile(
         for intent in due:
             # Not sure whether the batch exists: resubmit after the grace period, keep looking.
             if intent.state == states.B_CREATING and now - intent.created_at >= grace:
-                released = await _release(store, intent, to=RELEASED)
+                released = await store.release_intent(intent.id, state=intent.state, to=states.B_RELEASED)
                 report.resubmitted += released
                 log.warning("batch_intent_resubmitted", local_batch=intent.id, requests=released)
         return report
     crash_point("reconcile.after_list")
-    known = await _known(store, [b.id for b in remote])
+    known = await store.known_api_ids([b.id for b in remote])
     candidates = sorted((b for b in remote if b.id not in known), key=lambda b: b.created_at)
     taken: set[str] = set()
     for intent in sorted(due, key=lambda b: b.created_at):
@@ -159,7 +109,7 @@ async def reconcile(
             None,
         )
         if match is not None:
-            if await _adopt(store, intent, match.id, now=now):
+            if await store.adopt_batch(intent.id, match.id, state=intent.state, now=now):
                 taken.add(match.id)
                 report.adopted.append(match.id)
                 log.info(
@@ -167,21 +117,17 @@ async def reconcile(
                     batch_id=match.id,
                     local_batch=intent.id,
                     requests=intent.request_count,
-                    duplicate=intent.state == RELEASED,
+                    duplicate=intent.state == states.B_RELEASED,
                 )
                 crash_point("reconcile.after_adopt")
             continue
         if intent.state == states.B_CREATING:
             # The listing covers the intent's time and shows no such batch: it was never created.
             crash_point("reconcile.before_release")
-            released = await _release(store, intent, to=states.B_DONE)
+            released = await store.release_intent(intent.id, state=intent.state, to=states.B_DONE)
             report.resubmitted += released
             log.info("batch_intent_released", local_batch=intent.id, requests=released)
         else:
             # Listed successfully after the grace period and nothing there: stop looking.
-            async with store.transaction() as w:
-                await w.execute(
-                    "UPDATE batches SET state = ? WHERE id = ? AND state = ? AND api_id IS NULL",
-                    (states.B_DONE, intent.id, RELEASED),
-                )
+            await store.close_released_intent(intent.id)
     return report

@@ -14,12 +14,15 @@ from typing import Any, Final, Literal
 
 import anthropic
 
-from .store.states import RETRYABLE_ERROR_TYPES
-
 Decision = Literal["resubmit", "fail"]
 
 RESUBMIT: Final = "resubmit"
 FAIL: Final = "fail"
+
+# Error types after which the same request may succeed if sent again.
+RETRYABLE_ERROR_TYPES: Final = frozenset(
+    {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
+)
 
 
 def error_type_of(result: Mapping[str, Any]) -> str | None:
@@ -61,6 +64,19 @@ def decide(
     if kind == "expired":
         return RESUBMIT if deadline_at is None or now < deadline_at else FAIL
     return FAIL
+
+
+def should_resubmit(
+    result: Mapping[str, Any],
+    *,
+    attempts: int,
+    max_attempts: int,
+    deadline_at: float | None,
+    now: float,
+) -> bool:
+    """`decide` as the store's `RetryPolicy`: True to send the request again."""
+    decision = decide(result, attempts=attempts, max_attempts=max_attempts, deadline_at=deadline_at, now=now)
+    return decision == RESUBMIT
 
 
 class Backoff:

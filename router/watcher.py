@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from .errors import RouterError
 from .logs import get_logger
 from .outcomes import Outcome, outcome_of
-from .store import FinalRow, RequestRow, Store, states
+from .store import FinalRow, RequestRow, StoreEngine, states
 
 log = get_logger(__name__)
 
@@ -25,7 +25,7 @@ DELIVER_SLICE = 64  # callers woken per event-loop turn by the delivery task
 class CompletionWatcher:
     """Maps request ids to the futures waiting on them and resolves them from the store."""
 
-    def __init__(self, store: Store, *, interval: float) -> None:
+    def __init__(self, store: StoreEngine, *, interval: float) -> None:
         self._store = store
         self._interval = interval
         # Futures get the final row's values; each caller builds its RequestRow and Message in
@@ -208,7 +208,7 @@ class CompletionListener:
     Memory is one dict entry per id still awaited plus the rows completed but not taken yet.
     """
 
-    def __init__(self, watcher: CompletionWatcher, store: Store) -> None:
+    def __init__(self, watcher: CompletionWatcher, store: StoreEngine) -> None:
         self._watcher = watcher
         self._store = store
         self._ids: set[int] = set()

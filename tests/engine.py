@@ -11,6 +11,7 @@ import anthropic
 
 from router import Router, RouterConfig
 from router.emulator import Emulator
+from tests.durability import query
 
 BATCHES = "/v1/messages/batches"
 
@@ -58,12 +59,12 @@ def calls(emulator: Emulator, endpoint: str) -> int:
 
 async def ledger_rows(router: Router) -> list[tuple[int, str, int]]:
     """(request_id, result_type, duplicate) of every batch ledger row."""
-    async with router.store.reader.execute(
-        "SELECT request_id, result_type, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id"
-    ) as cur:
-        return [(int(a), str(b), int(c)) for a, b, c in await cur.fetchall()]
+    rows = query(
+        router.store.path,
+        "SELECT request_id, result_type, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id",
+    )
+    return [(int(a), str(b), int(c)) for a, b, c in rows]
 
 
 async def batch_states(router: Router) -> list[str]:
-    async with router.store.reader.execute("SELECT state FROM batches ORDER BY id") as cur:
-        return [str(r[0]) for r in await cur.fetchall()]
+    return [str(r[0]) for r in query(router.store.path, "SELECT state FROM batches ORDER BY id")]

@@ -15,6 +15,7 @@ from router import Router, load_config
 from router.cli import main
 from router.emulator import Emulator
 from router.jsonl import result_line
+from tests.durability import query
 from tests.engine import CLASSES
 from tests.helpers import MODEL
 
@@ -49,8 +50,8 @@ async def cli(*argv: str) -> int:
 
 async def stored_rows(cfg: Path) -> dict[str, Any]:
     async with Router(load_config(cfg), scheduler=False) as router:
-        async with router.store.reader.execute("SELECT key, class, tag, state FROM requests") as cur:
-            return {str(k): (c, t, s) for k, c, t, s in await cur.fetchall()}
+        rows = query(router.store.path, "SELECT key, class, tag, state FROM requests")
+        return {str(k): (c, t, s) for k, c, t, s in rows}
 
 
 async def test_enqueue_then_results_out_round_trip(

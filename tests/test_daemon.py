@@ -330,7 +330,7 @@ async def test_an_app_waiting_with_no_daemon_warns_once_and_again_after_a_daemon
             assert warning["store"] == str(tmp_path / "router.db")
 
             # A daemon comes (its lease in force), then goes without releasing it (killed).
-            assert await leases.acquire(app.store, ELSEWHERE, ttl=15.0, now=clock.now())
+            assert await app.store.acquire_lease(ELSEWHERE, ttl=15.0, now=clock.now())
             assert not await watch.check()
             assert any(e["event"] == "daemon_lease_held" for e in logs)
             clock.advance(15.0 + NO_DAEMON_AFTER - 1)  # expired, but not for 30 s yet
@@ -366,18 +366,18 @@ async def test_the_app_looks_at_the_lease_on_its_own_and_only_in_daemon_mode(
 
 async def test_status_says_who_holds_the_lease(router: Router) -> None:
     now = time.time()
-    assert await leases.holder(router.store, now=now) is None
+    assert await router.store.lease_holder(now=now) is None
     assert leases.describe_holder(None, now) == "no daemon holds the lease"
-    assert await leases.acquire(router.store, ELSEWHERE, ttl=15.0, now=now)
-    lease = await leases.holder(router.store, now=now)
+    assert await router.store.acquire_lease(ELSEWHERE, ttl=15.0, now=now)
+    lease = await router.store.lease_holder(now=now)
     assert lease is not None and lease.owner == ELSEWHERE
     until_text = datetime.fromtimestamp(now + 15.0, UTC).isoformat(timespec="seconds")
     assert (
         leases.describe_holder(lease, now)
         == f"daemon {ELSEWHERE} holds the lease (renewed until {until_text})"
     )
-    assert await leases.holder(router.store, now=now + 15.0) is None  # expired
+    assert await router.store.lease_holder(now=now + 15.0) is None  # expired
     assert leases.describe_holder(lease, now + 15.0) == "no daemon holds the lease"
     dead = f"{socket.gethostname()}:{2**22 + 7}:deadbeef"  # this host, a pid that does not exist
-    assert await leases.acquire(router.store, dead, ttl=15.0, now=now + 16.0)
-    assert await leases.holder(router.store, now=now + 16.0) is None
+    assert await router.store.acquire_lease(dead, ttl=15.0, now=now + 16.0)
+    assert await router.store.lease_holder(now=now + 16.0) is None

@@ -11,6 +11,7 @@ import pytest
 
 from router import DeadlineError, Router, RouterConfig
 from router.emulator import Emulator
+from tests.durability import query
 from tests.helpers import ask, reply_text, stored
 
 HOUR = 3600.0
@@ -21,8 +22,7 @@ def posts(emulator: Emulator, path: str) -> int:
 
 
 async def one_row(router: Router, sql: str) -> tuple[object, ...]:
-    rows = await router.store.reader.execute_fetchall(sql)
-    return tuple(next(iter(rows)))
+    return query(router.store.path, sql)[0]
 
 
 def make_config(db_path: Path, emulator: Emulator, extra: str = "") -> RouterConfig:

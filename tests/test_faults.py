@@ -19,9 +19,7 @@ import pytest
 from router import Router, poller
 from router.emulator import Emulator
 from router.store import Store, request_id_from
-from router.store import deadlines as store_deadlines
 from router.store import store as store_module
-from router.store.purge import purge
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
 
@@ -296,15 +294,18 @@ async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_wri
         _, ids = await other.completed_since(0)
         assert set(ids) == done
         assert await other.state_counts() == {"succeeded": 20, "submitted": 20}
-        at_risk = await store_deadlines.at_risk(other, horizon=float("inf"))
+        at_risk = await other.at_risk(horizon=float("inf"))
         assert len(at_risk) == 20 and not {r.id for r in at_risk} & done
         # A writer holding a stale read (submitted) cannot take a finished request off the batch.
         stale = [dataclasses.replace(at_risk[0], id=min(done))]
-        assert await store_deadlines.mark_escalated(other, stale, now=1.0) == []
+        assert await other.mark_escalated(stale, now=1.0) == []
         # Nor can a write that forgets the rule: SQLite refuses it.
-        with pytest.raises(sqlite3.IntegrityError, match="has a completion"):
-            async with other.transaction() as w:
-                await w.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
+        with (
+            pytest.raises(sqlite3.IntegrityError, match="has a completion"),
+            contextlib.closing(sqlite3.connect(db_path, timeout=10)) as raw,
+            raw,
+        ):
+            raw.execute("UPDATE requests SET state = 'pending' WHERE id = ?", (min(done),))
     finally:
         await other.close()
 
@@ -325,7 +326,7 @@ async def test_a_line_read_again_after_a_purge_took_its_ledger_row_is_not_applie
     # completions' unique request_id, and every later poll with it).
     router, _ = broken_off
     emulator.clock.advance(2 * 3600)
-    assert (await purge(router.store, before=emulator.clock.now() - 3600)).ledger == 20
+    assert (await router.store.purge(before=emulator.clock.now() - 3600)).ledger == 20
     report = await router.poll()
     assert (report.delivered, report.duplicates, report.errors) == (20, 20, 0)
     assert await router.store.open_batches() == []
@@ -475,8 +476,8 @@ async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
         with pytest.raises(sqlite3.OperationalError, match="no such table"):
             await router.poll()  # a store failure is not an API fault: the caller sees it
         assert await router.store.state_counts() == {"submitted": 6}
-        async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
-            assert (await cur.fetchone()) == (0,)
+        with sqlite3.connect(db_path) as raw:
+            assert raw.execute("SELECT COUNT(*) FROM results").fetchone() == (0,)
         monkeypatch.undo()
         assert (await router.poll()).delivered == 6
         await all_delivered(router, 6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,9 @@ import pytest
 from router import Router
 from router.emulator import Emulator
 from router.poller import _line_blocks
+from router.retry import should_resubmit
 from router.store import IngestStats, RequestRow
+from tests.durability import query
 from tests.engine import quiet_router
 from tests.helpers import ask, reply_text
 
@@ -98,12 +100,12 @@ async def _submitted(router: Router, count: int) -> tuple[int, list[int]]:
 
 
 async def _ledger(router: Router, batch_id: int) -> list[tuple[object, ...]]:
-    async with router.store.reader.execute(
+    return query(
+        router.store.path,
         "SELECT request_id, model, result_type, input_tokens, output_tokens, cache_write_5m, cache_write_1h,"
         " cache_read, duplicate FROM ledger WHERE batch_id = ? ORDER BY request_id",
         (batch_id,),
-    ) as cur:
-        return [tuple(r) for r in await cur.fetchall()]
+    )
 
 
 async def test_sqlite_reads_each_line_down_to_its_verdict(router: Router) -> None:
@@ -127,7 +129,7 @@ async def test_sqlite_reads_each_line_down_to_its_verdict(router: Router) -> Non
         _line(f"r{ids[2]}", _errored("overloaded_error")),  # resubmitted
     ]
     stats, finals = await router.store.apply_results(
-        batch_id, lines, now=time.time(), max_attempts={"daily": 3}
+        batch_id, lines, now=time.time(), max_attempts={"daily": 3}, retry=should_resubmit
     )
     assert stats == IngestStats(delivered=2, retried=1, duplicates=0, skipped=1, unknown=3)
     assert [(f[0], f[5], f[6], f[7], f[8]) for f in finals] == [
@@ -148,17 +150,41 @@ async def test_sqlite_reads_each_line_down_to_its_verdict(router: Router) -> Non
     ]
     # The same chunk read again (a stream re-read after a crash) changes nothing.
     again, finals = await router.store.apply_results(
-        batch_id, lines, now=time.time(), max_attempts={"daily": 3}
+        batch_id, lines, now=time.time(), max_attempts={"daily": 3}, retry=should_resubmit
     )
     assert (again.delivered, again.retried, again.skipped, again.unknown, finals) == (0, 0, 4, 3, [])
     assert len(await _ledger(router, batch_id)) == 3
+
+
+async def test_the_store_asks_the_callers_retry_policy(router: Router) -> None:
+    # The decision is the caller's: a policy that resubmits everything sends back even an error
+    # the router's own policy fails at once, and it is asked once per line, with the request's
+    # class limit, its attempts so far and its deadline.
+    batch_id, ids = await _submitted(router, 2)
+    asked: list[tuple[object, ...]] = []
+
+    def always(
+        result: Mapping[str, Any], *, attempts: int, max_attempts: int, deadline_at: float | None, now: float
+    ) -> bool:
+        asked.append((result["type"], attempts, max_attempts, deadline_at is not None, now))
+        return True
+
+    lines = [_line(f"r{i}", _errored("invalid_request_error")) for i in ids]
+    stats, finals = await router.store.apply_results(
+        batch_id, lines, now=123.0, max_attempts={"daily": 3}, retry=always
+    )
+    assert (stats.retried, stats.delivered, finals) == (2, 0, [])
+    assert asked == [("errored", 1, 3, True, 123.0)] * 2
+    assert await router.store.state_counts() == {"pending": 2}
 
 
 async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(router: Router) -> None:
     batch_id, ids = await _submitted(router, 2)
     lines = [_line(f"r{ids[0]}", {"type": "succeeded"}), _line(f"r{ids[1]}", {"type": "succeeded"})[:-3]]
     with pytest.raises(ValueError, match="line 2 of the chunk is not JSON"):
-        await router.store.apply_results(batch_id, lines, now=time.time(), max_attempts={})
+        await router.store.apply_results(
+            batch_id, lines, now=time.time(), max_attempts={}, retry=should_resubmit
+        )
     assert await router.store.state_counts() == {"submitted": 2}
     assert await _ledger(router, batch_id) == []
 

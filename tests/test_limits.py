@@ -12,6 +12,7 @@ import pytest
 from router import InvalidRequestError
 from router.emulator import Emulator
 from router.limits import check_realtime_size
+from tests.durability import query
 from tests.engine import creates, quiet_router
 from tests.helpers import MODEL, ask, reply_text
 
@@ -52,8 +53,9 @@ async def test_flush_splits_by_bytes_actually_sent(
         assert all(size <= limit for size in posted)
         # Tightly packed: every batch but the last is closer to the limit than one more request.
         assert all(size > limit - 1400 for size in posted[:-1])
-        async with router.store.reader.execute("SELECT body_bytes FROM batches ORDER BY id") as cur:
-            announced = [int(r[0]) for r in await cur.fetchall()]
+        announced = [
+            int(r[0]) for r in query(router.store.path, "SELECT body_bytes FROM batches ORDER BY id")
+        ]
         assert announced == posted  # the exact Content-Length, measured on the wire
         assert sum(b.request_count for b in emulator.batches.values()) == 100
         emulator.end_batches()

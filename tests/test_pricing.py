@@ -7,6 +7,7 @@ from anthropic.types import CacheCreation, Usage
 
 from router.config import ModelPrice, RouterConfig
 from router.pricing import CostSummary, PriceTable, TokenCounts, cost
+from router.store.usage import usage_counts_sql
 
 
 def approx(value: float) -> object:
@@ -219,7 +220,7 @@ def test_sql_mirror_of_from_usage_counts_the_same(usage: dict[str, object]) -> N
     import sqlite3
 
     at = {name: f"$.{name}" for name in TokenCounts.USAGE_FIELDS}
-    sql = "SELECT " + ", ".join(TokenCounts.sql_from_usage("?1", at))
+    sql = "SELECT " + ", ".join(usage_counts_sql("?1", at))
     got = sqlite3.connect(":memory:").execute(sql, (json.dumps(usage),)).fetchone()
     want = TokenCounts.from_usage(usage)
     assert got == (want.input, want.output, want.cache_write_5m, want.cache_write_1h, want.cache_read)

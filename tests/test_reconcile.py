@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -12,9 +14,8 @@ from router import Router
 from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
-from router.reconcile import RELEASED
-from router.store import Store
-from router.store.purge import purge
+from router.store import Store, states
+from tests.durability import query
 from tests.helpers import ask, reply_text, run_batches
 
 
@@ -30,15 +31,15 @@ async def submit(router: Router, n: int, prefix: str = "q") -> list[str]:
 
 
 async def batch_states(router: Router) -> list[tuple[str, str | None]]:
-    async with router.store.reader.execute("SELECT state, api_id FROM batches ORDER BY id") as cur:
-        return [(str(s), a) for s, a in await cur.fetchall()]
+    rows = query(router.store.path, "SELECT state, api_id FROM batches ORDER BY id")
+    return [(str(s), a) for s, a in rows]
 
 
 async def ledger_rows(router: Router) -> list[tuple[int, int]]:
-    async with router.store.reader.execute(
-        "SELECT request_id, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id"
-    ) as cur:
-        return [(int(r), int(d)) for r, d in await cur.fetchall()]
+    rows = query(
+        router.store.path, "SELECT request_id, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id"
+    )
+    return [(int(r), int(d)) for r, d in rows]
 
 
 async def test_a_created_batch_whose_answer_was_lost_is_adopted_not_resubmitted(
@@ -105,7 +106,7 @@ async def test_unsure_intent_is_resubmitted_and_a_late_found_duplicate_is_counte
     emulator.clock.advance(router.config.batch.reconcile_grace)
     emulator.faults.fail_next("batches.list", status=500, count=1)
     await router.poll()  # cannot list: not sure, so resubmit and keep looking
-    assert await batch_states(router) == [(RELEASED, None)]
+    assert await batch_states(router) == [(states.B_RELEASED, None)]
     assert (await router.store.state_counts()) == {"pending": 3}
     second = (await router.flush()).batches
     assert len(second) == 1
@@ -132,15 +133,14 @@ async def test_purge_drops_old_finished_rows_and_keeps_everything_in_flight(
     await submit(router, 2, "later")
     await router.flush()  # two in flight
     await submit(router, 1, "waiting")  # one pending
-    report = await purge(router.store, before=router.clock() + 1)
+    report = await router.store.purge(before=router.clock() + 1)
     # The newest finished request stays (its id and completion number must never be reused).
     assert (report.requests, report.batches) == (3, 1)
     assert report.ledger == 4
     counts = await router.store.state_counts()
     assert counts == {"succeeded": 1, "submitted": 2, "pending": 1}
     # Result lines went with their requests: only the kept one's is left.
-    async with router.store.reader.execute("SELECT COUNT(*) FROM results") as cur:
-        assert (await cur.fetchone()) == (1,)
+    assert query(router.store.path, "SELECT COUNT(*) FROM results") == [(1,)]
     emulator.end_batches()
     await router.poll()
     assert (await router.store.state_counts())["succeeded"] == 3
@@ -176,13 +176,13 @@ async def test_daemon_purge_uses_store_retention(router: Router, emulator: Emula
     daemon._router = router
     assert (await daemon.purge()).total == 0  # nothing is 30 days old
     cutoff = time.time() - router.config.store.retention - 10
-    async with router.store.transaction() as w:
-        await w.execute("UPDATE requests SET finished_at = ? WHERE id IN (1, 2, 3)", (cutoff,))
-    async with router.store.reader.execute(
+    with contextlib.closing(sqlite3.connect(router.store.path, timeout=10)) as db, db:
+        db.execute("UPDATE requests SET finished_at = ? WHERE id IN (1, 2, 3)", (cutoff,))
+    ((expected,),) = query(
+        router.store.path,
         "SELECT COUNT(*) FROM requests WHERE id IN (1, 2, 3)"
-        " AND done_seq < (SELECT MAX(done_seq) FROM requests)"
-    ) as cur:
-        expected = (await cur.fetchone() or (0,))[0]
+        " AND done_seq < (SELECT MAX(done_seq) FROM requests)",
+    )
     assert expected >= 2
     assert (await daemon.purge()).requests == expected
     assert await router.results.get("q3") is not None  # the newest stays

@@ -90,13 +90,13 @@ async def test_migration_6_finds_requests_at_risk_by_indexes_a_result_leaves_alo
 
     store = await Store.open(db)
     try:
-        found = await store_deadlines.at_risk(store, horizon=450.0)
+        found = await store.at_risk(horizon=450.0)
         assert [(r.key, r.state) for r in found] == [
             ("submitted-soon", "submitted"),
             ("pending-soon", "pending"),
             ("submitted-late", "submitted"),
         ]
-        assert [r.key for r in await store_deadlines.at_risk(store, horizon=450.0, limit=2)] == [
+        assert [r.key for r in await store.at_risk(horizon=450.0, limit=2)] == [
             "submitted-soon",
             "pending-soon",
         ]

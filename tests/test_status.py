@@ -22,7 +22,6 @@ import pytest
 
 from router import Router, RouterConfig
 from router.report import cost_summary
-from router.store import leases
 from tests.durability import env, finish
 from tests.helpers import MODEL
 
@@ -68,7 +67,7 @@ async def known(tmp_path: Path, emulator: Any, sdk: anthropic.AsyncAnthropic) ->
         weekly = [await router.messages.submit(**ask(f"week {i}"), latency="weekly") for i in range(2)]
         await router.messages.create(**ask("now"), latency="realtime")
         acquired = time.time()
-        assert await leases.acquire(router.store, HOLDER, ttl=3600, now=acquired)
+        assert await router.store.acquire_lease(HOLDER, ttl=3600, now=acquired)
         summary = await cost_summary(router.store, config)  # commits the real-time ledger too
         first_weekly = await router.store.get_by_key(weekly[0].key)
     assert first_weekly is not None
@@ -155,7 +154,7 @@ async def test_status_says_when_no_daemon_holds_the_lease(tmp_path: Path) -> Non
     config = tmp_path / "router.toml"
     config.write_text(CONFIG, encoding="utf-8")
     async with Router(RouterConfig.from_toml_text(CONFIG, config), scheduler=False) as router:
-        assert await leases.acquire(router.store, HOLDER, ttl=1, now=time.time() - 10)  # lapsed
+        assert await router.store.acquire_lease(HOLDER, ttl=1, now=time.time() - 10)  # lapsed
     code, out, err = await run_cli(config, "status")
     assert code == 0, err
     assert "no daemon holds the lease" in out

@@ -21,6 +21,7 @@ from router.emulator import Emulator
 from router.params import serialize
 from router.store import NewRequest, Store
 from router.store.schema import SCHEMA_VERSION
+from tests.durability import query
 from tests.engine import quiet_router
 from tests.helpers import ask, reply_text, run_batches
 
@@ -101,8 +102,9 @@ async def test_errors_that_are_not_about_the_file_pass_unchanged(tmp_path: Path)
     store = await Store.open(tmp_path / "router.db")
     try:
         await store.enqueue_many([_new("taken", "")])
-        with pytest.raises(sqlite3.IntegrityError):  # reconciliation relies on seeing this one
-            async with store.transaction() as w:
+        # The write transaction (private: the test reaches in) lets other errors through as they are.
+        with pytest.raises(sqlite3.IntegrityError):
+            async with store._transaction() as w:
                 await w.execute("INSERT INTO requests SELECT * FROM requests WHERE key = 'taken'")
         assert (await store.state_counts()) == {"pending": 1}
     finally:
@@ -254,18 +256,18 @@ def test_reading_commands_never_create_a_database(
 
 async def limit_pages(store: Store, extra: int) -> None:
     """Cap the database at its current size plus `extra` pages, as a full disk would
-    (SQLite then answers SQLITE_FULL, exactly as on ENOSPC)."""
-    async with store.transaction() as w:
+    (SQLite then answers SQLITE_FULL, exactly as on ENOSPC). The cap is a setting of the
+    store's own writer connection, so the test reaches into its private transaction."""
+    async with store._transaction() as w:
         ((pages,),) = await w.execute_fetchall("PRAGMA page_count")
         await w.execute(f"PRAGMA max_page_count = {int(pages) + extra}")
 
 
 async def stored_keys(store: Store) -> list[str]:
-    rows = await store.reader.execute_fetchall(
-        "SELECT r.key FROM requests r JOIN request_params p ON p.id = r.id ORDER BY r.id"
-    )
-    ((params,),) = await store.reader.execute_fetchall("SELECT COUNT(*) FROM request_params")
-    ((requests,),) = await store.reader.execute_fetchall("SELECT COUNT(*) FROM requests")
+    keyed = "SELECT r.key FROM requests r JOIN request_params p ON p.id = r.id ORDER BY r.id"
+    rows = query(store.path, keyed)
+    ((params,),) = query(store.path, "SELECT COUNT(*) FROM request_params")
+    ((requests,),) = query(store.path, "SELECT COUNT(*) FROM requests")
     assert params == requests  # never a request without its params, or the other way round
     return [str(k) for (k,) in rows]
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from . import states
+from .base import RetryPolicy, StoreEngine
 from .records import (
+    AtRisk,
     BatchClaim,
     BatchRow,
     FinalRow,
     IngestStats,
+    Lease,
     LedgerEntry,
     NewRequest,
+    PurgeReport,
     RequestRow,
+    StoredResult,
     Ticket,
     custom_id_for,
     request_id_from,
@@ -27,15 +32,21 @@ from .store import (
 __all__ = [
     "BODY_HEAD",
     "BODY_TAIL",
+    "AtRisk",
     "BatchClaim",
     "BatchRow",
     "FinalRow",
     "IngestStats",
+    "Lease",
     "LedgerEntry",
     "NewRequest",
+    "PurgeReport",
     "RequestRow",
+    "RetryPolicy",
     "Store",
     "StoreClosedError",
+    "StoreEngine",
+    "StoredResult",
     "Ticket",
     "batch_body_bytes",
     "custom_id_for",
@@ -43,3 +54,6 @@ __all__ = [
     "request_id_from",
     "states",
 ]
+
+# mypy holds the SQLite store to the interface: a missing or different operation fails here.
+_ENGINE: type[StoreEngine] = Store

@@ -6,8 +6,8 @@ custom_id, type, model and usage with its JSON functions, sorts the lines into v
 a temp table, and writes from there: the result lines, the ledger rows, and each final outcome
 appended to `completions` (folded into `requests` when the batch's ingest ends: results come
 shuffled, and writing each into its request's row dirtied nearly every page of the table in
-every chunk). Python only decides the lines that are neither
-`succeeded` nor somebody else's (the retry policy). The rows made final are read back by
+every chunk). Python only decides the lines that are neither `succeeded` nor somebody
+else's (the retry policy, which the caller passes in). The rows made final are read back by
 the reader connection after the COMMIT (`READ_FINAL_ROWS`), beside the next chunk.
 
 The statements run as the bodies of two triggers, `ingest_read` and `ingest_write` (INSTEAD
@@ -33,11 +33,12 @@ from collections.abc import Mapping, Sequence
 
 import pydantic_core
 
-from .. import retry as _retry
 from ..pricing import TokenCounts
 from . import states
+from .base import RetryPolicy
 from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
 from .sql import NEXT_DONE_SEQ, json_param, not_completed
+from .usage import usage_counts_sql
 
 # Verdicts, one per line: what the line does to the store.
 UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
@@ -135,7 +136,7 @@ FROM (
     ", ".join(
         f"{expr} AS {name}"
         for expr, name in zip(
-            TokenCounts.sql_from_usage("x", _AT),
+            usage_counts_sql("x", _AT),
             ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read"),
             strict=True,
         )
@@ -307,6 +308,7 @@ def apply_chunk(
     now: float,
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
+    retry: RetryPolicy,
 ) -> tuple[str, str, str]:
     """Apply result lines; run on the writer's thread inside `sql.in_transaction`.
 
@@ -323,7 +325,7 @@ def apply_chunk(
         raise
     decide_json, *outcome = c.execute(_STATUS).fetchone()
     if decide_json != "[]":  # only lines that are not `succeeded`: rare
-        decisions = _decisions(decide_json, lines, now, max_attempts, default_max_attempts)
+        decisions = _decisions(decide_json, lines, now, max_attempts, default_max_attempts, retry)
         c.execute(_SET_DECISIONS, (json_param(decisions),))
         c.execute(_WRITE_CHUNK, (batch_id, now, blob))
         _, *outcome = c.execute(_STATUS).fetchone()
@@ -349,19 +351,20 @@ def _decisions(
     now: float,
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
+    retry: RetryPolicy,
 ) -> list[tuple[int, str, str | None]]:
     """(line index, verdict, final state) for each line the retry policy decides."""
     out: list[tuple[int, str, str | None]] = []
     for idx, latency, attempts, deadline in json.loads(decide_json):
         result = pydantic_core.from_json(lines[idx]).get("result")
-        decision = _retry.decide(
+        resubmit = retry(
             result if isinstance(result, dict) else {},
             attempts=attempts + 1,
             max_attempts=max_attempts.get(latency, default_max_attempts),
             deadline_at=None if deadline is None else float(deadline),
             now=now,
         )
-        if decision == _retry.RESUBMIT:
+        if resubmit:
             out.append((idx, RETRY, None))
         else:
             out.append((idx, FINAL, states.FAILED))

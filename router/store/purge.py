@@ -1,23 +1,10 @@
-"""Store queries for retention: drop finished rows past a cutoff, never anything still in flight."""
+"""Store operations for retention: drop finished rows past a cutoff, never anything still in flight."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .._crashpoints import crash_point
-from .store import Store
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeReport:
-    requests: int
-    batches: int
-    ledger: int
-
-    @property
-    def total(self) -> int:
-        return self.requests + self.batches + self.ledger
-
+from .connections import Connections
+from .records import PurgeReport
 
 _PURGEABLE = (
     "state IN ('succeeded', 'failed') AND finished_at < ?"
@@ -26,30 +13,34 @@ _PURGEABLE = (
 )
 
 
-async def purge(store: Store, *, before: float) -> PurgeReport:
-    """Delete final requests finished before `before`, done batches ended before it, and ledger rows.
+class RetentionOps(Connections):
+    """Retention operations of the store (a mixin of `Store`)."""
 
-    Pending, submitting, submitted and escalated requests are never touched, nor open batches.
-    The newest request id and the newest completion number are always kept: SQLite would
-    otherwise hand a purged id out again (a new request would then answer to an old
-    `custom_id`), and a watcher's completion cursor must never run backwards.
-    """
-    async with store.transaction() as w:
-        # Their result lines first (schema 5 keeps them in `results`, keyed by done_seq).
-        await w.execute(
-            f"DELETE FROM results WHERE done_seq IN (SELECT done_seq FROM requests WHERE {_PURGEABLE})",
-            (before,),
-        )
-        cur = await w.execute(f"DELETE FROM requests WHERE {_PURGEABLE}", (before,))
-        requests = cur.rowcount
-        cur = await w.execute(
-            "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < ?"
-            " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
-            " AND r.state IN ('submitting', 'submitted'))",
-            (before,),
-        )
-        batches = cur.rowcount
-        cur = await w.execute("DELETE FROM ledger WHERE at < ?", (before,))
-        ledger = cur.rowcount
-        crash_point("purge.before_commit")
-    return PurgeReport(requests, batches, ledger)
+    async def purge(self, *, before: float) -> PurgeReport:
+        """Delete final requests finished before `before`, done batches ended before it, and ledger rows.
+
+        Pending, submitting, submitted and escalated requests are never touched, nor open batches.
+        The newest request id and the newest completion number are always kept: SQLite would
+        otherwise hand a purged id out again (a new request would then answer to an old
+        `custom_id`), and a watcher's completion cursor must never run backwards.
+        """
+        async with self._transaction() as w:
+            # Their result lines first (schema 5 keeps them in `results`, keyed by done_seq).
+            await w.execute(
+                f"DELETE FROM results WHERE done_seq IN (SELECT done_seq FROM requests WHERE {_PURGEABLE})",
+                (before,),
+            )
+            cur = await w.execute(f"DELETE FROM requests WHERE {_PURGEABLE}", (before,))
+            requests = cur.rowcount
+            cur = await w.execute(
+                "DELETE FROM batches WHERE state = 'done'"
+                " AND COALESCE(ended_at, submitted_at, created_at) < ?"
+                " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
+                " AND r.state IN ('submitting', 'submitted'))",
+                (before,),
+            )
+            batches = cur.rowcount
+            cur = await w.execute("DELETE FROM ledger WHERE at < ?", (before,))
+            ledger = cur.rowcount
+            crash_point("purge.before_commit")
+        return PurgeReport(requests, batches, ledger)

@@ -113,6 +113,52 @@ class IngestStats:
     unknown: int = 0  # custom_ids this store does not know
 
 
+@dataclass(frozen=True, slots=True)
+class AtRisk:
+    """A request still on the batch path whose deadline is near."""
+
+    id: int
+    key: str
+    latency: str
+    model: str
+    state: str
+    deadline_at: float
+    batch_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a named lease of the database, and until when (wall-clock seconds)."""
+
+    name: str
+    owner: str
+    acquired_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """Rows a purge deleted."""
+
+    requests: int
+    batches: int
+    ledger: int
+
+    @property
+    def total(self) -> int:
+        return self.requests + self.batches + self.ledger
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A request's state and stored result line (None until it has one), for export by key."""
+
+    id: int
+    key: str
+    state: str
+    line: bytes | None
+
+
 CUSTOM_ID_PREFIX = "r"
 
 

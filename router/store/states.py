@@ -15,12 +15,8 @@ FINAL_STATES: Final = frozenset({SUCCEEDED, FAILED})
 
 # Batch rows
 B_CREATING: Final = "creating"  # intent recorded; batches.create in progress or its answer unknown
+B_RELEASED: Final = "released"  # create outcome unknown, requests resubmitted, still looking (reconcile.py)
 B_IN_PROGRESS: Final = "in_progress"
 B_CANCELING: Final = "canceling"
 B_ENDED: Final = "ended"  # ended on the API side; results not fully ingested yet
 B_DONE: Final = "done"  # results ingested (or the batch given up), nothing left to do
-
-# Error types after which the same request may succeed if sent again.
-RETRYABLE_ERROR_TYPES: Final = frozenset(
-    {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
-)

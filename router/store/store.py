@@ -24,9 +24,11 @@ from .._crashpoints import crash_point
 from ..errors import InvalidRequestError, RouterError, StoreError
 from ..logs import get_logger
 from . import states
+from .base import RetryPolicy
+from .connections import fold_completions
+from .deadlines import DeadlineOps
 from .failures import StoreErrors, store_error
 from .ingest import (
-    FOLD_COMPLETIONS,
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
     apply_chunk,
@@ -34,7 +36,12 @@ from .ingest import (
     spans_of,
     stats_of,
 )
+from .intents import IntentOps
+from .leases import LeaseOps
 from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
+from .lookups import LookupOps
+from .missing import MissingOps
+from .purge import RetentionOps
 from .records import (
     BatchClaim,
     BatchRow,
@@ -145,8 +152,11 @@ class StoreClosedError(RouterError):
     """The store was used after close()."""
 
 
-class Store:
-    """Async access to the router's SQLite database. Open with `await Store.open(path)`."""
+class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+    """Async access to the router's SQLite database. Open with `await Store.open(path)`.
+
+    Each mixin holds the operations of one concept, with their SQL (see connections.py).
+    """
 
     def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self.path = path
@@ -209,7 +219,7 @@ class Store:
         await self._writer.close()
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""
         async with self._write_lock:
             with self._store_errors:
@@ -220,11 +230,6 @@ class Store:
                 except BaseException:
                     await rollback(self._writer)
                     raise
-
-    @property
-    def reader(self) -> aiosqlite.Connection:
-        """The read-only connection (sees committed data; never blocks the writer in WAL mode)."""
-        return self._reader
 
     # ------------------------------------------------------------------ enqueue
 
@@ -555,9 +560,11 @@ class Store:
         *,
         now: float,
         max_attempts: Mapping[str, int],
+        retry: RetryPolicy,
         default_max_attempts: int = 1,
     ) -> tuple[IngestStats, list[FinalRow]]:
-        """Apply one chunk of result lines in one transaction.
+        """Apply one chunk of result lines in one transaction; `retry` decides the lines that are
+        neither `succeeded` nor for a request answered elsewhere.
 
         Returns the stats and the row, as now stored, of each request that reached a final
         state, as a FinalRow (so this process resolves its waiters without reading back). A line
@@ -578,6 +585,7 @@ class Store:
                 now=now,
                 max_attempts=max_attempts,
                 default_max_attempts=default_max_attempts,
+                retry=retry,
             )
         stats = stats_of(outcome)
         if not stats.delivered:
@@ -822,19 +830,6 @@ async def rollback(w: aiosqlite.Connection) -> None:
     except sqlite3.OperationalError as exc:
         if "no transaction is active" not in str(exc):
             raise
-
-
-async def fold_completions(w: aiosqlite.Connection) -> None:
-    """Fold every completion into its request's row (schema 8); inside the caller's transaction.
-    Whatever closes a batch calls it first, so no done batch leaves a request unfolded."""
-    for statement in FOLD_COMPLETIONS:
-        await w.execute(statement)
-
-
-async def next_done_seq(w: aiosqlite.Connection) -> int:
-    """The next completion number; call inside the write transaction that completes the row."""
-    async with w.execute(NEXT_DONE_SEQ) as cur:
-        return int((await cur.fetchone() or (1,))[0])
 
 
 MIN_SQLITE = (3, 33, 0)  # UPDATE ... FROM (ingest); JSON functions are checked separately

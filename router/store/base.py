@@ -1,0 +1,226 @@
+"""The store's interface with the rest of the router, whatever the engine behind it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+from .records import (
+    AtRisk,
+    BatchClaim,
+    BatchRow,
+    FinalRow,
+    IngestStats,
+    Lease,
+    LedgerEntry,
+    NewRequest,
+    PurgeReport,
+    RequestRow,
+    StoredResult,
+    Ticket,
+)
+
+
+class RetryPolicy(Protocol):
+    """Decides, for a batch result line that is not `succeeded`, whether its request goes back
+    to pending for another batch (True) or fails with that result (False).
+
+    The router's policy is `router.retry.should_resubmit`; the caller of an ingest passes it
+    in, so the store holds no policy of its own. `result` is the line's ``result`` object,
+    `attempts` the batch attempts made so far including the one that produced it,
+    `deadline_at` the request's stored deadline.
+    """
+
+    def __call__(
+        self,
+        result: Mapping[str, Any],
+        *,
+        attempts: int,
+        max_attempts: int,
+        deadline_at: float | None,
+        now: float,
+    ) -> bool: ...
+
+
+class StoreEngine(Protocol):
+    """Every operation the router asks of its store, whatever the engine (SQLite today).
+
+    Domain operations only: no connection, cursor or row tied to one crosses this line, only
+    the records of records.py and plain values. Every state change is guarded on the state it
+    starts from (DESIGN.md section 4), so two processes acting on one row cannot both win.
+    `router.store.Store` (SQLite) is checked against it by mypy (router/store/__init__.py).
+    """
+
+    async def close(self) -> None:
+        """Commit what is queued, then close; later calls raise StoreClosedError."""
+
+    # Enqueue and the ledger
+
+    async def enqueue(self, request: NewRequest) -> Ticket:
+        """Store one request durably (idempotent on its key); returns once committed."""
+
+    async def enqueue_many(self, requests: Sequence[NewRequest]) -> list[Ticket]:
+        """Store many requests in one transaction; an InvalidRequestError stands in the list for a
+        key reused with different params."""
+
+    def record(self, entry: LedgerEntry) -> None:
+        """Queue a ledger entry into the next commit; the caller does not wait."""
+
+    async def record_now(self, entry: LedgerEntry) -> None:
+        """Commit a ledger entry before returning."""
+
+    async def ledger_totals(self) -> list[dict[str, Any]]:
+        """Token totals of billed results by lane, model and duplicate flag."""
+
+    # Flush: claim, stream, mark submitted or release
+
+    async def pending_stats(self, latencies: Sequence[str] | None = None) -> tuple[int, int, float | None]:
+        """(count, bytes, oldest created_at) of pending requests, of some classes or all."""
+
+    async def claim_batch(
+        self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
+    ) -> BatchClaim | None:
+        """Move the oldest pending requests that fit one batch to `submitting` under a new batch
+        intent, committed before batches.create is called; None when nothing is pending."""
+
+    def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """(request id, params) of a claimed batch in id order, a chunk at a time."""
+
+    async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
+        """batches.create answered: the intent gets its API id, its requests become submitted."""
+
+    async def release_batch(self, batch_id: int) -> int:
+        """batches.create certainly failed: the claimed requests go back to pending; how many."""
+
+    # Intents whose create answer was lost (reconcile.py)
+
+    async def known_api_ids(self, api_ids: Collection[str]) -> set[str]:
+        """Those of `api_ids` some batch of this store already has."""
+
+    async def adopt_batch(self, intent_id: int, api_id: str, *, state: str, now: float) -> bool:
+        """Attach a remote batch to the intent still in `state`; False if it moved on or the
+        batch was adopted elsewhere first."""
+
+    async def release_intent(self, intent_id: int, *, state: str, to: str) -> int:
+        """Put the intent's claimed requests back to pending, the intent becoming `to`; how many."""
+
+    async def close_released_intent(self, intent_id: int) -> None:
+        """Stop looking for the batch of a released intent."""
+
+    # Poll and ingest
+
+    async def open_batches(self) -> list[BatchRow]:
+        """Every batch not done, in id order."""
+
+    async def update_batch(self, batch_id: int, **fields: Any) -> None:
+        """Set a batch's state, ended_at or next_poll_at."""
+
+    async def apply_results(
+        self,
+        batch_id: int,
+        lines: Sequence[bytes | str],
+        *,
+        now: float,
+        max_attempts: Mapping[str, int],
+        retry: RetryPolicy,
+        default_max_attempts: int = 1,
+    ) -> tuple[IngestStats, list[FinalRow]]:
+        """Apply one chunk of result lines in one transaction, de-duplicated by custom_id; returns
+        the stats and the rows made final."""
+
+    async def finish_batch(self, batch_id: int, *, now: float) -> int:
+        """Close a fully ingested batch; its requests with no result line go back to pending (how many)."""
+
+    async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
+        """Fail the unanswered requests of a batch whose results are lost, close it; their ids."""
+
+    async def record_turnaround(self, batch_id: int, seconds: float) -> None:
+        """Remember how long a batch took, once per model it carried."""
+
+    # Results and completions
+
+    async def get_by_key(self, key: str) -> RequestRow | None:
+        """The request stored under `key`."""
+
+    async def get_many(self, ids: Sequence[int]) -> list[RequestRow]:
+        """The requests of these ids that exist, in no particular order."""
+
+    async def max_done_seq(self) -> int:
+        """The last completion number given (0 if none)."""
+
+    async def completed_since(self, cursor: int, limit: int = 5000) -> tuple[int, list[int]]:
+        """The last completion number and the request ids of up to `limit` completions after
+        `cursor`, in completion order; `(cursor, [])` when there are none."""
+
+    async def digests_by_key(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """The params digest stored under each of `keys` that is stored."""
+
+    async def finished_results(self, *, after: int, limit: int) -> list[StoredResult]:
+        """Finished requests with a result line, of id above `after`, in id order."""
+
+    async def results_by_key(self, keys: Sequence[str]) -> dict[str, StoredResult]:
+        """The state and result line of each of `keys` that is stored."""
+
+    # Deadlines and escalation
+
+    async def at_risk(self, horizon: float, limit: int = 5000) -> list[AtRisk]:
+        """Pending or submitted requests whose deadline is at or before `horizon`, soonest first."""
+
+    async def mark_escalated(self, rows: Sequence[AtRisk], now: float) -> list[int]:
+        """Take requests off the batch path, each guarded on the state it was read in; the winners."""
+
+    async def take_over_stale(self, *, before: float, now: float, limit: int = 1000) -> list[int]:
+        """Escalated requests whose real-time send was lost: claimed to send again."""
+
+    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
+        """(id, class, tag, model, params) of requests to send real time."""
+
+    async def complete(
+        self,
+        request_id: int,
+        *,
+        from_states: Sequence[str],
+        succeeded: bool,
+        outcome: str,
+        line: bytes,
+        now: float,
+        ledger: LedgerEntry | None = None,
+    ) -> bool:
+        """Write a final outcome for a request still in one of `from_states`; False if it was not."""
+
+    async def still_in_batch(self, batch_id: int) -> int:
+        """How many requests of a batch still wait for its result."""
+
+    async def turnaround_samples(self, model: str | None, limit: int = 200) -> list[float]:
+        """The most recent batch turnarounds, of one model or of all."""
+
+    async def recent_turnarounds(self, limit: int = 5000) -> list[tuple[str, float]]:
+        """(model, seconds) of the most recent turnarounds, newest first."""
+
+    async def escalated_count(self) -> int:
+        """How many stored requests were ever escalated."""
+
+    # Reporting
+
+    async def state_counts(self) -> dict[str, int]:
+        """Requests by state."""
+
+    async def batch_count(self) -> int:
+        """Batches the API accepted."""
+
+    # The daemon's lease and retention
+
+    async def lease(self, name: str = ...) -> Lease | None:
+        """The named lease as stored (perhaps expired), or None."""
+
+    async def lease_holder(self, *, now: float, name: str = ...) -> Lease | None:
+        """Who holds the named lease at `now` (live, its owner not known dead), or None."""
+
+    async def acquire_lease(self, owner: str, *, ttl: float, now: float, name: str = ...) -> bool:
+        """Take or renew the lease; True when `owner` holds it until `now + ttl`."""
+
+    async def release_lease(self, owner: str, *, name: str = ...) -> bool:
+        """Give the lease up, if `owner` holds it."""
+
+    async def purge(self, *, before: float) -> PurgeReport:
+        """Delete finished requests, done batches and ledger rows older than `before`."""
