@@ -287,6 +287,11 @@ class Router:
             log.info("flush_done", batches=len(report.batches), requests=report.requests)
         return report
 
+    @property
+    def polling(self) -> bool:
+        """True while a poll (status checks and ingest) runs in this process."""
+        return self._poll_lock.locked()
+
     async def poll(self, *, force: bool = True) -> poller.PollReport:
         """Check in-flight batches now (all of them with `force`, else those due) and ingest ended ones.
 

@@ -154,7 +154,7 @@ class Daemon:
         if age is None:
             return False, {"reason": "no poll has finished yet", **details}
         if age >= limit:
-            running = "; one is running" if router._poll_lock.locked() else ""
+            running = "; one is running" if router.polling else ""
             reason = f"the last poll finished {age:.1f} s ago (twice poll_interval: {limit:g} s{running})"
             return False, {"reason": reason, **details}
         return True, details

@@ -1,7 +1,7 @@
 """The daemon's HTTP endpoints: Prometheus text at /metrics, /healthz and /readyz.
 
 Served by aiohttp inside the daemon's own event loop rather than by prometheus_client's
-threaded server: the figures are read from the store through the daemon's aiosqlite
+threaded server: the figures are read from the store through the daemon's own store
 connections, which belong to that loop, and /healthz answering proves the loop itself answers.
 A scrape takes one snapshot of the store (router/observe.py), and a custom Collector turns it
 into metric families, so one scrape covers every app on the database.
