@@ -34,7 +34,7 @@ from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
-from .store.store import BODY_FIXED
+from .store.sqlite.store import BODY_FIXED
 from .watcher import CompletionListener, CompletionWatcher
 
 log = get_logger(__name__)

@@ -1,7 +1,7 @@
 """Logging: the library's loggers, and the output setup of the CLI and the daemon.
 
 The library never configures logging. Its loggers are standard-library loggers named
-``router.*`` (``router.client``, ``router.store.store``, ...) wrapped by structlog, so the
+``router.*`` (``router.client``, ``router.store.sqlite.store``, ...) wrapped by structlog, so the
 application's `logging` configuration decides what is shown and where, as it does for
 httpx, the anthropic SDK and aiosqlite. The ``router`` logger carries a `logging.NullHandler`,
 as the logging HOWTO advises for libraries: with no logging configured nothing prints, not

@@ -23,7 +23,7 @@ import anthropic
 from router import Router
 from router.emulator import Emulator
 from router.store import request_id_from
-from router.store.sql import RESULT_OF_REQUEST
+from router.store.sqlite.sql import RESULT_OF_REQUEST
 from tests.durability import finish, go, prompt, query, run_app, start_daemon, stop, until, write_config
 from tests.helpers import MODEL, reply_text
 

@@ -19,7 +19,7 @@ import pytest
 from router import Router, poller
 from router.emulator import Emulator
 from router.store import Store, request_id_from
-from router.store import store as store_module
+from router.store.sqlite import store as store_module
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
 
@@ -465,7 +465,7 @@ async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
     sdk: anthropic.AsyncAnthropic,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from router.store import ingest
+    from router.store.sqlite import ingest
 
     async with quiet_router(db_path, emulator, sdk) as router:
         await submit_many(router, 6)

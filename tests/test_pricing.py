@@ -7,7 +7,7 @@ from anthropic.types import CacheCreation, Usage
 
 from router.config import ModelPrice, RouterConfig
 from router.pricing import CostSummary, PriceTable, TokenCounts, cost
-from router.store.usage import usage_counts_sql
+from router.store.sqlite.usage import usage_counts_sql
 
 
 def approx(value: float) -> object:
@@ -215,7 +215,7 @@ USAGES = [
 
 @pytest.mark.parametrize("usage", USAGES)
 def test_sql_mirror_of_from_usage_counts_the_same(usage: dict[str, object]) -> None:
-    # Ingest reads usage inside SQLite (store/ingest.py); the SQL must say what Python says.
+    # Ingest reads usage inside SQLite (router/store/sqlite/ingest.py); the SQL must say what Python says.
     import json
     import sqlite3
 

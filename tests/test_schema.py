@@ -11,8 +11,8 @@ import pytest
 from router.errors import RouterError
 from router.outcomes import outcome_of
 from router.store import Store
-from router.store import deadlines as store_deadlines
-from router.store.schema import MIGRATIONS, SCHEMA_VERSION
+from router.store.sqlite import deadlines as store_deadlines
+from router.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 def _database_at(path: Path, version: int) -> sqlite3.Connection:

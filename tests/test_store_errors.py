@@ -20,7 +20,7 @@ from router.cli import main
 from router.emulator import Emulator
 from router.params import serialize
 from router.store import NewRequest, Store
-from router.store.schema import SCHEMA_VERSION
+from router.store.sqlite.schema import SCHEMA_VERSION
 from tests.durability import query
 from tests.engine import quiet_router
 from tests.helpers import ask, reply_text, run_batches

@@ -1,4 +1,7 @@
-"""Durable storage of deferred requests, batches and the cost ledger (SQLite via aiosqlite)."""
+"""Durable storage of deferred requests, batches and the cost ledger.
+
+The engine-neutral part (records, states, the `StoreEngine` interface, leases) lives here;
+each engine, with all of its SQL, in its own package (`sqlite/`)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from .records import (
     custom_id_for,
     request_id_from,
 )
-from .store import (
+from .sqlite import (
     BODY_HEAD,
     BODY_TAIL,
     Store,

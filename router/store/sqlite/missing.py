@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from . import states
+from .. import states
+from ..records import custom_id_for
 from .connections import Connections, fold_completions, next_done_seq
-from .records import custom_id_for
 from .sql import NOT_COMPLETED, RESULT_INSERT
 
 RESULTS_RETENTION_SECONDS = 29 * 24 * 3600.0

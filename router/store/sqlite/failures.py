@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import StoreError, StoreFullError
+from ...errors import StoreError, StoreFullError
 
 # SQLite's primary result codes (the low byte of an extended code), from sqlite3.h.
 SQLITE_PERM = 3

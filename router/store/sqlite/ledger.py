@@ -16,7 +16,7 @@ from typing import Any
 
 import aiosqlite
 
-from .records import LedgerEntry
+from ..records import LedgerEntry
 from .sql import json_param
 
 # Ledger rows as one JSON array of tuples in this column order: one statement, so sqlite3

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import pydantic_core
 
-from .._crashpoints import crash_point
+from ..._crashpoints import crash_point
 
 T = TypeVar("T")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .._crashpoints import crash_point
+from ..._crashpoints import crash_point
+from ..records import PurgeReport
 from .connections import Connections
-from .records import PurgeReport
 
 _PURGEABLE = (
     "state IN ('succeeded', 'failed') AND finished_at < ?"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import states
+from .. import states
+from ..records import StoredResult
 from .connections import Connections
-from .records import StoredResult
 from .sql import RESULT_OF_REQUEST, chunks
 
 

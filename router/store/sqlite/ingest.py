@@ -33,10 +33,10 @@ from collections.abc import Mapping, Sequence
 
 import pydantic_core
 
-from ..pricing import TokenCounts
-from . import states
-from .base import RetryPolicy
-from .records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
+from ...pricing import TokenCounts
+from .. import states
+from ..base import RetryPolicy
+from ..records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
 from .sql import NEXT_DONE_SEQ, json_param, not_completed
 from .usage import usage_counts_sql
 

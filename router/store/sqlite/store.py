@@ -20,11 +20,21 @@ from typing import Any, Literal, TypeVar, cast
 
 import aiosqlite
 
-from .._crashpoints import crash_point
-from ..errors import InvalidRequestError, RouterError, StoreError
-from ..logs import get_logger
-from . import states
-from .base import RetryPolicy
+from ..._crashpoints import crash_point
+from ...errors import InvalidRequestError, RouterError, StoreError
+from ...logs import get_logger
+from .. import states
+from ..base import RetryPolicy
+from ..records import (
+    BatchClaim,
+    BatchRow,
+    FinalRow,
+    IngestStats,
+    LedgerEntry,
+    NewRequest,
+    RequestRow,
+    Ticket,
+)
 from .connections import fold_completions
 from .deadlines import DeadlineOps
 from .failures import StoreErrors, store_error
@@ -42,16 +52,6 @@ from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, 
 from .lookups import LookupOps
 from .missing import MissingOps
 from .purge import RetentionOps
-from .records import (
-    BatchClaim,
-    BatchRow,
-    FinalRow,
-    IngestStats,
-    LedgerEntry,
-    NewRequest,
-    RequestRow,
-    Ticket,
-)
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
     NEXT_DONE_SEQ,
@@ -858,7 +858,7 @@ async def _configure(conn: aiosqlite.Connection, durability: Durability) -> None
     # FULL: a caller told "stored" keeps the request through a power loss. NORMAL is opt-in.
     await conn.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     await conn.execute("PRAGMA foreign_keys = ON")
-    await conn.execute("PRAGMA temp_store = MEMORY")  # ingest's scratch tables (store/ingest.py)
+    await conn.execute("PRAGMA temp_store = MEMORY")  # ingest's scratch tables (ingest.py)
 
 
 def _statements(script: str) -> list[str]:

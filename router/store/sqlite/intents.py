@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection
 
-from . import states
+from .. import states
 from .connections import Connections
 
 _KNOWN_CHUNK = 500  # api ids per lookup
