@@ -3,7 +3,7 @@
 The library never configures logging. Its loggers are standard-library loggers named
 ``router.*`` (``router.client``, ``router.store.sqlite.store``, ...) wrapped by structlog, so the
 application's `logging` configuration decides what is shown and where, as it does for
-httpx, the anthropic SDK and aiosqlite. The ``router`` logger carries a `logging.NullHandler`,
+httpx and the anthropic SDK. The ``router`` logger carries a `logging.NullHandler`,
 as the logging HOWTO advises for libraries: with no logging configured nothing prints, not
 even warnings through `logging.lastResort`.
 
