@@ -49,6 +49,18 @@ class ApiError(Exception):
         return cls(ERROR_TYPE_BY_STATUS.get(status, "api_error"), message, status=status, headers=headers)
 
 
+def page_limit(query: Mapping[str, str]) -> int:
+    """A list endpoint's `limit` (1 to 1,000, default 20), refused as the API refuses it."""
+    raw_limit = query.get("limit", "20")
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise ApiError.invalid(f"limit: Input should be a valid integer, got {raw_limit!r}") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError.invalid(f"limit: Input should be between 1 and 1000, got {limit}")
+    return limit
+
+
 def error_body(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
     """The API's error object; `request_id` is left out when None."""
     body: dict[str, Any] = {"type": "error", "error": {"type": error_type, "message": message}}

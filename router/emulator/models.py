@@ -19,7 +19,7 @@ from typing import Any, get_args
 from anthropic.types.model_line import ModelLine
 from anthropic.types.model_param import ModelParam
 
-from router.emulator.errors import ApiError
+from router.emulator.errors import ApiError, page_limit
 
 __all__ = ["CATALOGUE", "LIFECYCLES", "ModelCatalogue"]
 
@@ -98,13 +98,7 @@ class ModelCatalogue:
 
     def page(self, query: Mapping[str, str], lifecycles: Sequence[str]) -> dict[str, Any]:
         """The body of `GET /v1/models` for a request's query (`lifecycle[]` values apart)."""
-        raw_limit = query.get("limit", "20")
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise ApiError.invalid(f"limit: Input should be a valid integer, got {raw_limit!r}") from None
-        if not 1 <= limit <= 1000:
-            raise ApiError.invalid(f"limit: Input should be between 1 and 1000, got {limit}")
+        limit = page_limit(query)
         unknown = [value for value in lifecycles if value not in LIFECYCLES]
         if unknown:
             raise ApiError.invalid(

@@ -11,7 +11,7 @@ import pydantic
 from aiohttp import web
 
 from router.emulator.bodies import parse_batch_body, parse_json, read_body
-from router.emulator.errors import ApiError, error_response
+from router.emulator.errors import ApiError, error_response, page_limit
 from router.emulator.ids import new_id
 from router.emulator.journal import JournalEntry
 from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
@@ -229,13 +229,7 @@ class _App:
 
     async def list_batches(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        raw_limit = query.get("limit", "20")
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise ApiError.invalid(f"limit: Input should be a valid integer, got {raw_limit!r}") from None
-        if not 1 <= limit <= 1000:
-            raise ApiError.invalid(f"limit: Input should be between 1 and 1000, got {limit}")
+        limit = page_limit(query)
         after_id, before_id = query.get("after_id"), query.get("before_id")
         if after_id and before_id:
             raise ApiError.invalid("after_id: cannot be combined with before_id")
