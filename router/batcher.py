@@ -16,7 +16,7 @@ import structlog
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
-from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
+from .store import BODY_HEAD, BODY_TAIL, BatchClaim, StoreEngine, custom_id_for
 
 log = structlog.get_logger()
 
@@ -39,7 +39,7 @@ class FlushReport:
     uncertain_ids: list[int] = field(default_factory=list)  # their local batch ids
 
 
-async def stream_body(store: Store, claim: BatchClaim) -> AsyncIterator[bytes]:
+async def stream_body(store: StoreEngine, claim: BatchClaim) -> AsyncIterator[bytes]:
     """Yield the batches.create JSON body for a claim, chunk by chunk, from the store."""
     sent = 0
     yield BODY_HEAD
@@ -72,7 +72,9 @@ def is_certain_failure(exc: BaseException) -> bool:
     return isinstance(exc, anthropic.APIStatusError)
 
 
-async def create_batch(client: anthropic.AsyncAnthropic, store: Store, claim: BatchClaim) -> MessageBatch:
+async def create_batch(
+    client: anthropic.AsyncAnthropic, store: StoreEngine, claim: BatchClaim
+) -> MessageBatch:
     """POST the claimed requests as one batch. SDK retries are off: a retried create could
     create a second batch (the API takes no idempotency key); the caller decides what to do."""
     return await client.with_options(max_retries=0).post(
@@ -86,7 +88,7 @@ async def create_batch(client: anthropic.AsyncAnthropic, store: Store, claim: Ba
 
 
 async def flush(
-    store: Store,
+    store: StoreEngine,
     client: anthropic.AsyncAnthropic,
     *,
     latencies: Sequence[str] | None,

@@ -7,7 +7,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from .policy import Policy
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
-from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
+from .store import NewRequest, RequestRow, StoreEngine, Ticket, entry_bytes, open_store, states
 from .store.store import BODY_FIXED
 from .watcher import CompletionListener, CompletionWatcher
 
@@ -63,7 +62,7 @@ class Router:
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
         self._client: AsyncAnthropic | None = None
-        self._store: Store | None = None
+        self._store: StoreEngine | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
         self._scheduler: RouterScheduler | None = None
@@ -105,7 +104,7 @@ class Router:
         if self._store is not None:
             return
         cfg = self.config
-        self._store = await Store.open(Path(cfg.store.path), durability=cfg.store.durability)
+        self._store = await open_store(cfg.store)
         self._client = self._given_client or build_anthropic_client(self.config)
         self._realtime = RealtimeLane(
             self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
@@ -127,7 +126,7 @@ class Router:
         run_scheduler = cfg.router.flusher == "inline" if self._run_scheduler is None else self._run_scheduler
         if run_scheduler:
             self.start_scheduler()
-        log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
+        log.debug("router_opened", store=cfg.store.location, flusher=cfg.router.flusher)
 
     def start_scheduler(
         self,
@@ -188,7 +187,7 @@ class Router:
             await asyncio.sleep(0)
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreEngine:
         return _opened(self._store)
 
     @property
@@ -452,7 +451,7 @@ class Router:
     async def _wait_key(self, key: str, timeout: float | None) -> Outcome:
         row = await self.store.get_by_key(key)
         if row is None:
-            raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.path}")
+            raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.location}")
         if row.state in states.FINAL_STATES:
             return outcome_of(row)
         return await self._waiters.wait(row.id, timeout)
@@ -537,7 +536,7 @@ class Results:
         """The stored row of a request (state, attempts, batch), without its params."""
         row = await self._router.store.get_by_key(key)
         if row is None:
-            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.path}")
+            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.location}")
         return row
 
     async def wait_many(self, keys: Sequence[str]) -> list[Outcome]:

@@ -16,6 +16,7 @@ __all__ = [
     "RequestCanceledError",
     "RequestExpiredError",
     "RouterError",
+    "StoreError",
     "api_error_from_body",
 ]
 
@@ -37,6 +38,10 @@ STATUS_BY_ERROR_TYPE: dict[str, int] = {
 
 class RouterError(Exception):
     """Base class of every error hybrid-router raises itself."""
+
+
+class StoreError(RouterError):
+    """The database cannot be opened, read or written; the message names the file and the cause."""
 
 
 class ConfigError(RouterError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from .config import RouterConfig
 from .pricing import CostSummary, PriceTable
-from .store import Store
+from .store import StoreEngine
 
 
-async def cost_summary(store: Store, config: RouterConfig) -> CostSummary:
+async def cost_summary(store: StoreEngine, config: RouterConfig) -> CostSummary:
     """Sum the ledger (usage as the API returned it) into a CostSummary with the configured prices."""
     summary = CostSummary(prices=PriceTable.bundled().with_overrides(config.pricing))
     for row in await store.ledger_totals():

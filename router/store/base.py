@@ -43,7 +43,7 @@ class RetryPolicy(Protocol):
 
 
 class StoreEngine(Protocol):
-    """Every operation the router asks of its store, whatever the engine (SQLite today).
+    """Every operation the router asks of its store, whatever the engine (SQLite or PostgreSQL).
 
     Domain operations only: no connection, cursor or row tied to one crosses this line, only
     the records of records.py and plain values. Every state change is guarded on the state it
@@ -151,6 +151,10 @@ class StoreEngine(Protocol):
     async def completed_since(self, cursor: int, limit: int = 5000) -> tuple[int, list[int]]:
         """The last completion number and the request ids of up to `limit` completions after
         `cursor`, in completion order; `(cursor, [])` when there are none."""
+
+    async def wait_for_completions(self, after_seq: int, timeout: float) -> bool:
+        """Return True as soon as completions past `after_seq` may have committed (PostgreSQL:
+        a NOTIFY from any process), False after `timeout` (SQLite: always; watchers poll)."""
 
     async def digests_by_key(self, keys: Sequence[str]) -> dict[str, bytes]:
         """The params digest stored under each of `keys` that is stored."""

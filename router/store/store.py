@@ -615,6 +615,11 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         )
         return (cursor, []) if last is None else (int(last), json.loads(ids))
 
+    async def wait_for_completions(self, after_seq: int, timeout: float) -> bool:
+        """SQLite tells no other process of a commit: wait out `timeout` (the watcher polls)."""
+        await asyncio.sleep(timeout)
+        return False
+
     # ------------------------------------------------------------------ reporting
 
     async def state_counts(self) -> dict[str, int]:
