@@ -18,10 +18,10 @@ from router import Router, RouterConfig
 from router.config import StoreSettings
 from router.emulator import Emulator
 from router.errors import ConfigError, StoreError
-from router.store import NewRequest, open_store, states
+from router.store import AtRisk, NewRequest, open_store, states
 from router.store.postgres import PostgresStore
-from router.store.postgres.schema import SCHEMA_VERSION
-from tests.helpers import ask, reply_text, stored
+from router.store.postgres.schema import COMPLETION_LOCK, SCHEMA_VERSION
+from tests.helpers import ask, reply_text, stored, until
 from tests.pgserver import ExternalPostgres, PostgresServer
 
 SECRET = "hunter2-do-not-print"
@@ -120,6 +120,59 @@ async def test_the_password_is_in_no_repr_or_location(pg_url: str) -> None:
         assert "127.0.0.1" in repr(store)
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def password_db(pg_server: PostgresServer | ExternalPostgres, tmp_path: Path) -> AsyncIterator[str]:
+    """A database only `pw_user` with password SECRET may open (scram): its URL, without the password."""
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("changes pg_hba.conf of the tests' own server")
+    name = f"pwcheck_{os.getpid()}_{int(time.time() * 1000) % 100_000}"
+    admin = await asyncpg.connect(pg_server.url)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'pw_user'"):
+            await admin.execute(f"CREATE ROLE pw_user LOGIN PASSWORD '{SECRET}'")
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER pw_user')
+        hba = pg_server.data_dir / "pg_hba.conf"
+        # Rules are read in order: this one, first, applies to this database alone.
+        hba.write_text(f"host {name} all 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        await admin.execute("SELECT pg_reload_conf()")
+    finally:
+        await admin.close()
+    yield f"postgresql://pw_user@127.0.0.1:{pg_server.port}/{name}"
+
+
+async def test_the_password_comes_from_pgpassword(password_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", SECRET)
+    store = await open_store(StoreSettings(url=password_db))
+    await store.close()
+
+
+async def test_the_password_comes_from_a_pgpass_file(
+    password_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:pw_user:{SECRET}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    store = await open_store(StoreSettings(url=password_db))
+    await store.close()
+
+
+async def test_a_wrong_password_is_named_but_never_shown(
+    password_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    wrong = "wrong-" + SECRET
+    with pytest.raises(StoreError, match="password authentication failed") as caught:
+        await open_store(StoreSettings(url=password_db.replace("pw_user@", f"pw_user:{wrong}@")))
+    assert wrong not in str(caught.value) and "127.0.0.1:" in str(caught.value)
+    # The URL in the URL form works.
+    store = await open_store(StoreSettings(url=password_db.replace("pw_user@", f"pw_user:{SECRET}@")))
+    assert SECRET not in repr(store)
+    await store.close()
 
 
 async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
@@ -244,6 +297,54 @@ async def test_enqueue_is_durable_across_a_restart(
         assert (again.request_id, again.created) == (ticket.request_id, False)
         assert await store.state_counts() == {states.PENDING: 1}
     finally:
+        await store.close()
+
+
+async def test_completion_numbers_become_visible_in_their_order(pg_url: str) -> None:
+    # A transaction holding completion number N makes the next completer wait, so a reader's
+    # cursor can never pass N before N is committed (and so never skip it).
+    store = await PostgresStore.open(pg_url)
+    raw = await asyncpg.connect(pg_url)
+    try:
+        tickets = await store.enqueue_many(
+            [NewRequest(f"k{i}", "daily", None, "m", b"{}", time.time(), None) for i in range(2)]
+        )
+        first, second = (t.request_id for t in tickets)
+        at_risk = [AtRisk(t.request_id, t.key, "daily", "m", states.PENDING, 0.0, None) for t in tickets]
+        assert len(await store.mark_escalated(at_risk, 0.0)) == 2
+        transaction = raw.transaction()
+        await transaction.start()
+        await raw.execute("SELECT pg_advisory_xact_lock($1)", COMPLETION_LOCK)
+        await raw.execute(
+            "UPDATE requests SET state = 'succeeded', done_seq = nextval('done_seq_numbers'),"
+            " finished_at = 0 WHERE id = $1",
+            first,
+        )
+        later = asyncio.create_task(
+            store.complete(
+                second,
+                from_states=[states.ESCALATED],
+                succeeded=True,
+                outcome="succeeded",
+                line=b"{}",
+                now=0.0,
+            )
+        )
+
+        async def blocked() -> bool:
+            waiting = await raw.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            return bool(waiting)
+
+        await until(blocked)
+        assert await store.completed_since(0) == (0, [])
+        await transaction.commit()
+        assert await asyncio.wait_for(later, 10)
+        assert (await store.completed_since(0))[1] == [first, second]
+    finally:
+        await raw.close()
         await store.close()
 
 

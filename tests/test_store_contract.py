@@ -445,3 +445,52 @@ async def test_purge_drops_old_final_rows_and_keeps_the_rest(store: StoreEngine)
     assert report.ledger >= 2
     left = await store.state_counts()
     assert left == {"pending": 2, "succeeded": 1}
+
+
+async def test_a_reader_of_completed_since_misses_nothing_while_two_stores_complete(
+    store: StoreEngine, store_settings: StoreSettings
+) -> None:
+    # Completion numbers must become visible in order even when two processes complete at
+    # once: a reader's cursor must never step past a number whose transaction commits later.
+    tickets = await store.enqueue_many([new(f"k{i}") for i in range(300)])
+    rows = [AtRisk(t.request_id, t.key, "daily", MODEL, states.PENDING, NOW, None) for t in tickets]
+    assert len(await store.mark_escalated(rows, NOW)) == 300
+    other = await open_store(store_settings)
+    seen: list[int] = []
+    finished = asyncio.Event()
+
+    async def follow() -> None:
+        cursor = 0
+        while True:
+            last_pass = finished.is_set()
+            cursor, ids = await store.completed_since(cursor, limit=50)
+            seen.extend(ids)
+            if last_pass and not ids:
+                return
+            await asyncio.sleep(0)
+
+    async def complete_all(s: StoreEngine, part: list[int]) -> None:
+        done = await asyncio.gather(
+            *(
+                s.complete(
+                    rid,
+                    from_states=[states.ESCALATED],
+                    succeeded=True,
+                    outcome="succeeded",
+                    line=b"{}",
+                    now=NOW,
+                )
+                for rid in part
+            )
+        )
+        assert all(done)
+
+    reader = asyncio.create_task(follow())
+    try:
+        ids = [t.request_id for t in tickets]
+        await asyncio.gather(complete_all(store, ids[::2]), complete_all(other, ids[1::2]))
+    finally:
+        finished.set()
+        await reader
+        await other.close()
+    assert sorted(seen) == sorted(ids)  # every completion read, none twice
