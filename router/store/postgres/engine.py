@@ -23,6 +23,7 @@ import pydantic_core
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, StoreError
 from .. import states
 from ..base import RetryPolicy
@@ -273,9 +274,11 @@ class PostgresStore:
                         found[row[0]] = row
             if ledger:
                 await conn.execute(sql.LEDGER_INSERT, *columns)
+            crash_point("enqueue.before_commit")
             return found
 
         found = await self._run("enqueue", fn)
+        crash_point("enqueue.after_commit")
         results: list[Any] = []
         seen: set[str] = set()
         for r, d in zip(requests, digests, strict=True):
@@ -330,6 +333,7 @@ class PostgresStore:
                 raise _NothingClaimed
             body = batch_body_bytes(int(total))
             await conn.execute(sql.SET_INTENT_SIZE, batch_id, count, body)
+            crash_point("claim.before_commit")
             return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
 
         try:
@@ -434,6 +438,7 @@ class PostgresStore:
             counts = {str(v): int(n) for v, n in await conn.fetch(ingest.COUNTS)}
             if done:
                 await conn.execute(sql.NOTIFY, CHANNEL, str(done[-1]["done_seq"]))
+            crash_point("apply.before_commit")
             return counts, done
 
         counts, done = await self._run("apply_results", fn)
@@ -629,6 +634,7 @@ class PostgresStore:
             requests = _count(await conn.execute(sql.PURGE_REQUESTS, before))
             batches = _count(await conn.execute(sql.PURGE_BATCHES, before))
             ledger = _count(await conn.execute(sql.PURGE_LEDGER, before))
+            crash_point("purge.before_commit")
             return PurgeReport(requests, batches, ledger)
 
         return await self._run("purge", fn)
