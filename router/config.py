@@ -262,8 +262,9 @@ class StoreSettings(BaseModel):
     model_config = _FROZEN
 
     path: Path = Path("hybrid-router.db")
-    # postgresql://... selects PostgreSQL; sqlite:///file.db is the same as `path`.
-    url: str | None = None
+    # postgresql://... selects PostgreSQL; sqlite:///file.db is the same as `path`. Left out of
+    # the repr: it may hold a password.
+    url: str | None = Field(default=None, repr=False)
     # "full" = synchronous=FULL: a caller told "stored" must survive power loss.
     durability: Literal["full", "normal"] = "full"
     retention: PositiveDuration = 30 * _DAY

@@ -72,6 +72,9 @@ def test_the_url_selects_the_engine_and_a_plain_path_stays_sqlite(tmp_path: Path
     assert pg.engine == "postgresql"
     assert pg.location == "postgresql://app@db.example:6543/queue"
     assert SECRET not in pg.location
+    assert SECRET not in repr(pg) and SECRET not in repr(
+        RouterConfig.default().model_copy(update={"store": pg})
+    )
 
 
 @pytest.mark.parametrize(

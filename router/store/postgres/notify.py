@@ -17,7 +17,7 @@ import functools
 import asyncpg
 import structlog
 
-from .connect import Location, describe, is_transient
+from .connect import Location, describe
 
 log = structlog.get_logger()
 
@@ -76,16 +76,14 @@ class CompletionSignal:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(dsn=self._location.url, timeout=10.0)
-            except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, asyncpg.PostgresError | TimeoutError):
-                    raise
+            except Exception as exc:  # whatever it is, waiters fall back to polling meanwhile
                 log.warning(
                     "store_listen_failed",
                     store=str(self._location),
                     error=self._location.scrub(describe(exc)),
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 5.0)
                 continue
             try:
                 conn.add_termination_listener(functools.partial(_set, lost))
@@ -107,6 +105,13 @@ class CompletionSignal:
                         break
                     with contextlib.suppress(Exception):
                         await conn.execute("SELECT 1", timeout=5.0)
+            except Exception as exc:  # the connection went in the middle of setting up
+                log.warning(
+                    "store_listen_failed",
+                    store=str(self._location),
+                    error=self._location.scrub(describe(exc)),
+                )
+                await asyncio.sleep(delay)
             finally:
                 self._connected.clear()
                 if not conn.is_closed():
