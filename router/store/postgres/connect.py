@@ -113,7 +113,9 @@ async def create_pool(
             max_size=size,
             init=init,
             # Durable commits whatever the server's default (a caller told "stored" keeps it).
-            server_settings={"synchronous_commit": "on", "application_name": "hybrid-router"},
+            # jit off: the store's statements are short, and compiling them cost more than
+            # running them (460 ms of a 690 ms ingest chunk).
+            server_settings={"synchronous_commit": "on", "jit": "off", "application_name": "hybrid-router"},
             timeout=10.0,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -425,10 +425,12 @@ class PostgresStore:
         texts = [_line_text(raw, number) for number, raw in enumerate(data, 1)]
 
         async def fn(conn: Conn) -> tuple[dict[str, int], list[asyncpg.Record]]:
+            await conn.execute(ingest.PREPARE_CHUNK)
             try:
                 await conn.execute(ingest.CLASSIFY, batch_id, texts)
             except (asyncpg.InvalidTextRepresentationError, asyncpg.UntranslatableCharacterError):
                 _raise_for_bad_line(data)
+            await conn.execute(ingest.ANALYZE_CHUNK)
             decide = await conn.fetch(ingest.TO_DECIDE)
             if decide:
                 decided = _decisions(decide, data, now, max_attempts, default_max_attempts, retry)

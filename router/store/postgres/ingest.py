@@ -114,7 +114,9 @@ WHERE ingest_lines.idx = d.idx
 
 # $1 batch id, $2 now. Run holding the completion lock (done_seq in commit order). Completion
 # numbers in line order; the guards are the SQLite engine's. Returns the final rows, in
-# completion order, with the index of the line that made each final.
+# completion order, with the index of the line that made each final. `batch_id + 0`: each
+# request is found by its id, never by scanning its batch (whose size the statistics of a
+# freshly filled table can put at one row: a nested loop over the whole batch per line).
 WRITE = f"""
 WITH f AS (
     SELECT s.idx, s.rid, s.final_state, s.rtype, s.line, nextval('done_seq_numbers') AS done_seq
@@ -124,13 +126,13 @@ WITH f AS (
     UPDATE requests r SET state = f.final_state, outcome = f.rtype, done_seq = f.done_seq,
         finished_at = $2, attempts = r.attempts + 1, result = convert_to(f.line, 'UTF8')
     FROM f
-    WHERE r.id = f.rid AND r.batch_id = $1 AND r.state IN ('submitted', 'escalated')
+    WHERE r.id = f.rid AND r.batch_id + 0 = $1 AND r.state IN ('submitted', 'escalated')
     RETURNING r.id, r.key, r.class, r.tag, r.model, r.state, r.attempts, r.outcome, f.idx,
         r.created_at, r.deadline_at, r.batch_id, r.done_seq
 ), retried AS (
     UPDATE requests r SET state = 'pending', attempts = r.attempts + 1
-    FROM ingest_lines t
-    WHERE t.verdict = '{RETRY}' AND r.id = t.rid AND r.batch_id = $1 AND r.state = 'submitted'
+    FROM (SELECT rid FROM ingest_lines WHERE verdict = '{RETRY}') AS t
+    WHERE r.id = t.rid AND r.batch_id + 0 = $1 AND r.state = 'submitted'
     RETURNING r.id
 ), billed AS (
     INSERT INTO ledger ({LEDGER_COLUMNS})
@@ -144,3 +146,8 @@ SELECT * FROM done ORDER BY done_seq
 """
 
 COUNTS = "SELECT verdict, count(*)::int FROM ingest_lines GROUP BY verdict"
+
+# Before the writes: temp tables are never analyzed by autovacuum, and the plan needs their size.
+# A chunk's sorts (the lines with their parsed jsonb) fit in memory.
+PREPARE_CHUNK = "SET LOCAL work_mem = '64MB'"
+ANALYZE_CHUNK = "ANALYZE ingest_lines"
