@@ -406,7 +406,7 @@ class PostgresStore:
         if not fields or set(fields) - allowed:
             raise ValueError(f"update_batch takes {sorted(allowed)}, got {sorted(fields)}")
         sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, 2))
-        query = f"UPDATE batches SET {sets} WHERE id = $1"
+        query = sql.UPDATE_BATCH.format(sets=sets)
         await self._execute("update_batch", query, batch_id, *fields.values())
 
     async def apply_results(
@@ -435,7 +435,7 @@ class PostgresStore:
             if decide:
                 decided = _decisions(decide, data, now, max_attempts, default_max_attempts, retry)
                 await conn.execute(ingest.SET_DECISIONS, *decided)
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPLETION_LOCK)
+            await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
             done = list(await conn.fetch(ingest.WRITE, batch_id, now))
             counts = {str(v): int(n) for v, n in await conn.fetch(ingest.COUNTS)}
             if done:
@@ -466,7 +466,7 @@ class PostgresStore:
         async def fn(conn: Conn) -> list[int]:
             ids = [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
             if ids:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPLETION_LOCK)
+                await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
                 lines = [missing_line(rid, reason) for rid in ids]
                 seqs = await conn.fetch(sql.FAIL_MISSING, batch_id, now, ids, lines)
                 await conn.execute(sql.NOTIFY, CHANNEL, str(max(int(r[0]) for r in seqs)))
@@ -572,7 +572,7 @@ class PostgresStore:
         columns = _columns([ledger_row(ledger)]) if ledger is not None else None
 
         async def fn(conn: Conn) -> bool:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", COMPLETION_LOCK)
+            await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
             seq = await conn.fetchval(sql.COMPLETE, request_id, final, outcome, now, line, list(from_states))
             if seq is None:
                 return False

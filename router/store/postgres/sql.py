@@ -93,6 +93,7 @@ ADOPT = (
 RELEASE_INTENT = "UPDATE batches SET state = $3 WHERE id = $1 AND state = $2 AND api_id IS NULL"
 CLOSE_RELEASED = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'released' AND api_id IS NULL"
 
+UPDATE_BATCH = "UPDATE batches SET {sets} WHERE id = $1"  # sets: "name = $2, ..." of allowed names
 OPEN_BATCHES = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
     " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
@@ -105,7 +106,7 @@ FAIL_MISSING = """
 UPDATE requests r SET state = 'failed', outcome = 'missing', done_seq = nextval('done_seq_numbers'),
     finished_at = $2, attempts = r.attempts + 1, result = u.line
 FROM (SELECT * FROM unnest($3::bigint[], $4::bytea[]) AS u(id, line) ORDER BY id) AS u
-WHERE r.id = u.id AND r.batch_id = $1 AND r.state = 'submitted'
+WHERE r.id = u.id AND r.batch_id + 0 = $1 AND r.state = 'submitted'  -- by id (see ingest.WRITE)
 RETURNING r.done_seq
 """
 TURNAROUND = (
@@ -205,3 +206,6 @@ PURGE_BATCHES = (
 PURGE_LEDGER = "DELETE FROM ledger WHERE at < $1"
 
 NOTIFY = "SELECT pg_notify($1, $2)"
+# Taken by every transaction that gives out completion numbers, just before it does; held to
+# its commit, so numbers become visible in the order they were given (engine.py).
+TAKE_COMPLETION_LOCK = "SELECT pg_advisory_xact_lock($1)"
