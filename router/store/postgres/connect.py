@@ -103,9 +103,32 @@ async def create_pool(
     *,
     size: int,
     init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]] | None = None,
+    retry_for: float = 60.0,
 ) -> asyncpg.Pool:
     """A pool of `size` connections, the first one made now: a StoreError naming host and port
-    when the server cannot be reached or refuses us."""
+    when the server cannot be reached or refuses us. A server reached that drops the connection
+    or is still starting (a restart) is tried again for up to `retry_for` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    while True:
+        try:
+            return await _create_pool(location, size=size, init=init)
+        except StoreError as exc:
+            cause = exc.__cause__
+            unreachable = isinstance(cause, OSError | TimeoutError) and not isinstance(
+                cause, asyncpg.PostgresConnectionError
+            )
+            if unreachable or cause is None or not is_transient(cause) or loop.time() > deadline:
+                raise exc.with_traceback(None) from None
+        await asyncio.sleep(0.2)
+
+
+async def _create_pool(
+    location: Location,
+    *,
+    size: int,
+    init: Callable[[asyncpg.Connection[asyncpg.Record]], Coroutine[Any, Any, None]] | None,
+) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
             dsn=location.url,
@@ -119,7 +142,8 @@ async def create_pool(
             timeout=10.0,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StoreError(f"cannot open the store: {location}: {location.scrub(describe(exc))}") from None
+        # The cause is create_pool's to judge; it raises the error without it.
+        raise StoreError(f"cannot open the store: {location}: {location.scrub(describe(exc))}") from exc
     assert pool is not None
     return pool
 

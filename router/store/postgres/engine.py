@@ -100,12 +100,24 @@ class PostgresStore:
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, retry_for: float = 60.0) -> PostgresStore:
         """Connect, migrate the schema (refusing a newer one) and start the group commit; a
-        StoreError naming host, port and database when any of it fails."""
+        StoreError naming host, port and database when any of it fails. A server that cannot
+        be reached at all fails at once; one that drops the connection once reached (a restart
+        under way) is tried again for up to `retry_for` seconds."""
         location = parse_location(url)
-        pool = await create_pool(location, size=pool_size, init=_prepare)
-        try:
+        pool = await create_pool(location, size=pool_size, init=_prepare, retry_for=retry_for)
+
+        async def attempt() -> None:
             async with pool.acquire() as conn:
-                await migrate(conn, str(location))
+                try:
+                    await migrate(conn, str(location))
+                except Exception as exc:
+                    if is_transient(exc):
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()
+                    raise
+
+        try:
+            await Retrier(location, give_up_after=retry_for).run("open", attempt)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
