@@ -107,6 +107,14 @@ async def test_three_apps_two_daemons_kills_cuts_and_a_restart_lose_nothing(
         assert accepted == set(keys)
         waiters = [await _app(config, "wait", part) for part in parts]  # a key must exist to wait on
 
+        def waiting() -> bool:
+            # Each waiter has opened its store (or is done already): a process that starts while
+            # the server is down fails at once, by design.
+            names = {r[0] for r in query(pg_url, "SELECT application_name FROM pg_stat_activity")}
+            return all(p.returncode is not None or f"hybrid-router:{p.pid}" in names for p in waiters)
+
+        await until(waiting, timeout=60)
+
         killed = await finish(active, timeout=60)
         assert killed.code == -signal.SIGKILL, killed.stderr[-3000:]
         await until(lambda: _owner_pid(pg_url) == standby.pid, timeout=30)

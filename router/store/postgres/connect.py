@@ -138,7 +138,12 @@ async def _create_pool(
             # Durable commits whatever the server's default (a caller told "stored" keeps it).
             # jit off: the store's statements are short, and compiling them cost more than
             # running them (460 ms of a 690 ms ingest chunk).
-            server_settings={"synchronous_commit": "on", "jit": "off", "application_name": "hybrid-router"},
+            # The pid in the name tells an operator (and the tests) whose connections these are.
+            server_settings={
+                "synchronous_commit": "on",
+                "jit": "off",
+                "application_name": f"hybrid-router:{os.getpid()}",
+            },
             timeout=10.0,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
