@@ -15,7 +15,7 @@ from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
 from .logs import get_logger
-from .store import BODY_HEAD, BODY_TAIL, BatchClaim, Store, custom_id_for
+from .store import BODY_HEAD, BODY_TAIL, BatchClaim, StoreEngine, custom_id_for
 
 log = get_logger(__name__)
 
@@ -47,7 +47,9 @@ class Upload:
     body_started: bool = False
 
 
-async def stream_body(store: Store, claim: BatchClaim, upload: Upload | None = None) -> AsyncIterator[bytes]:
+async def stream_body(
+    store: StoreEngine, claim: BatchClaim, upload: Upload | None = None
+) -> AsyncIterator[bytes]:
     """Yield the batches.create JSON body for a claim, chunk by chunk, from the store.
 
     `upload`, when given, records that the body was started."""
@@ -108,7 +110,7 @@ def describe_failure(exc: BaseException) -> str:
 
 
 async def create_batch(
-    client: anthropic.AsyncAnthropic, store: Store, claim: BatchClaim, upload: Upload | None = None
+    client: anthropic.AsyncAnthropic, store: StoreEngine, claim: BatchClaim, upload: Upload | None = None
 ) -> MessageBatch:
     """POST the claimed requests as one batch. SDK retries are off: a retried create could
     create a second batch (the API takes no idempotency key); the caller decides what to do.
@@ -124,7 +126,7 @@ async def create_batch(
 
 
 async def flush(
-    store: Store,
+    store: StoreEngine,
     client: anthropic.AsyncAnthropic,
     *,
     latencies: Sequence[str] | None,

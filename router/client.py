@@ -7,7 +7,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -33,8 +32,8 @@ from .policy import Policy
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
-from .store import NewRequest, RequestRow, Store, Ticket, entry_bytes, states
-from .store.sqlite.store import BODY_FIXED
+from .store import NewRequest, RequestRow, StoreEngine, Ticket, entry_bytes, open_store, states
+from .store.sqlite import BODY_FIXED
 from .watcher import CompletionListener, CompletionWatcher
 
 log = get_logger(__name__)
@@ -72,7 +71,7 @@ class Router:
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
         self._client: AsyncAnthropic | None = None
-        self._store: Store | None = None
+        self._store: StoreEngine | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
         self._scheduler: RouterScheduler | None = None
@@ -117,9 +116,7 @@ class Router:
         if self._store is not None:
             return
         cfg = self.config
-        self._store = await Store.open(
-            Path(cfg.store.path), durability=cfg.store.durability, create=self._create_store
-        )
+        self._store = await open_store(cfg.store, create=self._create_store)
         self._client = self._given_client or build_anthropic_client(self.config)
         self._realtime = RealtimeLane(
             self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
@@ -146,7 +143,7 @@ class Router:
                 self._store, clock=self.clock, active=lambda: self._scheduler is None
             )
             self._daemon_watch.start()
-        log.debug("router_opened", store=str(cfg.store.path), flusher=cfg.router.flusher)
+        log.debug("router_opened", store=cfg.store.location, flusher=cfg.router.flusher)
 
     def start_scheduler(
         self,
@@ -210,7 +207,7 @@ class Router:
             await asyncio.sleep(0)
 
     @property
-    def store(self) -> Store:
+    def store(self) -> StoreEngine:
         return _opened(self._store)
 
     @property
@@ -505,7 +502,7 @@ class Router:
     async def _wait_key(self, key: str, timeout: float | None) -> Outcome:
         row = await self.store.get_by_key(key)
         if row is None:
-            raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.path}")
+            raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.location}")
         if row.state in states.FINAL_STATES:
             return outcome_of(row)
         return await self._waiters.wait(row.id, timeout)
@@ -644,7 +641,7 @@ class Results:
         """The stored row of a request (state, attempts, batch), without its params."""
         row = await self._router.store.get_by_key(key)
         if row is None:
-            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.path}")
+            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.location}")
         return row
 
     async def wait_many(self, keys: Sequence[str]) -> list[Outcome]:

@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -210,15 +211,67 @@ class AnthropicSettings(BaseModel):
         raise ValueError(f'expected an http(s) URL like "http://127.0.0.1:8765", got {_show(value)}')
 
 
+_STORE_URL_FORM = 'expected a URL like "postgresql://user@host:5432/db" or "sqlite:///path/to/file.db"'
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def store_url_problem(url: str) -> str | None:
+    """What is wrong with a `[store] url`, or None. Never quotes the URL: it may hold a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _STORE_URL_FORM
+    if scheme == "sqlite":
+        return (
+            None
+            if rest.startswith("/") and rest.strip("/")
+            else f"{_STORE_URL_FORM}: the sqlite URL names no file"
+        )
+    if scheme not in POSTGRES_SCHEMES:
+        return f"{_STORE_URL_FORM}: unknown scheme {scheme[:20]!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{_STORE_URL_FORM}: the port is not a number"
+    if port == 0:
+        return f"{_STORE_URL_FORM}: port 0"
+    if not parts.path.strip("/") and not parts.query:
+        return f"{_STORE_URL_FORM}: the URL names no database"
+    return None
+
+
+def redacted_store_url(url: str) -> str:
+    """The URL with any password taken out, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" if user else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class StoreSettings(BaseModel):
-    """Where and how durably requests are stored."""
+    """Where and how durably requests are stored: an SQLite file (`path`, the default) or a
+    PostgreSQL database (`url = "postgresql://user@host:5432/db"`).
+
+    A PostgreSQL password comes from the URL, PGPASSWORD or a .pgpass file, as with libpq;
+    it appears in no message (`location` leaves it out).
+    """
 
     model_config = _FROZEN
 
     path: Path = Path("hybrid-router.db")
+    # postgresql://... selects PostgreSQL; sqlite:///file.db is the same as `path`. Left out of
+    # the repr: it may hold a password.
+    url: str | None = Field(default=None, repr=False)
     # "full" = synchronous=FULL: a caller told "stored" must survive power loss.
     durability: Literal["full", "normal"] = "full"
     retention: PositiveDuration = 30 * _DAY
+    # PostgreSQL connections per process (the enqueue group commit needs only one).
+    pool_size: Annotated[int, _int_field(1, 1000)] = 10
 
     @field_validator("path", mode="before")
     @classmethod
@@ -226,6 +279,35 @@ class StoreSettings(BaseModel):
         if isinstance(value, Path) or (isinstance(value, str) and value.strip()):
             return value
         raise ValueError(f'expected a file path like "hybrid-router.db", got {_show(value)}')
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(_STORE_URL_FORM)
+        problem = store_url_problem(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _sqlite_url(self) -> StoreSettings:
+        if self.url is not None and self.url.startswith("sqlite://"):
+            # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy spells them.
+            object.__setattr__(self, "path", Path(self.url[len("sqlite:///") :]).expanduser())
+            object.__setattr__(self, "url", None)
+        return self
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgresql"]:
+        return "postgresql" if self.url is not None else "sqlite"
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages: the file, or the URL without its password."""
+        return redacted_store_url(self.url) if self.url is not None else str(self.path)
 
 
 class BatchSettings(BaseModel):
@@ -659,8 +741,13 @@ class RouterConfig(BaseModel):
     # ----------------------------------------------------------------- overrides
 
     def with_store(self, path: str | os.PathLike[str]) -> RouterConfig:
-        """A copy storing requests at `path`."""
-        return self.model_copy(update={"store": self.store.model_copy(update={"path": Path(path)})})
+        """A copy storing requests at `path`: a file, or a store URL (postgresql://, sqlite:///)."""
+        if isinstance(path, str) and "://" in path:
+            settings = {**self.store.model_dump(), "url": path}
+            return self.model_copy(update={"store": StoreSettings.model_validate(settings)})
+        return self.model_copy(
+            update={"store": self.store.model_copy(update={"path": Path(path), "url": None})}
+        )
 
     def with_base_url(self, url: str | None) -> RouterConfig:
         """A copy talking to `url` (None: the SDK default)."""

@@ -164,7 +164,9 @@ class Daemon:
         waiting = False
         while not self._stop.is_set():
             if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
-                log.info("lease_acquired", owner=self.owner, store=str(store.path), waited=waiting)
+                log.info(
+                    "lease_acquired", owner=self.owner, store=router.config.store.location, waited=waiting
+                )
                 crash_point("lease.after_acquire")
                 return True
             holder = await store.lease()
@@ -175,16 +177,23 @@ class Daemon:
                     else "?"
                 )
                 print(
-                    f"hybrid-router daemon: {store.path} is already driven by another daemon"
+                    f"hybrid-router daemon: {router.config.store.location} is already driven by another"
+                    " daemon"
                     f" ({holder.owner if holder else 'unknown'}, lease renewed until {until});"
                     " only one daemon may drive a database. Use --standby to wait and take over.",
                     file=sys.stderr,
                 )
-                log.warning("lease_held", holder=holder.owner if holder else None, store=str(store.path))
+                log.warning(
+                    "lease_held", holder=holder.owner if holder else None, store=router.config.store.location
+                )
                 self._code = EXIT_LEASE_HELD
                 return False
             if not waiting:
-                log.info("daemon_standby", holder=holder.owner if holder else None, store=str(store.path))
+                log.info(
+                    "daemon_standby",
+                    holder=holder.owner if holder else None,
+                    store=router.config.store.location,
+                )
                 waiting = True
             # Look again well within one lease period: a released or lapsed lease is taken quickly.
             with contextlib.suppress(TimeoutError):
@@ -200,7 +209,7 @@ class Daemon:
         log.info(
             "daemon_started",
             owner=self.owner,
-            store=str(router.config.store.path),
+            store=router.config.store.location,
             lease_ttl=self.lease_ttl,
             jobs=scheduler.job_ids(),
         )

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 
 from .logs import get_logger
-from .store import Store, leases
+from .store import StoreEngine, leases
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ class DaemonWatch:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreEngine,
         *,
         clock: Clock,
         active: Callable[[], bool] = lambda: True,
@@ -72,7 +72,7 @@ class DaemonWatch:
             if self._warned:
                 self._warned = False
                 owner = lease.owner if lease is not None else None
-                log.info("daemon_lease_held", owner=owner, store=str(self._store.path))
+                log.info("daemon_lease_held", owner=owner, store=str(self._store.location))
             return False
         ended = lease.expires_at if lease is not None and lease.expires_at <= now else -math.inf
         absent_since = max(self._last_held, ended)
@@ -85,7 +85,7 @@ class DaemonWatch:
         self._warned = True
         log.warning(
             "no_daemon",
-            store=str(self._store.path),
+            store=str(self._store.location),
             pending=pending,
             open_batches=batches,
             seconds_without_daemon=round(now - absent_since),

@@ -46,7 +46,8 @@ class ConfigError(RouterError):
 
 
 class StoreError(RouterError):
-    """The database cannot be opened, read or written; the message names the file and the cause."""
+    """The database cannot be opened, read or written; the message names the file (or the host
+    and port) and the cause, never a password."""
 
 
 class StoreFullError(StoreError):

@@ -18,7 +18,7 @@ from .config import LatencyClass, RouterConfig
 from .cron import cron_trigger
 from .pricing import CostSummary
 from .report import summary_of
-from .store import Lease, Store, states
+from .store import Lease, StoreEngine, states
 from .units import format_duration
 
 # Every request state, in the order of its life (DESIGN.md section 4).
@@ -224,7 +224,7 @@ def next_flush_at(
     return min(times) if times else None
 
 
-async def take(store: Store, config: RouterConfig, *, now: float | None = None) -> Snapshot:
+async def take(store: StoreEngine, config: RouterConfig, *, now: float | None = None) -> Snapshot:
     """Read every figure of the database behind `store` (a handful of read-only statements)."""
     now = time.time() if now is None else now
     today_since = local_midnight(now)
@@ -285,7 +285,7 @@ async def take(store: Store, config: RouterConfig, *, now: float | None = None) 
     billed = [row for row in ledger if row["result_type"] == "succeeded"]
     within, count, total = await store.turnaround_buckets(TURNAROUND_BUCKETS)
     return Snapshot(
-        store=str(store.path),
+        store=str(store.location),
         at=now,
         flusher=config.router.flusher,
         classes=classes,

@@ -7,10 +7,10 @@ from typing import Any
 
 from .config import RouterConfig
 from .pricing import CostSummary, PriceTable
-from .store import Store
+from .store import StoreEngine
 
 
-async def cost_summary(store: Store, config: RouterConfig) -> CostSummary:
+async def cost_summary(store: StoreEngine, config: RouterConfig) -> CostSummary:
     """Sum the ledger (usage as the API returned it) into a CostSummary with the configured prices."""
     return summary_of(await store.ledger_totals(), config)
 

@@ -175,9 +175,7 @@ class CompletionWatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wake.wait()
+            await self._idle()
             self._wake.clear()
             if self._stopping:
                 return
@@ -187,6 +185,27 @@ class CompletionWatcher:
                 await self._drain()
             except Exception as exc:  # a read error must not kill the watcher: retry next tick
                 log.warning("watcher_read_failed", error=str(exc))
+
+    async def _idle(self) -> None:
+        """Until woken, or the store signals completions past the cursor (PostgreSQL's NOTIFY,
+        from any process), or one interval has passed."""
+        if self._held:  # the ingest's end wakes us (holding()), and the store's signal would not wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+            return
+        woken = asyncio.ensure_future(self._wake.wait())
+        signalled = asyncio.ensure_future(self._store.wait_for_completions(self._cursor, self._interval))
+        try:
+            await asyncio.wait(
+                (woken, signalled), timeout=self._interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiting in (woken, signalled):
+                waiting.cancel()
+            await asyncio.wait((woken, signalled))
+            if not signalled.cancelled() and signalled.exception() is not None:
+                log.warning("watcher_signal_failed", error=str(signalled.exception()))
 
     async def _drain(self) -> None:
         while True:

@@ -13,6 +13,9 @@ from router import Router, RouterConfig
 from router.emulator import Emulator, EmulatorClock
 from router.logs import reset_logging
 
+# Store fixtures for both engines (pg_server, pg_url, engine, store_settings, store).
+pytest_plugins = ["tests.stores"]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
@@ -45,8 +48,10 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(db_path: Path, emulator: Emulator) -> RouterConfig:
-    return RouterConfig.default(store_path=db_path).with_base_url(emulator.url)
+def config(db_path: Path, store_location: str, emulator: Emulator) -> RouterConfig:
+    """The default config on the emulator; the store is `db_path`, or PostgreSQL in a module
+    that runs on both engines (tests/stores.py)."""
+    return RouterConfig.default(store_path=db_path).with_store(store_location).with_base_url(emulator.url)
 
 
 @pytest.fixture

@@ -18,9 +18,17 @@ APP = Path(__file__).with_name("durability_app.py")
 
 
 def write_config(
-    tmp_path: Path, url: str, *, lease_ttl: str = "1s", grace: str = "2s", name: str = "router"
+    tmp_path: Path,
+    url: str,
+    *,
+    lease_ttl: str = "1s",
+    grace: str = "2s",
+    name: str = "router",
+    store: str | None = None,
 ) -> Path:
-    """A daemon-mode config on `url` with fast flushes and polls (store next to it)."""
+    """A daemon-mode config on `url` with fast flushes and polls (the store next to it, or the
+    PostgreSQL database `store` names)."""
+    where = f'url = "{store}"' if store is not None and "://" in store else f'path = "{name}.db"'
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f"""
@@ -30,7 +38,7 @@ max_retries = 0
 timeout = "10s"
 
 [store]
-path = "{name}.db"
+{where}
 
 [batch]
 poll_interval = "100ms"
@@ -146,18 +154,31 @@ def prompt(key: str) -> str:
     return f"crash test request {key}"
 
 
-def query(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+def query(db: Path | str, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (`?` placeholders) on the SQLite file `db`, or on the PostgreSQL database a
+    URL names (committed at once)."""
+    if isinstance(db, str) and "://" in db:
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as pg:
+            cur = pg.execute(sql.replace("?", "%s").encode(), args)  # type: ignore[arg-type]
+            return list(cur.fetchall()) if cur.description else []
     conn = sqlite3.connect(db, timeout=10)
     try:
-        return conn.execute(sql, args).fetchall()
+        with conn:
+            return conn.execute(sql, args).fetchall()
     finally:
         conn.close()
 
 
-def lease_owner(db: Path) -> str | None:
+def lease_owner(db: Path | str) -> str | None:
     try:
         rows = query(db, "SELECT owner FROM leases WHERE name = 'driver'")
     except sqlite3.OperationalError:  # not migrated yet
+        return None
+    except Exception as exc:  # PostgreSQL: not migrated yet (UndefinedTable)
+        if type(exc).__name__ != "UndefinedTable":
+            raise
         return None
     return str(rows[0][0]) if rows else None
 

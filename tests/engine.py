@@ -11,7 +11,7 @@ import anthropic
 
 from router import Router, RouterConfig
 from router.emulator import Emulator
-from tests.durability import query
+from tests.stores import raw_rows, store_toml
 
 BATCHES = "/v1/messages/batches"
 
@@ -32,18 +32,19 @@ max_attempts = 2
 """
 
 
-def engine_config(db_path: Path, emulator: Emulator, extra: str = "") -> RouterConfig:
-    """Config on the emulator: classes `daily`, `weekly` (3 attempts), `twice` (2 attempts, 2 h deadline)."""
-    text = f'[store]\npath = "{db_path}"\n[anthropic]\nbase_url = "{emulator.url}"\n{extra}\n{CLASSES}'
+def engine_config(store: str | Path, emulator: Emulator, extra: str = "") -> RouterConfig:
+    """Config on the emulator: classes `daily`, `weekly` (3 attempts), `twice` (2 attempts, 2 h
+    deadline); `store` is the SQLite file or a PostgreSQL URL (tests/stores.py)."""
+    text = f'[store]\n{store_toml(store)}\n[anthropic]\nbase_url = "{emulator.url}"\n{extra}\n{CLASSES}'
     return RouterConfig.from_toml_text(text)
 
 
 @contextlib.asynccontextmanager
 async def quiet_router(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, extra: str = ""
+    store: str | Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, extra: str = ""
 ) -> AsyncIterator[Router]:
     """A Router on the emulator's clock with no scheduler: the test decides when to flush and poll."""
-    config = engine_config(db_path, emulator, extra)
+    config = engine_config(store, emulator, extra)
     async with Router(config, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as router:
         yield router
 
@@ -59,12 +60,12 @@ def calls(emulator: Emulator, endpoint: str) -> int:
 
 async def ledger_rows(router: Router) -> list[tuple[int, str, int]]:
     """(request_id, result_type, duplicate) of every batch ledger row."""
-    rows = query(
-        router.store.path,
+    rows = await raw_rows(
+        router.store,
         "SELECT request_id, result_type, duplicate FROM ledger WHERE lane = 'batch' ORDER BY id",
     )
     return [(int(a), str(b), int(c)) for a, b, c in rows]
 
 
 async def batch_states(router: Router) -> list[str]:
-    return [str(r[0]) for r in query(router.store.path, "SELECT state FROM batches ORDER BY id")]
+    return [str(r[0]) for r in await raw_rows(router.store, "SELECT state FROM batches ORDER BY id")]

@@ -364,7 +364,8 @@ MALFORMED = [
     pytest.param(
         '[store]\ndurabilty = "full"\n',
         "store.durabilty",
-        'unknown key (did you mean "durability"?); expected one of: durability, path, retention',
+        'unknown key (did you mean "durability"?);'
+        " expected one of: durability, path, pool_size, retention, url",
         id="typo-suggests-closest-key",
     ),
     pytest.param(

@@ -55,16 +55,20 @@ DAEMON_POINTS = [
     "purge.before_commit",
 ]
 PER_PHASE = 3
+# Runs on SQLite and on PostgreSQL (tests/stores.py): the same kill points, the same proof.
+BOTH_ENGINES = True
 
 
 async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
-    tmp_path: Path, sdk: anthropic.AsyncAnthropic
+    tmp_path: Path, store_location: str, sdk: anthropic.AsyncAnthropic
 ) -> None:
     started = time.monotonic()
     emulator = Emulator(batch_seconds=0.2)  # real clock: batches end on their own
     async with emulator:
-        config = write_config(tmp_path, emulator.url, lease_ttl="1s", grace="1s")
-        db = tmp_path / "router.db"
+        config = write_config(tmp_path, emulator.url, lease_ttl="1s", grace="1s", store=store_location)
+        postgres = "://" in store_location
+        db: Path | str = store_location if postgres else tmp_path / "router.db"
+        result_of_request = "result" if postgres else RESULT_OF_REQUEST
         accepted: set[str] = set()
         killed: list[str] = []
 
@@ -144,7 +148,7 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
             # ---- every accepted request: exactly one outcome, its own, delivered once
             rows = {
                 str(k): (int(i), str(s), bytes(r) if r is not None else None)
-                for k, i, s, r in query(db, f"SELECT key, id, state, {RESULT_OF_REQUEST} FROM requests")
+                for k, i, s, r in query(db, f"SELECT key, id, state, {result_of_request} FROM requests")
             }
             lost = sorted(k for k in accepted if k not in rows or rows[k][1] not in ("succeeded", "failed"))
             assert lost == []

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import socket
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -17,9 +16,10 @@ import anthropic
 import pytest
 
 from router import Router, RouterConfig, daemon_watch
+from router.config import StoreSettings
 from router.daemon_watch import NO_DAEMON_AFTER
 from router.emulator import Emulator
-from router.store import Store, leases
+from router.store import leases, open_store
 from tests import helpers
 from tests.durability import (
     env,
@@ -37,12 +37,26 @@ from tests.durability import (
 from tests.engine import CLASSES
 from tests.helpers import MODEL, ask, reply_text
 
+# Every test runs on SQLite and on PostgreSQL (tests/stores.py): the daemons and apps share
+# the SQLite file beside their config, or one PostgreSQL database.
+BOTH_ENGINES = True
 
-def states(db: Path) -> dict[str, int]:
+
+@pytest.fixture
+def db(store_location: str) -> Path | str:
+    """The store every process of a test shares: the SQLite file, or a PostgreSQL URL."""
+    return store_location if "://" in store_location else Path(store_location)
+
+
+def settings_of(db: Path | str) -> StoreSettings:
+    return StoreSettings(url=db) if isinstance(db, str) else StoreSettings(path=db)
+
+
+def states(db: Path | str) -> dict[str, int]:
     return {str(s): int(n) for s, n in query(db, "SELECT state, COUNT(*) FROM requests GROUP BY state")}
 
 
-def owned_by(db: Path, proc: asyncio.subprocess.Process) -> bool:
+def owned_by(db: Path | str, proc: asyncio.subprocess.Process) -> bool:
     owner = lease_owner(db)
     return owner is not None and f":{proc.pid}:" in owner
 
@@ -62,10 +76,9 @@ async def read_until_event(proc: asyncio.subprocess.Process, event: str, timeout
 
 
 async def test_daemon_mode_app_gets_results_written_by_the_daemon(
-    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    tmp_path: Path, db: Path | str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    config = write_config(tmp_path, emulator.url)
-    db = tmp_path / "router.db"
+    config = write_config(tmp_path, emulator.url, store=str(db))
     daemon = await start_daemon(config)
     try:
         async with Router.from_config(config, anthropic=sdk) as app:
@@ -107,10 +120,9 @@ async def test_daemon_mode_app_gets_results_written_by_the_daemon(
 
 
 async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
-    tmp_path: Path, emulator: Emulator
+    tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="2s")
-    db = tmp_path / "router.db"
+    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=str(db))
     first = await start_daemon(config)
     standby: asyncio.subprocess.Process | None = None
     try:
@@ -141,26 +153,21 @@ async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
 
 
 async def test_a_lease_held_elsewhere_is_taken_only_once_it_lapses(
-    tmp_path: Path, emulator: Emulator
+    tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="1s")
-    db = tmp_path / "router.db"
-    store = await Store.open(db)  # migrate, then plant a lease of a daemon on another host
+    config = write_config(tmp_path, emulator.url, lease_ttl="1s", store=str(db))
+    store = await open_store(settings_of(db))  # migrate, then plant a lease of a daemon on another host
     await store.close()
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute(
-            "INSERT INTO leases (name, owner, acquired_at, expires_at)"
-            " VALUES ('driver', 'elsewhere:1:x', ?, ?)",
-            (time.time(), time.time() + 60),
-        )
+    query(
+        db,
+        "INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES ('driver', 'elsewhere:1:x', ?, ?)",
+        (time.time(), time.time() + 60),
+    )
     daemon = await start_daemon(config, "--standby")
     try:
         await read_until_event(daemon, "daemon_standby")
         expires = time.time() + 1.0  # the silent holder's last renewal runs out in a second
-        with conn:
-            conn.execute("UPDATE leases SET expires_at = ?", (expires,))
-        conn.close()
+        query(db, "UPDATE leases SET expires_at = ?", (expires,))
         await until(lambda: owned_by(db, daemon), timeout=10)
         taken = time.time()
         print(f"\nlease takeover from a silent holder on another host: {taken - expires:+.2f} s after expiry")
@@ -171,22 +178,21 @@ async def test_a_lease_held_elsewhere_is_taken_only_once_it_lapses(
     assert done.code == 0, done.stderr
 
 
-async def test_sigint_stops_a_daemon_cleanly(tmp_path: Path, emulator: Emulator) -> None:
-    config = write_config(tmp_path, emulator.url)
+async def test_sigint_stops_a_daemon_cleanly(tmp_path: Path, db: Path | str, emulator: Emulator) -> None:
+    config = write_config(tmp_path, emulator.url, store=str(db))
     daemon = await start_daemon(config)
     await read_until_event(daemon, "daemon_started")
     daemon.send_signal(signal.SIGINT)
     done = await finish(daemon)
     assert done.code == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert lease_owner(tmp_path / "router.db") is None
+    assert lease_owner(db) is None
 
 
 async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
-    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    tmp_path: Path, db: Path | str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    config = write_config(tmp_path, emulator.url)
-    db = tmp_path / "router.db"
+    config = write_config(tmp_path, emulator.url, store=str(db))
     emulator.faults.set("batches.create", slow_seconds=1.0)  # the create is in flight for a second
     async with Router.from_config(config, anthropic=sdk) as app:
         for i in range(3):
@@ -227,9 +233,17 @@ async def renew_then_freeze(self):
         return
     os.remove(flag)  # once: after SIGCONT it runs on
     # No await from the renewal's COMMIT to the SIGSTOP: no other write of ours can begin.
-    db = sqlite3.connect(str(self.config.store.path))
-    ((expires_at,),) = db.execute("SELECT expires_at FROM leases WHERE owner = ?", (self.owner,))
-    db.close()
+    store = self.config.store
+    if store.url:
+        import psycopg
+        with psycopg.connect(store.url, autocommit=True) as pg:
+            ((expires_at,),) = pg.execute(
+                "SELECT expires_at FROM leases WHERE owner = %s", (self.owner,)
+            ).fetchall()
+    else:
+        db = sqlite3.connect(str(store.path))
+        ((expires_at,),) = db.execute("SELECT expires_at FROM leases WHERE owner = ?", (self.owner,))
+        db.close()
     with open(out + ".tmp", "w") as f:
         json.dump({"expires_at": expires_at}, f)
     os.replace(out + ".tmp", out)
@@ -247,12 +261,11 @@ def stopped(proc: asyncio.subprocess.Process) -> bool:
 
 
 async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
-    tmp_path: Path, emulator: Emulator
+    tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
     # 2 s: the standby renews every 0.67 s, so a woken daemon finds the lease taken even when
     # the standby was slow to renew once (a loaded machine).
-    config = write_config(tmp_path, emulator.url, lease_ttl="2s")
-    db = tmp_path / "router.db"
+    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=str(db))
     flag, frozen = tmp_path / "freeze", tmp_path / "frozen.json"
     first = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -11,9 +11,11 @@ import pytest
 
 from router import DeadlineError, Router, RouterConfig
 from router.emulator import Emulator
-from tests.durability import query
 from tests.helpers import ask, reply_text, stored
+from tests.stores import raw_rows, store_toml
 
+# Every test runs on SQLite and on PostgreSQL (tests/stores.py).
+BOTH_ENGINES = True
 HOUR = 3600.0
 
 
@@ -22,15 +24,15 @@ def posts(emulator: Emulator, path: str) -> int:
 
 
 async def one_row(router: Router, sql: str) -> tuple[object, ...]:
-    return query(router.store.path, sql)[0]
+    return (await raw_rows(router.store, sql))[0]
 
 
-def make_config(db_path: Path, emulator: Emulator, extra: str = "") -> RouterConfig:
+def make_config(store: str | Path, emulator: Emulator, extra: str = "") -> RouterConfig:
     text = f"""
 [anthropic]
 base_url = "{emulator.url}"
 [store]
-path = "{db_path}"
+{store_toml(store)}
 [batch]
 turnaround_prior = "1h"
 deadline_margin = "5m"
@@ -42,14 +44,14 @@ route = "batch"
 deadline = "24h"
 {extra}
 """
-    return RouterConfig.from_toml_text(text, db_path.parent / "router.toml")
+    return RouterConfig.from_toml_text(text)
 
 
 @pytest.fixture
 async def deadline_router(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> AsyncIterator[Router]:
-    config = make_config(db_path, emulator)
+    config = make_config(store_location, emulator)
     async with Router(config, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as router:
         yield router
 
@@ -68,10 +70,10 @@ async def test_a_deadline_shorter_than_the_turnaround_goes_real_time_at_once(
 
 
 async def test_a_class_that_says_fail_raises_at_call_time_and_stores_nothing(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
     strict = '[classes.strict]\nroute = "batch"\ndeadline = "30m"\non_deadline_risk = "fail"'
-    config = make_config(db_path, emulator, strict)
+    config = make_config(store_location, emulator, strict)
     async with Router(config, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as router:
         with pytest.raises(DeadlineError, match="strict"):
             await router.messages.create(**ask("x"), latency="strict")
@@ -170,10 +172,10 @@ async def test_turnaround_history_replaces_the_prior(deadline_router: Router, em
 
 
 async def test_spillover_defers_a_rate_limited_realtime_call(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
     extra = '[classes.realtime]\nroute = "realtime"\non_rate_limit = "defer"\ndefer_class = "daily"'
-    config = make_config(db_path, emulator, extra)
+    config = make_config(store_location, emulator, extra)
     async with Router(config, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as router:
         emulator.faults.fail_next("messages", status=429, count=1)
         call = asyncio.create_task(router.messages.create(**ask("spill me"), latency="realtime"))
@@ -185,7 +187,7 @@ async def test_spillover_defers_a_rate_limited_realtime_call(
         assert "spill me" in reply_text(msg)
         assert posts(emulator, "/v1/messages/batches") == 1
         # Without the policy the 429 reaches the caller.
-    async with Router(make_config(db_path, emulator), anthropic=sdk, scheduler=False) as router:
+    async with Router(make_config(store_location, emulator), anthropic=sdk, scheduler=False) as router:
         emulator.faults.fail_next("messages", status=429, count=1)
         with pytest.raises(anthropic.RateLimitError):
             await router.messages.create(**ask("no spill"), latency="realtime")

@@ -23,6 +23,10 @@ from router.store.sqlite import store as store_module
 from tests.engine import batch_states, calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, until
 
+# Every test runs on SQLite and on PostgreSQL (tests/stores.py), but those marked sqlite_only:
+# they look into the SQLite file, or into the SQLite engine's ingest.
+BOTH_ENGINES = True
+
 CERTAIN_CREATE_FAILURES = [
     pytest.param({"status": 429, "retry_after": 30}, id="429-retry-after"),
     pytest.param({"status": 500}, id="500"),
@@ -51,9 +55,9 @@ async def all_delivered(router: Router, count: int) -> None:
 
 @pytest.mark.parametrize("fault", CERTAIN_CREATE_FAILURES)
 async def test_create_answered_with_an_error_is_retried_after_a_backoff(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 5)
         emulator.faults.fail_next("batches.create", **fault)
         await router._scheduled_flush("daily")
@@ -73,9 +77,9 @@ async def test_create_answered_with_an_error_is_retried_after_a_backoff(
 
 
 async def test_backoff_grows_while_create_keeps_failing(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 1)
         emulator.faults.fail_next("batches.create", status=500, count=3)
         waits = []
@@ -97,9 +101,9 @@ async def test_backoff_grows_while_create_keeps_failing(
     ],
 )
 async def test_create_without_an_answer_is_never_sent_twice(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 3)
         emulator.faults.fail_next("batches.create", **fault)
         report = await router.flush()
@@ -114,11 +118,11 @@ async def test_create_without_an_answer_is_never_sent_twice(
 
 
 async def test_create_timeout_is_uncertain_and_never_resent(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
     impatient = sdk.with_options(timeout=0.2)
     emulator.faults.set("batches.create", slow_seconds=0.6)
-    async with quiet_router(db_path, emulator, impatient) as router:
+    async with quiet_router(store_location, emulator, impatient) as router:
         await submit_many(router, 2)
         report = await router.flush()
         assert report.uncertain == 1
@@ -184,9 +188,9 @@ async def test_a_create_that_never_reached_the_api_releases_its_requests_at_once
 
 @pytest.mark.parametrize("fault", POLL_FAULTS)
 async def test_retrieve_fault_is_retried_with_backoff(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 4)
         await router.flush()
         emulator.end_batches()
@@ -206,9 +210,9 @@ async def test_retrieve_fault_is_retried_with_backoff(
 
 @pytest.mark.parametrize("fault", POLL_FAULTS)
 async def test_results_download_fault_is_retried_with_backoff(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, fault: dict[str, Any]
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 4)
         await router.flush()
         emulator.end_batches()
@@ -227,14 +231,14 @@ async def test_results_download_fault_is_retried_with_backoff(
 
 @pytest.mark.parametrize("cut", ["results_cut_after", "results_cut_bytes"])
 async def test_results_stream_cut_midway_resumes_skipping_what_is_stored(
-    db_path: Path,
+    store_location: str,
     emulator: Emulator,
     sdk: anthropic.AsyncAnthropic,
     monkeypatch: pytest.MonkeyPatch,
     cut: str,
 ) -> None:
     monkeypatch.setattr(poller, "INGEST_CHUNK", 10)  # several committed chunks before the cut
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 60)
         await router.flush()
         emulator.end_batches()
@@ -258,13 +262,13 @@ BrokenOff = tuple[Router, set[int]]
 
 @pytest.fixture
 async def broken_off(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[BrokenOff]:
     """A router whose ingest broke off: 40 requests in one ended batch, the results stream cut
     after 25 lines, so two chunks of 10 are stored and the rest waits (the fault is cleared).
     Yields the router and the ids of the 20 requests completed."""
     monkeypatch.setattr(poller, "INGEST_CHUNK", 10)
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 40)
         await router.flush()
         emulator.end_batches()
@@ -276,6 +280,7 @@ async def broken_off(
         yield router, done
 
 
+@pytest.mark.sqlite_only
 async def test_outcomes_of_a_broken_off_ingest_are_final_to_every_reader_and_writer(
     broken_off: BrokenOff, db_path: Path
 ) -> None:
@@ -333,6 +338,7 @@ async def test_a_line_read_again_after_a_purge_took_its_ledger_row_is_not_applie
     assert await router.store.state_counts() == {"succeeded": 40}
 
 
+@pytest.mark.sqlite_only
 async def test_a_batch_failed_for_missing_results_folds_what_its_broken_off_ingest_completed(
     broken_off: BrokenOff, db_path: Path, emulator: Emulator
 ) -> None:
@@ -347,7 +353,7 @@ async def test_a_batch_failed_for_missing_results_folds_what_its_broken_off_inge
 
 
 async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(poller, "INGEST_CHUNK", 7)
     emulator.faults.set("batches.create", rate_limit=0.2, overloaded=0.2, server_error=0.2)
@@ -356,7 +362,7 @@ async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
     emulator.outcomes.errored = {"overloaded_error": 0.1}
     emulator.outcomes.expired = 0.1
     extra = "[batch]\nmax_requests = 40\n"
-    async with quiet_router(db_path, emulator, sdk, extra) as router:
+    async with quiet_router(store_location, emulator, sdk, extra) as router:
         await submit_many(router, 150, latency="weekly")
         for _ in range(60):
             await router.flush()
@@ -378,9 +384,9 @@ async def test_many_faults_at_rates_lose_nothing_and_duplicate_nothing(
 
 @pytest.mark.parametrize("after", [True, False], ids=["created-answer-lost", "never-created"])
 async def test_lost_create_answer_with_a_failing_list_ends_in_one_batch(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, after: bool
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, after: bool
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await submit_many(router, 3)
         emulator.faults.fail_next("batches.create", drop=True, after=after)
         assert (await router.flush()).uncertain == 1
@@ -401,9 +407,9 @@ async def test_lost_create_answer_with_a_failing_list_ends_in_one_batch(
 
 @pytest.mark.parametrize("endpoint", ["batches.retrieve", "batches.results"])
 async def test_poll_timeouts_are_retried(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, endpoint: str
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic, endpoint: str
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk.with_options(timeout=0.2)) as router:
+    async with quiet_router(store_location, emulator, sdk.with_options(timeout=0.2)) as router:
         await submit_many(router, 2)
         await router.flush()
         emulator.end_batches()
@@ -416,6 +422,7 @@ async def test_poll_timeouts_are_retried(
         await all_delivered(router, 2)
 
 
+@pytest.mark.sqlite_only
 async def test_cancelled_poll_waits_for_the_chunk_in_sqlites_thread_and_loses_nothing(
     db_path: Path,
     emulator: Emulator,
@@ -459,6 +466,7 @@ async def test_cancelled_poll_waits_for_the_chunk_in_sqlites_thread_and_loses_no
         assert [(t["requests"], t["duplicate"]) for t in totals] == [(12, 0)]
 
 
+@pytest.mark.sqlite_only
 async def test_a_chunk_that_fails_half_written_is_rolled_back_whole(
     db_path: Path,
     emulator: Emulator,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import anthropic
 import pytest
@@ -14,6 +13,7 @@ from router.errors import STATUS_BY_ERROR_TYPE
 from tests.engine import calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, run_batches, stored
 
+BOTH_ENGINES = True  # every test runs on SQLite and on PostgreSQL (tests/stores.py)
 DAY = 86_400.0
 
 NON_RETRYABLE = [
@@ -32,9 +32,9 @@ RETRYABLE = [
 
 
 async def test_succeeded_is_delivered_with_its_usage(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         call = asyncio.create_task(router.messages.create(**ask("count my tokens"), latency="daily"))
         await stored(router, 1)
         await run_batches(router, emulator)
@@ -48,13 +48,13 @@ async def test_succeeded_is_delivered_with_its_usage(
 
 @pytest.mark.parametrize(("error_type", "exc_class"), NON_RETRYABLE)
 async def test_non_retryable_error_fails_at_once(
-    db_path: Path,
+    store_location: str,
     emulator: Emulator,
     sdk: anthropic.AsyncAnthropic,
     error_type: str,
     exc_class: type[anthropic.APIStatusError],
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask(f"no [emulator:error={error_type}]"), latency="daily", key="k")
         await run_batches(router, emulator)
         row = await router.results.status("k")
@@ -71,13 +71,13 @@ async def test_non_retryable_error_fails_at_once(
 
 @pytest.mark.parametrize(("error_type", "exc_class"), RETRYABLE)
 async def test_retryable_error_is_resubmitted_then_fails_with_the_last_error(
-    db_path: Path,
+    store_location: str,
     emulator: Emulator,
     sdk: anthropic.AsyncAnthropic,
     error_type: str,
     exc_class: type[anthropic.APIStatusError],
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("flaky"), latency="daily", key="k")
         # Earlier attempts fail with another retryable error; the caller sees the last one.
         other = "overloaded_error" if error_type != "overloaded_error" else "api_error"
@@ -95,9 +95,9 @@ async def test_retryable_error_is_resubmitted_then_fails_with_the_last_error(
 
 
 async def test_retryable_error_stops_at_the_class_limit(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("[emulator:error=api_error]"), latency="twice", key="k")
         for _ in range(4):
             await run_batches(router, emulator)
@@ -108,9 +108,9 @@ async def test_retryable_error_stops_at_the_class_limit(
 
 
 async def test_retryable_error_then_success_delivers_the_message(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("second time lucky"), latency="daily", key="k")
         emulator.outcomes.errored = {"rate_limit_error": 1.0}
         await run_batches(router, emulator)
@@ -122,9 +122,9 @@ async def test_retryable_error_then_success_delivers_the_message(
 
 
 async def test_expired_is_resubmitted_while_the_deadline_allows_then_fails(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         ticket = await router.messages.submit(**ask("slow [emulator:expire]"), latency="daily", key="k")
         assert ticket.deadline_at == pytest.approx(emulator.clock.now() + DAY)
         await run_batches(router, emulator)  # well before the deadline: sent again
@@ -139,9 +139,9 @@ async def test_expired_is_resubmitted_while_the_deadline_allows_then_fails(
 
 
 async def test_expired_then_processed_in_the_next_batch(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("try again"), latency="daily", key="k")
         emulator.outcomes.expired = 1.0
         await run_batches(router, emulator)
@@ -166,9 +166,9 @@ def test_retry_decision_hook() -> None:
 
 
 async def test_canceled_by_someone_else_is_resubmitted(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("cancel me"), latency="daily", key="k")
         report = await router.flush()
         await sdk.messages.batches.cancel(report.batches[0])
@@ -181,9 +181,9 @@ async def test_canceled_by_someone_else_is_resubmitted(
 
 
 async def test_canceled_until_the_limit_raises_canceled(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("always canceled"), latency="twice", key="k")
         for _ in range(2):
             report = await router.flush()
@@ -196,9 +196,9 @@ async def test_canceled_until_the_limit_raises_canceled(
 
 
 async def test_partial_batch_expired_part_is_resubmitted(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         for i in range(10):
             await router.messages.submit(**ask(f"part {i}"), latency="weekly", key=f"k{i}")
         emulator.outcomes.partial_rate = 1.0
@@ -215,11 +215,11 @@ async def test_partial_batch_expired_part_is_resubmitted(
 
 
 async def test_late_batch_is_polled_until_it_ends(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
     emulator.outcomes.late_rate = 1.0
     emulator.outcomes.late_seconds = 3 * 3600
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("late"), latency="daily", key="k")
         await router.flush()
         emulator.clock.advance(emulator.batch_seconds)
@@ -231,9 +231,9 @@ async def test_late_batch_is_polled_until_it_ends(
 
 
 async def test_results_past_29_days_fail_with_an_error_that_says_so(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("forgotten"), latency="daily", key="k")
         await router.messages.submit(**ask("forgotten too"), latency="daily", key="k2")
         await router.flush()
@@ -250,9 +250,9 @@ async def test_results_past_29_days_fail_with_an_error_that_says_so(
 
 
 async def test_results_not_found_before_29_days_are_retried_not_failed(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    async with quiet_router(db_path, emulator, sdk) as router:
+    async with quiet_router(store_location, emulator, sdk) as router:
         await router.messages.submit(**ask("patience"), latency="daily", key="k")
         await router.flush()
         emulator.end_batches()

@@ -1,4 +1,5 @@
-"""End to end: the Router through the real SDK over loopback to the emulator, on a real SQLite file."""
+"""End to end: the Router through the real SDK over loopback to the emulator, on a real SQLite file
+or a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from anthropic.types import Message
 from router import InvalidRequestError, RequestCanceledError, RequestExpiredError, Router, RouterConfig
 from router.emulator import Emulator
 from tests.helpers import MODEL, ask, reply_text, run_batches, stored
+from tests.stores import store_toml
+
+# Every test runs on SQLite and on PostgreSQL (tests/stores.py), but those marked sqlite_only.
+BOTH_ENGINES = True
 
 
 def batch_creates(emulator: Emulator) -> int:
@@ -175,9 +180,8 @@ async def test_bad_params_are_rejected_before_anything_is_stored(
 
 
 async def test_request_too_large_for_a_batch_is_rejected_at_call_time(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    config: RouterConfig, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    config = RouterConfig.default(store_path=db_path).with_base_url(emulator.url)
     config = config.model_copy(update={"batch": config.batch.model_copy(update={"max_bytes": 10_000})})
     async with Router(config, anthropic=sdk, scheduler=False) as router:
         with pytest.raises(InvalidRequestError, match="max_bytes"):
@@ -248,6 +252,7 @@ async def test_streaming_passes_through_in_real_time_and_is_refused_for_batches(
     assert tokens.input_tokens > 0
 
 
+@pytest.mark.sqlite_only
 async def test_store_is_private_and_never_holds_the_api_key(db_path: Path, emulator: Emulator) -> None:
     secret = "sk-ant-test-SECRET-do-not-store"
     client = anthropic.AsyncAnthropic(base_url=emulator.url, api_key=secret, max_retries=0)
@@ -263,11 +268,11 @@ async def test_store_is_private_and_never_holds_the_api_key(db_path: Path, emula
 
 
 async def test_scheduler_flushes_and_polls_on_its_own(
-    db_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+    db_path: Path, store_location: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
     text = f"""
 [store]
-path = "{db_path}"
+{store_toml(store_location)}
 [batch]
 poll_interval = "50ms"
 [classes.soon]

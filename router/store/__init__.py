@@ -1,10 +1,15 @@
-"""Durable storage of deferred requests, batches and the cost ledger.
+"""Durable storage of deferred requests, batches and the cost ledger: SQLite (aiosqlite,
+router/store/sqlite/) on one host, or PostgreSQL (asyncpg, router/store/postgres/) shared by
+many; `open_store` opens the one the configuration names.
 
 The engine-neutral part (records, states, the `StoreEngine` interface, leases) lives here;
-each engine, with all of its SQL, in its own package (`sqlite/`)."""
+each engine, with all of its SQL, in its own package."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from ..config import StoreSettings
 from . import states
 from .base import RetryPolicy, StoreEngine
 from .records import (
@@ -54,9 +59,31 @@ __all__ = [
     "batch_body_bytes",
     "custom_id_for",
     "entry_bytes",
+    "open_store",
     "request_id_from",
     "states",
 ]
 
-# mypy holds the SQLite store to the interface: a missing or different operation fails here.
+
+async def open_store(settings: StoreSettings, *, create: bool = True) -> StoreEngine:
+    """The store `settings` names, open: PostgreSQL for a `url`, else the SQLite file at `path`.
+
+    `create=False` opens an existing SQLite database only (the reading commands must not
+    create one); a PostgreSQL database always exists before it is named, and is migrated.
+
+    Raises StoreError (naming host, port and database, never a password) when a PostgreSQL
+    server cannot be reached or its schema is newer than this code.
+    """
+    if settings.url is not None:
+        from .postgres import PostgresStore  # asyncpg only for those who use it
+
+        return await PostgresStore.open(settings.url, pool_size=settings.pool_size)
+    return await Store.open(settings.path, durability=settings.durability, create=create)
+
+
+# mypy holds each engine to the interface: a missing or different operation fails here.
 _ENGINE: type[StoreEngine] = Store
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+
+    _POSTGRES_ENGINE: type[StoreEngine] = PostgresStore

@@ -43,13 +43,18 @@ class RetryPolicy(Protocol):
 
 
 class StoreEngine(Protocol):
-    """Every operation the router asks of its store, whatever the engine (SQLite today).
+    """Every operation the router asks of its store, whatever the engine (SQLite or PostgreSQL).
 
     Domain operations only: no connection, cursor or row tied to one crosses this line, only
     the records of records.py and plain values. Every state change is guarded on the state it
     starts from (DESIGN.md section 4), so two processes acting on one row cannot both win.
     `router.store.Store` (SQLite) is checked against it by mypy (router/store/__init__.py).
     """
+
+    @property
+    def location(self) -> object:
+        """Where the store is, for messages: its str() is the file, or host, port and database
+        (never a password)."""
 
     async def close(self) -> None:
         """Commit what is queued, then close; later calls raise StoreClosedError."""
@@ -152,6 +157,10 @@ class StoreEngine(Protocol):
         """The last completion number and the request ids of up to `limit` completions after
         `cursor`, in completion order; `(cursor, [])` when there are none."""
 
+    async def wait_for_completions(self, after_seq: int, timeout: float) -> bool:
+        """Return True as soon as completions past `after_seq` may have committed (PostgreSQL:
+        a NOTIFY from any process), False after `timeout` (SQLite: always; watchers poll)."""
+
     async def digests_by_key(self, keys: Sequence[str]) -> dict[str, bytes]:
         """The params digest stored under each of `keys` that is stored."""
 
@@ -224,3 +233,24 @@ class StoreEngine(Protocol):
 
     async def purge(self, *, before: float) -> PurgeReport:
         """Delete finished requests, done batches and ledger rows older than `before`."""
+
+    # Figures for metrics and `status` (read-only, one statement each)
+
+    async def class_state_figures(self) -> list[tuple[str, str, int, float | None, int, int]]:
+        """Per (class, state): requests, the oldest created_at, escalated never in a batch, and
+        escalated out of one."""
+
+    async def open_batch_progress(self) -> dict[int, dict[str, int]]:
+        """For each open batch, its requests by state."""
+
+    async def ledger_figures(self, today_since: float) -> list[dict[str, Any]]:
+        """Ledger sums by lane, model, class, result type, duplicate flag and today-or-not."""
+
+    async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
+        """Batch turnarounds at most each of `bounds`, their count and their sum in seconds."""
+
+    async def batches_after(self, after_id: int) -> list[BatchRow]:
+        """Batch rows above `after_id` in id order, any state (a flush in progress)."""
+
+    async def last_batch_id(self) -> int:
+        """The highest batch id (0 if none)."""

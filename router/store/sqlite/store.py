@@ -170,6 +170,11 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         self._closed = False
         self._store_errors = StoreErrors(path)
 
+    @property
+    def location(self) -> Path:
+        """Where the store is, for messages: the database file."""
+        return self.path
+
     @classmethod
     async def open(
         cls, path: str | os.PathLike[str], *, durability: Durability = "full", create: bool = True
@@ -685,6 +690,11 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
             (cursor, limit),
         )
         return (cursor, []) if last is None else (int(last), json.loads(ids))
+
+    async def wait_for_completions(self, after_seq: int, timeout: float) -> bool:
+        """SQLite tells no other process of a commit: wait out `timeout` (the watcher polls)."""
+        await asyncio.sleep(timeout)
+        return False
 
     # ------------------------------------------------------------------ reporting
 

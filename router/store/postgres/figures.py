@@ -1,0 +1,104 @@
+"""The PostgreSQL engine's read-only figures for metrics scrapes and `status` (router/observe.py).
+
+One statement each; every app on the database shows up, since the figures come from the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from ..leases import DRIVER, is_held
+from ..records import BatchRow, Lease
+
+if TYPE_CHECKING:
+    from ..sqlite.ledger import LedgerBuffer, LedgerRow
+
+CLASS_STATE_FIGURES = (
+    "SELECT class, state, count(*), min(created_at),"
+    " count(*) FILTER (WHERE escalated_at IS NOT NULL AND batch_id IS NULL),"
+    " count(*) FILTER (WHERE escalated_at IS NOT NULL AND batch_id IS NOT NULL)"
+    " FROM requests GROUP BY class, state ORDER BY class, state"
+)
+OPEN_BATCH_PROGRESS = (
+    "SELECT batch_id, state, count(*) FROM requests"
+    " WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'done') GROUP BY batch_id, state"
+)
+LEDGER_FIGURES = (
+    "SELECT lane, model, class, result_type, duplicate, at >= $1 AS today, sum(calls)::bigint,"
+    " sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_write_5m)::bigint,"
+    " sum(cache_write_1h)::bigint, sum(cache_read)::bigint"
+    " FROM ledger GROUP BY lane, model, class, result_type, duplicate, today"
+)
+TURNAROUND_BUCKETS = (
+    "SELECT count(*), COALESCE(sum(seconds), 0.0),"
+    " ARRAY(SELECT count(*) FILTER (WHERE s.seconds <= b) FROM unnest($1::float8[]) AS b)"
+    " FROM (SELECT max(seconds) AS seconds FROM turnarounds GROUP BY batch_id) AS s"
+)
+BATCHES_AFTER = (
+    "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
+    " next_poll_at FROM batches WHERE id > $1 ORDER BY id"
+)
+LAST_BATCH_ID = "SELECT COALESCE(max(id), 0) FROM batches"
+
+_LEDGER_NAMES = (
+    "lane",
+    "model",
+    "class",
+    "result_type",
+    "duplicate",
+    "today",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+)
+
+
+class FigureOps:
+    """Read-only figures of the PostgreSQL store (a mixin of `PostgresStore`)."""
+
+    if TYPE_CHECKING:  # PostgresStore's own
+        _ledger: LedgerBuffer
+
+        async def _fetch(self, operation: str, query: str, *args: Any) -> list[asyncpg.Record]: ...
+        async def _commit_ledger(self, rows: Sequence[LedgerRow], *, quiet: bool = ...) -> None: ...
+        async def lease(self, name: str = DRIVER) -> Lease | None: ...
+
+    async def lease_holder(self, *, now: float, name: str = DRIVER) -> Lease | None:
+        """Who holds the lease at `now` (wall-clock time), or None when no one does."""
+        lease = await self.lease(name)
+        return lease if is_held(lease, now) else None
+
+    async def class_state_figures(self) -> list[tuple[str, str, int, float | None, int, int]]:
+        rows = await self._fetch("class_state_figures", CLASS_STATE_FIGURES)
+        return [(str(c), str(s), int(n), at, int(before), int(out)) for c, s, n, at, before, out in rows]
+
+    async def open_batch_progress(self) -> dict[int, dict[str, int]]:
+        out: dict[int, dict[str, int]] = {}
+        for batch_id, state, count in await self._fetch("open_batch_progress", OPEN_BATCH_PROGRESS):
+            out.setdefault(int(batch_id), {})[str(state)] = int(count)
+        return out
+
+    async def ledger_figures(self, today_since: float) -> list[dict[str, Any]]:
+        if self._ledger.entries:  # this process's queued entries count too
+            await self._commit_ledger(self._ledger.take())
+        rows = await self._fetch("ledger_figures", LEDGER_FIGURES, today_since)
+        return [dict(zip(_LEDGER_NAMES, tuple(r), strict=True)) for r in rows]
+
+    async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
+        ((total, seconds, within),) = await self._fetch(
+            "turnaround_buckets", TURNAROUND_BUCKETS, [float(b) for b in bounds]
+        )
+        return [int(n) for n in within], int(total), float(seconds)
+
+    async def batches_after(self, after_id: int) -> list[BatchRow]:
+        return [BatchRow(*r) for r in await self._fetch("batches_after", BATCHES_AFTER, after_id)]
+
+    async def last_batch_id(self) -> int:
+        ((last,),) = await self._fetch("last_batch_id", LAST_BATCH_ID)
+        return int(last)

@@ -1,0 +1,211 @@
+"""The PostgreSQL engine's statements, by operation (ingest's are in ingest.py)."""
+
+from __future__ import annotations
+
+from ..sqlite.store import BODY_FIXED, ENTRY_OVERHEAD
+
+LEDGER_COLUMNS = (
+    "at, lane, model, class, tag, request_id, batch_id, result_type, input_tokens, output_tokens,"
+    " cache_write_5m, cache_write_1h, cache_read, duplicate, calls"
+)
+LEDGER_TYPES = (
+    "float8", "text", "text", "text", "text", "bigint", "bigint", "text",
+    "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",
+)  # fmt: skip
+# Ledger rows (ledger.LedgerRow), one array per column.
+LEDGER_INSERT = (
+    f"INSERT INTO ledger ({LEDGER_COLUMNS}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(LEDGER_TYPES, 1))
+    + ") ON CONFLICT DO NOTHING"
+)
+
+# One group of new requests, keys unique within it: inserted where the key is new, params
+# beside them, and for every key the stored id, digest, class and deadline, and whether this
+# statement created it. The final SELECT's snapshot predates the CTEs' inserts, hence the
+# CASEs; a key another transaction committed meanwhile comes back with a NULL id.
+ENQUEUE = """
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
+                         $7::float8[], $8::float8[], $9::bytea[]) WITH ORDINALITY
+        AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, ord)
+), ins AS (
+    INSERT INTO requests (key, class, tag, model, digest, size, state, created_at, deadline_at)
+    SELECT key, class, tag, model, digest, size, 'pending', created_at, deadline_at FROM u ORDER BY ord
+    ON CONFLICT (key) DO NOTHING
+    RETURNING id, key
+), par AS (
+    INSERT INTO request_params (id, params) SELECT ins.id, u.params FROM ins JOIN u USING (key)
+)
+SELECT u.key, COALESCE(ins.id, r.id) AS id, ins.id IS NOT NULL AS created,
+    CASE WHEN ins.id IS NOT NULL THEN u.digest ELSE r.digest END AS digest,
+    CASE WHEN ins.id IS NOT NULL THEN u.class ELSE r.class END AS class,
+    CASE WHEN ins.id IS NOT NULL THEN u.deadline_at ELSE r.deadline_at END AS deadline_at
+FROM u LEFT JOIN ins USING (key) LEFT JOIN requests r ON r.key = u.key
+"""
+STORED_KEYS = "SELECT key, id, false, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
+
+# The class filter: $1 is NULL for every class.
+PENDING_STATS = (
+    "SELECT count(*)::bigint, COALESCE(sum(size), 0)::bigint, min(created_at) FROM requests"
+    " WHERE state = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))"
+)
+
+NEW_INTENT = (
+    "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES ('creating', 0, 0, $1)"
+    " RETURNING id"
+)
+# $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries. The oldest
+# pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
+# as many as fit the byte budget in id order.
+CLAIM = f"""
+WITH picked AS (
+    SELECT id, sum(size + {ENTRY_OVERHEAD} + length(id::text))
+               OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
+    FROM (SELECT id, size FROM requests
+          WHERE state = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
+          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
+), claimed AS (
+    UPDATE requests SET state = 'submitting', batch_id = $1
+    WHERE id IN (SELECT id FROM picked WHERE total <= $4) AND state = 'pending'
+    RETURNING size + {ENTRY_OVERHEAD} + length(id::text) AS bytes
+)
+SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
+"""
+BODY_BUDGET = BODY_FIXED
+SET_INTENT_SIZE = "UPDATE batches SET request_count = $2, body_bytes = $3 WHERE id = $1"
+CLAIMED_CHUNK = (
+    "SELECT r.id, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+    " WHERE r.batch_id = $1 AND r.state = 'submitting' AND r.id > $2 ORDER BY r.id LIMIT $3"
+)
+SUBMITTED_INTENT = (
+    "UPDATE batches SET api_id = $2, state = 'in_progress', submitted_at = $3, next_poll_at = $4"
+    " WHERE id = $1 AND state = 'creating'"
+)
+CLAIMED_SUBMITTED = "UPDATE requests SET state = 'submitted' WHERE batch_id = $1 AND state = 'submitting'"
+CLAIMED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitting'"
+CREATING_DONE = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'creating'"
+
+KNOWN_API_IDS = "SELECT api_id FROM batches WHERE api_id = ANY($1::text[])"
+ADOPT = (
+    "UPDATE batches SET api_id = $2, state = 'in_progress', submitted_at = $3, next_poll_at = $3"
+    " WHERE id = $1 AND state = $4 AND api_id IS NULL"
+)
+RELEASE_INTENT = "UPDATE batches SET state = $3 WHERE id = $1 AND state = $2 AND api_id IS NULL"
+CLOSE_RELEASED = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'released' AND api_id IS NULL"
+
+UPDATE_BATCH = "UPDATE batches SET {sets} WHERE id = $1"  # sets: "name = $2, ..." of allowed names
+OPEN_BATCHES = (
+    "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
+    " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
+)
+UNANSWERED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitted'"
+BATCH_DONE = "UPDATE batches SET state = 'done', ended_at = COALESCE(ended_at, $2) WHERE id = $1"
+# fail_missing: $1 batch, $2 now, $3 reason's lines come from Python, by id.
+UNANSWERED = "SELECT id FROM requests WHERE batch_id = $1 AND state = 'submitted' ORDER BY id FOR UPDATE"
+FAIL_MISSING = """
+UPDATE requests r SET state = 'failed', outcome = 'missing', done_seq = nextval('done_seq_numbers'),
+    finished_at = $2, attempts = r.attempts + 1, result = u.line
+FROM (SELECT * FROM unnest($3::bigint[], $4::bytea[]) AS u(id, line) ORDER BY id) AS u
+WHERE r.id = u.id AND r.batch_id + 0 = $1 AND r.state = 'submitted'  -- by id (see ingest.WRITE)
+RETURNING r.done_seq
+"""
+TURNAROUND = (
+    "INSERT INTO turnarounds (batch_id, model, seconds) SELECT DISTINCT $1::bigint, model, $2::float8"
+    " FROM requests WHERE batch_id = $1 ON CONFLICT DO NOTHING"
+)
+
+REQUEST_COLUMNS = (
+    "id, key, class, tag, model, state, attempts, outcome, result, created_at, deadline_at, batch_id"
+)
+BY_KEY = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE key = $1"
+BY_IDS = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ANY($1::bigint[])"
+MAX_DONE_SEQ = "SELECT COALESCE(max(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL"
+COMPLETED_SINCE = "SELECT done_seq, id FROM requests WHERE done_seq > $1 ORDER BY done_seq LIMIT $2"
+DIGESTS = "SELECT key, digest FROM requests WHERE key = ANY($1::text[])"
+FINISHED_RESULTS = (
+    "SELECT id, key, state, result FROM requests WHERE state IN ('succeeded', 'failed')"
+    " AND result IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
+)
+RESULTS_BY_KEY = "SELECT id, key, state, result FROM requests WHERE key = ANY($1::text[])"
+
+PENDING_AT_RISK = (
+    "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
+    " WHERE state = 'pending' AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
+)
+SUBMITTED_AT_RISK = (
+    "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
+    " FROM batches b JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= $1"
+    " WHERE b.state <> 'done' AND r.state = 'submitted' ORDER BY r.deadline_at LIMIT $2"
+)
+ESCALATE = """
+UPDATE requests r SET state = 'escalated', escalated_at = $1
+FROM unnest($2::bigint[], $3::text[]) AS u(id, state)
+WHERE r.id = u.id AND r.state = u.state RETURNING r.id
+"""
+STALE_ESCALATED = (
+    "SELECT id, escalated_at FROM requests WHERE state = 'escalated' AND escalated_at < $1 LIMIT $2"
+)
+TAKE_OVER = """
+UPDATE requests r SET escalated_at = $1
+FROM unnest($2::bigint[], $3::float8[]) AS u(id, at)
+WHERE r.id = u.id AND r.state = 'escalated' AND r.escalated_at = u.at RETURNING r.id
+"""
+ESCALATED_PARAMS = (
+    "SELECT r.id, r.class, r.tag, r.model, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+    " WHERE r.id = ANY($1::bigint[])"
+)
+COMPLETE = """
+UPDATE requests SET state = $2, outcome = $3, done_seq = nextval('done_seq_numbers'), finished_at = $4,
+    result = $5
+WHERE id = $1 AND state = ANY($6::text[]) RETURNING done_seq
+"""
+STILL_IN_BATCH = "SELECT count(*)::int FROM requests WHERE batch_id = $1 AND state = 'submitted'"
+TURNAROUNDS_OF = "SELECT seconds FROM turnarounds WHERE model = $1 ORDER BY batch_id DESC LIMIT $2"
+TURNAROUNDS_ALL = "SELECT seconds FROM turnarounds ORDER BY batch_id DESC LIMIT $1"
+RECENT_TURNAROUNDS = "SELECT model, seconds FROM turnarounds ORDER BY batch_id DESC LIMIT $1"
+ESCALATED_COUNT = "SELECT count(*)::int FROM requests WHERE escalated_at IS NOT NULL"
+
+STATE_COUNTS = "SELECT state, count(*)::int FROM requests GROUP BY state"
+BATCH_COUNT = "SELECT count(*)::int FROM batches WHERE api_id IS NOT NULL"
+LEDGER_TOTALS = (
+    "SELECT lane, model, duplicate, sum(calls)::bigint, sum(input_tokens)::bigint,"
+    " sum(output_tokens)::bigint, sum(cache_write_5m)::bigint, sum(cache_write_1h)::bigint,"
+    " sum(cache_read)::bigint FROM ledger WHERE result_type = 'succeeded'"
+    " GROUP BY lane, model, duplicate ORDER BY lane, model"
+)
+
+LEASE = "SELECT name, owner, acquired_at, expires_at FROM leases WHERE name = $1"
+# $1 name, $2 owner, $3 now, $4 expiry, $5 a dead local holder's owner id (or '').
+ACQUIRE_LEASE = """
+INSERT INTO leases (name, owner, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,
+    acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at
+                  ELSE excluded.acquired_at END,
+    expires_at = excluded.expires_at
+WHERE leases.owner = excluded.owner OR leases.expires_at <= $3 OR leases.owner = $5
+RETURNING owner
+"""
+RELEASE_LEASE = "DELETE FROM leases WHERE name = $1 AND owner = $2"
+
+# Retention, as on SQLite: the newest request and completion are kept (a cursor never runs
+# backwards, and ids are never handed out twice even by an engine that would), and so is every
+# request of a batch still open: its results may be read again, and must find it final (on
+# SQLite its outcome is not folded into the row before the batch is done).
+PURGEABLE = (
+    "state IN ('succeeded', 'failed') AND finished_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = requests.batch_id AND b.state <> 'done')"
+    " AND id < (SELECT max(id) FROM requests)"
+    " AND (done_seq IS NULL OR done_seq < (SELECT max(done_seq) FROM requests WHERE done_seq IS NOT NULL))"
+)
+PURGE_REQUESTS = f"DELETE FROM requests WHERE {PURGEABLE}"
+PURGE_BATCHES = (
+    "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < $1"
+    " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
+    " AND r.state IN ('submitting', 'submitted'))"
+)
+PURGE_LEDGER = "DELETE FROM ledger WHERE at < $1"
+
+NOTIFY = "SELECT pg_notify($1, $2)"
+# Taken by every transaction that gives out completion numbers, just before it does; held to
+# its commit, so numbers become visible in the order they were given (engine.py).
+TAKE_COMPLETION_LOCK = "SELECT pg_advisory_xact_lock($1)"

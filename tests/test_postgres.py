@@ -1,0 +1,363 @@
+"""The PostgreSQL engine on a real server: opening, bad input, faults, and many routers on one
+database woken by LISTEN/NOTIFY. The engine-level operations are in test_store_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anthropic
+import asyncpg
+import pytest
+import structlog
+
+from router import Router, RouterConfig
+from router.config import StoreSettings
+from router.emulator import Emulator
+from router.errors import ConfigError, StoreError
+from router.store import AtRisk, NewRequest, open_store, states
+from router.store.postgres import PostgresStore
+from router.store.postgres.schema import COMPLETION_LOCK, SCHEMA_VERSION
+from tests.helpers import ask, reply_text, stored, until
+from tests.pgserver import ExternalPostgres, PostgresServer
+
+SECRET = "hunter2-do-not-print"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _terminate_others(url: str) -> int:
+    """pg_terminate_backend on every other session of the database: how many."""
+    conn = await asyncpg.connect(url)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+def _config(url: str, emulator: Emulator, extra: str = "") -> RouterConfig:
+    text = f'[store]\nurl = "{url}"\npool_size = 4\n[anthropic]\nbase_url = "{emulator.url}"\n{extra}'
+    return RouterConfig.from_toml_text(text)
+
+
+@pytest.fixture
+async def pg_router(pg_url: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic) -> AsyncIterator[Router]:
+    async with Router(
+        _config(pg_url, emulator), anthropic=sdk, clock=emulator.clock.now, scheduler=False
+    ) as r:
+        yield r
+
+
+# ---------------------------------------------------------------------------- opening and bad input
+
+
+def test_the_url_selects_the_engine_and_a_plain_path_stays_sqlite(tmp_path: Path) -> None:
+    assert StoreSettings(path=tmp_path / "x.db").engine == "sqlite"
+    assert StoreSettings(url=f"sqlite:///{tmp_path}/y.db").path == tmp_path / "y.db"
+    pg = StoreSettings(url=f"postgresql://app:{SECRET}@db.example:6543/queue")
+    assert pg.engine == "postgresql"
+    assert pg.location == "postgresql://app@db.example:6543/queue"
+    assert SECRET not in pg.location
+    assert SECRET not in repr(pg) and SECRET not in repr(
+        RouterConfig.default().model_copy(update={"store": pg})
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://app@db:3306/q", "unknown scheme 'mysql'"),
+        ("postgresql://app@db:port/q", "port is not a number"),
+        ("postgresql://app@db:5432", "names no database"),
+        ("db.example:5432/q", "expected a URL"),
+    ],
+)
+def test_a_bad_store_url_is_a_config_error_that_never_echoes_it(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as caught:
+        RouterConfig.from_toml_text(f'[store]\nurl = "{url.replace("app@", f"app:{SECRET}@")}"\n')
+    assert SECRET not in str(caught.value)
+    assert "store.url" in str(caught.value)
+
+
+async def test_an_unreachable_server_is_a_store_error_naming_host_and_port() -> None:
+    port = _free_port()
+    with pytest.raises(StoreError) as caught:
+        await PostgresStore.open(f"postgresql://app:{SECRET}@127.0.0.1:{port}/queue")
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/queue" in message
+    assert SECRET not in message and SECRET not in repr(caught.value)
+
+
+async def test_a_malformed_url_at_open_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="malformed store URL for db:"):
+        await PostgresStore.open(f"postgresql://app:{SECRET}@db:nope/q")
+    with pytest.raises(StoreError, match="not a PostgreSQL URL"):
+        await PostgresStore.open("sqlite:///x.db")
+
+
+async def test_a_missing_database_is_named(pg_server: PostgresServer | ExternalPostgres) -> None:
+    with pytest.raises(StoreError, match=r"/no_such_db: .*does not exist"):
+        await PostgresStore.open(pg_server.url_for("no_such_db"))
+
+
+async def test_the_password_is_in_no_repr_or_location(pg_url: str) -> None:
+    # The test server trusts local connections, so any password is accepted and ignored.
+    url = pg_url.replace("@", f":{SECRET}@", 1)
+    store = await open_store(StoreSettings(url=url))
+    try:
+        assert SECRET not in repr(store) and SECRET not in str(store.path)  # type: ignore[attr-defined]
+        assert "127.0.0.1" in repr(store)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def password_db(pg_server: PostgresServer | ExternalPostgres, tmp_path: Path) -> AsyncIterator[str]:
+    """A database only `pw_user` with password SECRET may open (scram): its URL, without the password."""
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("changes pg_hba.conf of the tests' own server")
+    name = f"pwcheck_{os.getpid()}_{int(time.time() * 1000) % 100_000}"
+    admin = await asyncpg.connect(pg_server.url)
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'pw_user'"):
+            await admin.execute(f"CREATE ROLE pw_user LOGIN PASSWORD '{SECRET}'")
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER pw_user')
+        hba = pg_server.data_dir / "pg_hba.conf"
+        # Rules are read in order: this one, first, applies to this database alone.
+        hba.write_text(f"host {name} all 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        await admin.execute("SELECT pg_reload_conf()")
+    finally:
+        await admin.close()
+    yield f"postgresql://pw_user@127.0.0.1:{pg_server.port}/{name}"
+
+
+async def test_the_password_comes_from_pgpassword(password_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", SECRET)
+    store = await open_store(StoreSettings(url=password_db))
+    await store.close()
+
+
+async def test_the_password_comes_from_a_pgpass_file(
+    password_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:*:*:pw_user:{SECRET}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    store = await open_store(StoreSettings(url=password_db))
+    await store.close()
+
+
+async def test_a_wrong_password_is_named_but_never_shown(
+    password_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    wrong = "wrong-" + SECRET
+    with pytest.raises(StoreError, match="password authentication failed") as caught:
+        await open_store(StoreSettings(url=password_db.replace("pw_user@", f"pw_user:{wrong}@")))
+    assert wrong not in str(caught.value) and "127.0.0.1:" in str(caught.value)
+    # The URL in the URL form works.
+    store = await open_store(StoreSettings(url=password_db.replace("pw_user@", f"pw_user:{SECRET}@")))
+    assert SECRET not in repr(store)
+    await store.close()
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> None:
+    store = await PostgresStore.open(pg_url)
+    await store.close()
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION + 5)
+    await conn.close()
+    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 5} is newer .*\\({SCHEMA_VERSION}\\)"):
+        await PostgresStore.open(pg_url)
+
+
+async def test_hosts_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -> None:
+    stores = await asyncio.gather(*(PostgresStore.open(pg_url, pool_size=1) for _ in range(4)))
+    for store in stores:
+        await store.close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM schema_version") == SCHEMA_VERSION
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------- the Router on PostgreSQL
+
+
+async def test_both_lanes_end_to_end(pg_router: Router, emulator: Emulator) -> None:
+    now = await pg_router.messages.create(**ask("real time question"), latency="realtime")
+    assert "real time question" in reply_text(now)
+    calls = [
+        asyncio.create_task(pg_router.messages.create(**ask(f"deferred {i}"), latency="daily"))
+        for i in range(20)
+    ]
+    await stored(pg_router, 20)
+    report = await pg_router.flush()
+    assert report.requests == 20
+    emulator.end_batches()
+    await pg_router.poll()
+    replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
+    assert [f"deferred {i}" in reply_text(m) for i, m in enumerate(replies)] == [True] * 20
+    assert await pg_router.store.state_counts() == {states.SUCCEEDED: 20}
+    lanes = {row["lane"] for row in await pg_router.store.ledger_totals()}
+    assert lanes == {"batch", "realtime"}
+
+
+async def test_a_waiter_in_another_router_is_woken_by_notify(
+    pg_url: str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    # The waiting router polls once an hour: only a NOTIFY can wake it within the test.
+    slow = _config(pg_url, emulator, '[router]\nwatch_interval = "1h"\n')
+    async with (
+        Router(_config(pg_url, emulator), anthropic=sdk, clock=emulator.clock.now, scheduler=False) as driver,
+        Router(slow, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as waiter,
+    ):
+        await driver.messages.submit(**ask("wake me"), latency="daily", key="k1")
+        waiting = asyncio.create_task(waiter.results.wait("k1", timeout=30))
+        await waiter.store.listening()  # type: ignore[attr-defined]
+        await driver.flush()
+        emulator.end_batches()
+        await driver.poll()
+        message = await asyncio.wait_for(waiting, 30)
+        assert "wake me" in reply_text(message)
+
+
+async def test_terminated_connections_are_retried_and_nothing_is_lost(
+    pg_router: Router, emulator: Emulator, pg_url: str
+) -> None:
+    calls = [
+        asyncio.create_task(pg_router.messages.create(**ask(f"q{i}"), latency="daily")) for i in range(30)
+    ]
+    await stored(pg_router, 30)
+    with structlog.testing.capture_logs() as logs:
+        assert await _terminate_others(pg_url) >= 1  # the pool's connections and the listener
+        report = await pg_router.flush()
+        assert report.requests == 30
+        emulator.end_batches()
+        await _terminate_others(pg_url)
+        await pg_router.poll()
+        replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
+    assert [f"q{i}" in reply_text(m) for i, m in enumerate(replies)] == [True] * 30
+    assert any(e["event"] == "store_retry" for e in logs)
+    assert await pg_router.store.state_counts() == {states.SUCCEEDED: 30}
+    assert await pg_router.store.batch_count() == 1
+
+
+async def test_a_waiter_survives_a_server_restart(
+    pg_server: PostgresServer | ExternalPostgres,
+    pg_url: str,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+) -> None:
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("an external server is not restarted by the tests")
+    slow = _config(pg_url, emulator, '[router]\nwatch_interval = "1h"\n')
+    async with (
+        Router(_config(pg_url, emulator), anthropic=sdk, clock=emulator.clock.now, scheduler=False) as driver,
+        Router(slow, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as waiter,
+    ):
+        await driver.messages.submit(**ask("across a restart"), latency="daily", key="k1")
+        waiting = asyncio.create_task(waiter.results.wait("k1", timeout=60))
+        await waiter.store.listening()  # type: ignore[attr-defined]
+        await driver.flush()
+        await asyncio.to_thread(pg_server.restart)
+        assert not waiting.done()
+        emulator.end_batches()
+        await driver.poll()  # its first statements meet dead connections and are retried
+        message = await asyncio.wait_for(waiting, 30)
+        assert "across a restart" in reply_text(message)
+
+
+async def test_enqueue_is_durable_across_a_restart(
+    pg_server: PostgresServer | ExternalPostgres, pg_url: str
+) -> None:
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("an external server is not restarted by the tests")
+    store = await PostgresStore.open(pg_url)
+    try:
+        request = NewRequest("k", "daily", None, "m", b"{}", time.time(), None)
+        ticket = await store.enqueue(request)
+        await asyncio.to_thread(pg_server.restart)
+        again = await store.enqueue(request)  # retried on a fresh connection, idempotent on its key
+        assert (again.request_id, again.created) == (ticket.request_id, False)
+        assert await store.state_counts() == {states.PENDING: 1}
+    finally:
+        await store.close()
+
+
+async def test_completion_numbers_become_visible_in_their_order(pg_url: str) -> None:
+    # A transaction holding completion number N makes the next completer wait, so a reader's
+    # cursor can never pass N before N is committed (and so never skip it).
+    store = await PostgresStore.open(pg_url)
+    raw = await asyncpg.connect(pg_url)
+    try:
+        tickets = await store.enqueue_many(
+            [NewRequest(f"k{i}", "daily", None, "m", b"{}", time.time(), None) for i in range(2)]
+        )
+        first, second = (t.request_id for t in tickets)
+        at_risk = [AtRisk(t.request_id, t.key, "daily", "m", states.PENDING, 0.0, None) for t in tickets]
+        assert len(await store.mark_escalated(at_risk, 0.0)) == 2
+        transaction = raw.transaction()
+        await transaction.start()
+        await raw.execute("SELECT pg_advisory_xact_lock($1)", COMPLETION_LOCK)
+        await raw.execute(
+            "UPDATE requests SET state = 'succeeded', done_seq = nextval('done_seq_numbers'),"
+            " finished_at = 0 WHERE id = $1",
+            first,
+        )
+        later = asyncio.create_task(
+            store.complete(
+                second,
+                from_states=[states.ESCALATED],
+                succeeded=True,
+                outcome="succeeded",
+                line=b"{}",
+                now=0.0,
+            )
+        )
+
+        async def blocked() -> bool:
+            waiting = await raw.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            return bool(waiting)
+
+        await until(blocked)
+        assert await store.completed_since(0) == (0, [])
+        await transaction.commit()
+        assert await asyncio.wait_for(later, 10)
+        assert (await store.completed_since(0))[1] == [first, second]
+    finally:
+        await raw.close()
+        await store.close()
+
+
+def test_no_driver_import_outside_the_store() -> None:
+    root = Path(__file__).resolve().parent.parent / "router"
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if "store" not in path.relative_to(root).parts[:1]
+        and any(name in path.read_text() for name in ("import asyncpg", "import aiosqlite", "import psycopg"))
+    ]
+    assert offenders == []
+    assert os.path.isdir(root / "store" / "postgres")
