@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
-import structlog
 
 from ...config import POSTGRES_SCHEMES, store_url_problem
 from ...errors import StoreError
+from ...logs import get_logger
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

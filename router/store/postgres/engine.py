@@ -20,11 +20,11 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import pydantic_core
-import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, StoreError
+from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy
 from ..leases import DRIVER, owner_is_dead
@@ -52,7 +52,7 @@ from .figures import FigureOps
 from .notify import CHANNEL, CompletionSignal
 from .schema import COMPLETION_LOCK, migrate
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -15,11 +15,11 @@ import contextlib
 import functools
 
 import asyncpg
-import structlog
 
+from ...logs import get_logger
 from .connect import Location, describe
 
-log = structlog.get_logger()
+log = get_logger(__name__)
 
 CHANNEL = "hybrid_router_done"
 
