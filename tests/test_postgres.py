@@ -12,7 +12,6 @@ from pathlib import Path
 import anthropic
 import asyncpg
 import pytest
-import structlog
 
 from router import Router, RouterConfig
 from router.config import StoreSettings
@@ -21,7 +20,7 @@ from router.errors import ConfigError, StoreError
 from router.store import AtRisk, NewRequest, open_store, states
 from router.store.postgres import PostgresStore
 from router.store.postgres.schema import COMPLETION_LOCK, SCHEMA_VERSION
-from tests.helpers import ask, reply_text, stored, until
+from tests.helpers import ask, capture_router_logs, reply_text, stored, until
 from tests.pgserver import ExternalPostgres, PostgresServer
 
 SECRET = "hunter2-do-not-print"
@@ -247,7 +246,7 @@ async def test_terminated_connections_are_retried_and_nothing_is_lost(
         asyncio.create_task(pg_router.messages.create(**ask(f"q{i}"), latency="daily")) for i in range(30)
     ]
     await stored(pg_router, 30)
-    with structlog.testing.capture_logs() as logs:
+    with capture_router_logs() as logs:
         assert await _terminate_others(pg_url) >= 1  # the pool's connections and the listener
         report = await pg_router.flush()
         assert report.requests == 30
