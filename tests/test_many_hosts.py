@@ -1,189 +1,282 @@
-"""Many hosts on one PostgreSQL database, proved with real processes (issue 14, item 4).
+"""Many hosts, proven: three app processes and two daemons on one PostgreSQL database.
 
-Three app processes submit 600 keyed deferred requests and three more wait for them; two
-daemons share the database, one active and one standby. During the run every connection of
-the database is cut with pg_terminate_backend while a batches.create is in flight (a flush
-mid-way), the active daemon is SIGKILLed in the middle of an ingest, and the server is
-restarted once. Then every request has exactly one outcome, its own reply, delivered to its
-waiter once; nothing is lost; every duplicate submission the API saw is counted.
+The apps (tests/many_hosts_app.py) each store 200 keyed deferred requests, make two real-time
+calls, and wait for their 200 results. The daemons are one active and one `--standby`. One
+emulator on a manual clock: the batch ends only when the test advances it. Meanwhile:
+
+1. the connections of every app and daemon are cut with pg_terminate_backend while the active
+   daemon's batches.create is held at the emulator (the batch intent is `creating`);
+2. the server is restarted while the apps wait;
+3. the active daemon is SIGKILLed after its first ingest chunk committed (HYBRID_ROUTER_CRASH_AT),
+   and the standby takes over and ingests the rest.
+
+Then every request has exactly one outcome, its own reply, delivered once to its own app; none
+is lost; the duplicate submissions the API saw are counted in the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import signal
+import socket
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import asyncpg
+import psutil
 import pytest
 
 from router.emulator import Emulator
+from router.emulator.replies import REPLY_PREFIX
 from router.store import request_id_from
-from tests.durability import (
-    APP,
-    env,
-    finish,
-    lease_owner,
-    prompt,
-    query,
-    start_daemon,
-    stop,
-    until,
-    write_config,
-)
+from tests.durability import env, go, lease_owner, query, start_daemon, until, write_config
+from tests.many_hosts_app import prompt
 from tests.pgserver import ExternalPostgres, PostgresServer
 
+APP = Path(__file__).with_name("many_hosts_app.py")
 APPS = 3
-REQUESTS = 600
+PER_APP = 200
+REALTIME_PER_APP = 2
+# batches.create answers this long after it arrived: long enough for the test to see the intent,
+# cut every connection and see the intent still `creating` (a wait on the database, not a sleep).
+CREATE_HOLD = 6.0
+CRASH_AT = "ingest.after_chunk:1"  # chunks of 2 lines (tests/durability.py), one commit each
 
 
-async def _terminate_all(url: str) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        )
-    finally:
-        await conn.close()
+@dataclass
+class Child:
+    """A subprocess whose output lines are collected as they come (the test watches them)."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(_collect(self.proc.stdout, self.out)),
+            asyncio.create_task(_collect(self.proc.stderr, self.err)),
+        ]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out if line.startswith("{")]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in _json_lines(self.err) if e.get("event") == name]
+
+    async def exited(self, timeout: float) -> int:
+        try:
+            async with asyncio.timeout(timeout):
+                code = await self.proc.wait()
+                await asyncio.gather(*self._readers)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name} did not exit in {timeout}s; stderr:\n" + "\n".join(self.err[-30:])
+            ) from None
+        return code
+
+    def tcp_ports(self) -> set[int]:
+        """Local ports of this process's TCP connections (for naming a server backend's client)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return {c.laddr.port for c in psutil.Process(self.pid).net_connections(kind="tcp") if c.laddr}
+        return set()
 
 
-async def _app(config: Path, mode: str, keys: list[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+    async for line in stream:
+        into.append(line.decode().rstrip("\n"))
+
+
+def _json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
+    found = []
+    for line in lines:
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
+
+
+async def start_app(config: Path, name: str) -> Child:
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(APP),
-        mode,
         str(config),
-        *keys,
+        name,
+        str(PER_APP),
+        str(REALTIME_PER_APP),
         env=env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    return Child(name, proc)
 
 
-def _owner_pid(url: str) -> int | None:
-    owner = lease_owner(url)
-    return int(owner.split(":")[1]) if owner else None
+async def daemon(config: Path, name: str, *extra: str, crash_at: str | None = None) -> Child:
+    """A gated daemon (its imports done, it starts on `go`)."""
+    return Child(name, await start_daemon(config, *extra, crash_at=crash_at, gated=True))
 
 
-async def test_three_apps_two_daemons_kills_cuts_and_a_restart_lose_nothing(
-    pg_server: PostgresServer | ExternalPostgres, pg_url: str, tmp_path: Path
+@contextlib.asynccontextmanager
+async def reaped(children: list[Child]) -> AsyncIterator[None]:
+    """Whatever happens, no child outlives the test."""
+    try:
+        yield
+    finally:
+        for child in children:
+            if child.proc.returncode is None:
+                child.proc.kill()
+                await child.proc.wait()
+
+
+def terminate_backends(url: str) -> list[int]:
+    """pg_terminate_backend on every other session of the database, from a separate superuser
+    connection: the client ports of the sessions it ended."""
+    # Materialized first: the planner may not test a condition before calling the function.
+    rows = query(
+        url,
+        "WITH others AS MATERIALIZED (SELECT pid, client_port FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend')"
+        " SELECT client_port FROM others WHERE pg_terminate_backend(pid)",
+    )
+    return [int(port) for (port,) in rows]
+
+
+def count(db: str, sql: str) -> int:
+    return int(query(db, sql)[0][0])
+
+
+async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
+    tmp_path: Path, pg_server: PostgresServer | ExternalPostgres, pg_url: str, emulator: Emulator
 ) -> None:
     if not isinstance(pg_server, PostgresServer):
-        pytest.skip("restarts the tests' own server")
+        pytest.skip("the many-hosts test restarts the server: it needs the tests' own PostgreSQL")
     started = time.monotonic()
-    emulator = Emulator(batch_seconds=0.3)  # real clock: batches end on their own
-    async with emulator:
-        # A lease long enough that cut connections and a loaded machine never let it lapse: the
-        # standby takes over from the SIGKILLed daemon at once anyway (a dead local holder).
-        # A reconcile grace well past the slowed creates: reconcile matches a listed batch to its
-        # intent only within the grace after the intent, and a create answered later than that
-        # under load was taken for one never made (resubmitted, its batch never ingested).
-        config = write_config(tmp_path, emulator.url, lease_ttl="5s", grace="10s", store=pg_url)
-        keys = [f"host{n}-{i}" for n in range(APPS) for i in range(REQUESTS // APPS)]
-        parts = [keys[n::APPS] for n in range(APPS)]
-        processes: list[asyncio.subprocess.Process] = []
-        try:
-            # The active daemon dies in the middle of an ingest (chunks of 2 lines: its 20th).
-            active = await start_daemon(config, crash_at="ingest.after_chunk:20")
-            processes.append(active)
-            await until(lambda: _owner_pid(pg_url) == active.pid, timeout=30)
-            standby = await start_daemon(config, "--standby")
-            processes.append(standby)
-            # Creates take a second, so a flush is certainly mid-way when the connections go.
-            emulator.faults.set("batches.create", slow_seconds=1.0)
-            submitters = [await _app(config, "submit", part) for part in parts]
-            processes.extend(submitters)
+    db = pg_url
+    config = write_config(tmp_path, emulator.url, lease_ttl="1s", grace="2s", store=db)
+    names = [f"app{n}" for n in range(APPS)]
+    expected = {f"{name}-{i}" for name in names for i in range(PER_APP)}
+    children: list[Child] = []
 
-            def creating() -> bool:
-                return bool(query(pg_url, "SELECT count(*) FROM batches WHERE state = 'creating'")[0][0])
+    async with reaped(children), asyncio.timeout(180):
+        # The daemons import while the apps store their requests; neither daemon runs yet.
+        active = await daemon(config, "daemon A", crash_at=CRASH_AT)
+        standby = await daemon(config, "daemon B", "--standby")
+        apps = [await start_app(config, name) for name in names]
+        children += [active, standby, *apps]
 
-            await until(creating, timeout=30)
-            terminated = await _terminate_all(pg_url)
-            emulator.faults.clear()
-            accepted: set[str] = set()
-            for proc in submitters:
-                done = await finish(proc, timeout=60)
-                assert done.code == 0, done.stderr[-3000:]
-                accepted.update(done.stdout.split())
-            assert accepted == set(keys)
-            waiters = [await _app(config, "wait", part) for part in parts]  # a key must exist to wait on
-            processes.extend(waiters)
+        def accepted() -> int:
+            return sum(1 for app in apps for r in app.records() if "accepted" in r)
 
-            def waiting() -> bool:
-                # Each waiter has opened its store (or is done already): a process that starts while
-                # the server is down fails at once, by design.
-                names = {r[0] for r in query(pg_url, "SELECT application_name FROM pg_stat_activity")}
-                return all(p.returncode is not None or f"hybrid-router:{p.pid}" in names for p in waiters)
+        await until(lambda: accepted() == len(expected), timeout=60, what="every request stored")
+        assert count(db, "SELECT COUNT(*) FROM requests WHERE state = 'pending'") == len(expected)
 
-            await until(waiting, timeout=60)
+        # ---- the active daemon, the standby, and a create held at the emulator
+        emulator.faults.set("batches.create", slow_seconds=CREATE_HOLD)
+        await go(active.proc)
+        host = socket.gethostname()
+        await until(lambda: (lease_owner(db) or "").startswith(f"{host}:{active.pid}:"), timeout=30)
+        await go(standby.proc)
+        await until(lambda: bool(standby.events("daemon_standby")), timeout=30)
+        await until(lambda: count(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'") == 1)
 
-            killed = await finish(active, timeout=60)
-            assert killed.code == -signal.SIGKILL, killed.stderr[-3000:]
-            await until(lambda: _owner_pid(pg_url) == standby.pid, timeout=30)
-            await asyncio.to_thread(pg_server.restart)
-            restarts = 1
+        # ---- every connection cut in the middle of the flush
+        ports = {child.name: child.tcp_ports() for child in children}
+        cut = terminate_backends(db)
+        assert count(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'") == 1  # still held
+        cut_by = collections.Counter(
+            next((name for name, held in ports.items() if port in held), "other") for port in cut
+        )
+        for child in children:
+            assert cut_by[child.name] >= 1, (child.name, cut_by)
+        emulator.faults.clear()
 
-            def settled() -> bool:
-                counts = dict(query(pg_url, "SELECT state, count(*) FROM requests GROUP BY state"))
-                open_batches = query(pg_url, "SELECT count(*) FROM batches WHERE state <> 'done'")[0][0]
-                return (
-                    set(counts) <= {"succeeded", "failed"}
-                    and sum(counts.values()) == REQUESTS
-                    and not open_batches
-                )
+        def submitted() -> bool:
+            return count(db, "SELECT COUNT(*) FROM requests WHERE state = 'submitted'") == len(expected)
 
-            await until(settled, timeout=120)
-            delivered: collections.Counter[str] = collections.Counter()
-            for proc, part in zip(waiters, parts, strict=True):
-                done = await finish(proc, timeout=120)
-                assert done.code == 0, done.stderr[-3000:]
-                for answer in map(json.loads, done.stdout.splitlines()):
-                    assert prompt(answer["key"]) in answer["text"], answer
-                    delivered[answer["key"]] += 1
-                assert set(part) <= set(delivered)
-            stopped = await stop(standby)
-            assert stopped.code == 0, stopped.stderr[-3000:]
+        await until(submitted, timeout=CREATE_HOLD + 30, what="the held create recorded")
+        assert count(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'") == 0
 
-            rows = {
-                str(k): (int(i), str(s)) for k, i, s in query(pg_url, "SELECT key, id, state FROM requests")
-            }
-            lost = sorted(k for k in keys if rows.get(k, (0, ""))[1] != "succeeded")
-            twice = sorted(k for k, n in delivered.items() if n > 1)
-            billed = collections.Counter(
-                int(r)
-                for (r,) in query(
-                    pg_url,
-                    "SELECT request_id FROM ledger"
-                    " WHERE lane = 'batch' AND duplicate = 0 AND result_type = 'succeeded'",
-                )
-            )
-            assert lost == [] and twice == []
-            assert sorted(billed.values()) == [1] * REQUESTS
-            assert set(billed) == {rows[k][0] for k in keys}
-            emulator.end_batches()
-            sent = collections.Counter(
-                request_id_from(line["custom_id"])
-                for batch in emulator.batches.values()
-                for line in batch.results()
-            )
-            submitted_twice = sum(c - 1 for c in sent.values() if c > 1)
-            detected = int(query(pg_url, "SELECT count(*) FROM ledger WHERE duplicate = 1")[0][0])
-            assert detected == submitted_twice
-        finally:  # nothing outlives a failed run
-            for proc in processes:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-    print(
-        f"\nmany hosts: {APPS} apps + {APPS} waiting apps, 2 daemons, requests {REQUESTS},"
-        f" kills 1 (active daemon mid-ingest), connections terminated {terminated}, restarts {restarts},"
-        f" lost {len(lost)}, delivered twice {len(twice)}, duplicate submissions {submitted_twice}"
-        f" (counted {detected}), remote batches {len(emulator.batches)}, {time.monotonic() - started:.1f} s"
+        # ---- the server restarted while the apps wait
+        await asyncio.to_thread(pg_server.restart)
+        restarts = 1
+        for child in children:
+            assert child.proc.returncode is None, (child.name, child.err[-20:])
+        assert not any("key" in r for app in apps for r in app.records())  # nothing answered yet
+
+        # ---- the batch ends; the active daemon dies after its first ingest chunk; B takes over
+        emulator.clock.advance(emulator.config.batch_seconds + 1)
+        assert await active.exited(timeout=30) == -signal.SIGKILL
+        kills = 1
+        await until(lambda: bool(standby.events("lease_acquired")), timeout=30, what="the takeover")
+        for app in apps:
+            assert await app.exited(timeout=60) == 0, (app.name, app.err[-20:])
+        standby.proc.send_signal(signal.SIGTERM)
+        assert await standby.exited(timeout=30) == 0, standby.err[-20:]
+
+    elapsed = time.monotonic() - started
+    # The standby re-read the whole batch: what the killed daemon had committed was skipped.
+    (ingested,) = standby.events("batch_ingested")
+    assert ingested["skipped"] >= 1 and ingested["delivered"] >= 1, ingested
+    assert ingested["skipped"] + ingested["delivered"] == len(expected), ingested
+
+    # ---- every request: one outcome, its own reply, delivered once to its own app
+    resolved: collections.Counter[str] = collections.Counter()
+    wrong: list[str] = []
+    for app in apps:
+        for record in app.records():
+            if "key" in record:
+                key = str(record["key"])
+                resolved[key] += 1
+                if not key.startswith(f"{app.name}-") or record["text"] != REPLY_PREFIX + prompt(key):
+                    wrong.append(key)
+            elif "realtime" in record and record["text"] != REPLY_PREFIX + prompt(str(record["realtime"])):
+                wrong.append(str(record["realtime"]))
+    realtime = sum(1 for app in apps for r in app.records() if "realtime" in r)
+    rows = {str(k): (int(i), str(s)) for k, i, s in query(db, "SELECT key, id, state FROM requests")}
+    lost = sorted(k for k in expected if resolved[k] == 0 or rows.get(k, (0, ""))[1] != "succeeded")
+    twice = sorted(k for k, n in resolved.items() if n > 1)
+    delivered = collections.Counter(
+        int(r)
+        for (r,) in query(
+            db,
+            "SELECT request_id FROM ledger"
+            " WHERE lane = 'batch' AND duplicate = 0 AND result_type = 'succeeded'",
+        )
     )
+    ledger_twice = sorted(r for r, n in delivered.items() if n > 1)
+
+    # ---- duplicate submissions: what the API received twice, and what the ledger counted
+    emulator.end_batches()
+    sent = collections.Counter(
+        request_id_from(line["custom_id"]) for batch in emulator.batches.values() for line in batch.results()
+    )
+    submitted_twice = sum(n - 1 for n in sent.values() if n > 1)
+    detected = count(db, "SELECT COUNT(*) FROM ledger WHERE duplicate = 1")
+
+    print(
+        f"\nmany hosts: {APPS} apps, 2 daemons, one PostgreSQL database;"
+        f" requests {len(expected)} deferred + {realtime} real-time,"
+        f" kills {kills} (active daemon mid-ingest: {ingested['skipped']} lines committed before,"
+        f" {ingested['delivered']} by the standby), connection terminations {len(cut)}"
+        f" ({', '.join(f'{name} {n}' for name, n in sorted(cut_by.items()))}), restarts {restarts},"
+        f" lost {len(lost)}, delivered twice {len(twice)} (ledger {len(ledger_twice)}),"
+        f" duplicate submissions {submitted_twice} (counted in the ledger {detected}),"
+        f" wrong replies {len(wrong)}, remote batches {len(emulator.batches)}, {elapsed:.1f} s"
+    )
+    assert lost == [] and twice == [] and ledger_twice == [] and wrong == []
+    assert set(resolved) == expected and set(delivered) == {rows[k][0] for k in expected}
+    assert realtime == APPS * REALTIME_PER_APP
+    assert detected == submitted_twice
