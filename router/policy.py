@@ -171,16 +171,17 @@ def format_effective_policy(config: RouterConfig, source: str) -> str:
     lines.append("")
 
     store = config.store
-    synchronous = "synchronous=FULL" if store.durability == "full" else "synchronous=NORMAL"
-    lines.append("Store")
-    lines += _table(
-        ("setting", "value"),
-        [
+    if store.url is not None:  # the location is the URL without its password
+        where = [("engine", "postgresql"), ("url", store.location), ("pool_size", str(store.pool_size))]
+    else:
+        synchronous = "synchronous=FULL" if store.durability == "full" else "synchronous=NORMAL"
+        where = [
+            ("engine", "sqlite"),
             ("path", str(store.path)),
             ("durability", f"{store.durability} ({synchronous})"),
-            ("retention", format_duration(store.retention)),
-        ],
-    )
+        ]
+    lines.append("Store")
+    lines += _table(("setting", "value"), [*where, ("retention", format_duration(store.retention))])
     lines.append("")
 
     if config.pricing:

@@ -422,3 +422,14 @@ def test_flush_whose_create_fails_says_why_and_exits_1(
     assert query(tmp_path / "router.db", "SELECT state, count(*) FROM requests GROUP BY state") == [
         ("pending", 2)
     ]
+
+
+def test_validate_of_a_postgresql_store_names_it_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "pg.toml"
+    config.write_text('[store]\nurl = "postgresql://app:s3cret@db.example:5432/queue"\n', encoding="utf-8")
+    assert main(["validate", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "postgresql://app@db.example:5432/queue" in out and "engine     postgresql" in out
+    assert "s3cret" not in out
