@@ -343,7 +343,7 @@ def postgres() -> Iterator[Any]:
 def copy_database(master: str, name: str) -> str:
     """A new database on `master`'s server, a copy of `master` (CREATE DATABASE ... TEMPLATE)."""
     parts = urlsplit(master)
-    _admin(master, f'CREATE DATABASE "{name}" TEMPLATE "{parts.path.lstrip("/")}"')
+    _admin(master, f'CREATE DATABASE "{name}" TEMPLATE "{parts.path.lstrip("/")}" STRATEGY FILE_COPY')
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
