@@ -102,6 +102,8 @@ def ratio(a: float, b: float) -> str:
 def banner(title: str) -> None:
     print(f"\n### {title}", flush=True)
     print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
+    if CODE != ROOT:
+        print(f"code measured: {CODE}", flush=True)
 
 
 def row(label: str, runs: Sequence[float], unit: str, fmt: str = "{:,.0f}") -> None:
