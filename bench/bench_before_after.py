@@ -80,7 +80,8 @@ def main() -> int:
     print(f"  {'figure':<52} {'before':>12} {'after':>12}  after/before")
     for script in scripts:
         for label, values in runs[script]["after"].items():
-            old = median(runs[script]["before"].get(label, [float("nan")]))
+            olds = runs[script]["before"].get(label, [float("nan")])
+            old = median(olds)
             new = median(values)
             unit = units[label]
             ratio = new / old if old else float("nan")
@@ -89,9 +90,14 @@ def main() -> int:
             if "SDK" not in label and "plain" not in label:  # the competitors are not our code
                 worst = max(worst, worse)
             print(f"  {script + ': ' + label:<52} {old:>12,.2f} {new:>12,.2f}  {ratio:.3f}x  ({unit})")
+            print(f"      runs before: {_shown(olds)};  after: {_shown(values)}")
     print(f"  worst regression of ours: {100 * worst:+.1f} %")
     print(f"  target no figure worse by more than 10 %: {'met' if worst <= 0.10 else 'MISSED'}")
     return 0
+
+
+def _shown(values: list[float]) -> str:
+    return ", ".join(f"{v:,.2f}" for v in values)
 
 
 if __name__ == "__main__":
