@@ -16,6 +16,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -321,6 +322,30 @@ def chosen_engines(choice: str | None) -> list[str]:
         print("  (PostgreSQL skipped: no server binaries; --engine sqlite to silence this)", flush=True)
         return ["sqlite"]
     return list(ENGINES)
+
+
+def run_per_engine(doc: str, run: Callable[[str, int], object], *, repeats: int) -> int:
+    """A script's main: `--engine` and `--repeats` from the command line, then `run(engine,
+    repeats)` for each engine chosen."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    engines_argument(parser)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    for engine in chosen_engines(args.engine):
+        run(engine, args.repeats)
+    return 0
+
+
+@contextlib.contextmanager
+def master_store(engine: str, name: str) -> Iterator[str]:
+    """Where to prepare the store that each run copies: a file in a temporary directory, or a
+    database on a throwaway PostgreSQL server (running until the block ends)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine != "postgresql":
+            yield str(Path(tmp) / f"{name}.db")
+            return
+        with postgres() as server:
+            yield server.create_database(name)
 
 
 def postgres_available() -> bool:

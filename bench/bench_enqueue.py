@@ -14,7 +14,6 @@ Targets: SQLite >= 25,000 requests/s for the first two; PostgreSQL Router.messag
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -27,14 +26,13 @@ import aiosqlite
 from _common import (
     MODEL,
     banner,
-    chosen_engines,
-    engines_argument,
     median,
     open_location,
     params_of_size,
     postgres,
     ratio,
     row,
+    run_per_engine,
 )
 
 from router import Router, RouterConfig
@@ -193,15 +191,9 @@ async def postgres_side(repeats: int) -> None:
     print(f"  target Router.submit >= 15,000 req/s and >= 3x: {'met' if ok else 'MISSED'}")
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    engines_argument(parser)
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    args = parser.parse_args()
-    for engine in chosen_engines(args.engine):
-        await (sqlite_side if engine == "sqlite" else postgres_side)(args.repeats)
-    return 0
+def run_engine(engine: str, repeats: int) -> None:
+    asyncio.run((sqlite_side if engine == "sqlite" else postgres_side)(repeats))
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(run_per_engine(__doc__, run_engine, repeats=REPEATS))

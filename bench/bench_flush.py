@@ -20,12 +20,9 @@ Targets: SQLite <= 1.5 s, <= 100 MiB, ratio >= 3x on time, >= 6x on memory; Post
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,14 +32,13 @@ from _common import (
     RssSampler,
     banner,
     build_store,
-    chosen_engines,
     emulator_process,
-    engines_argument,
+    master_store,
     measured_flush,
-    postgres,
     report_time_and_memory,
     row,
     run_on_copy,
+    run_per_engine,
     sink_process,
 )
 
@@ -99,26 +95,14 @@ async def _read_postgres(url: str) -> list[tuple[int, bytes]]:
         await conn.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    engines_argument(parser)
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    args = parser.parse_args()
-    for engine in chosen_engines(args.engine):
-        run_engine(engine, args.repeats)
-    return 0
-
-
 def run_engine(engine: str, repeats: int) -> None:
     where = "PostgreSQL" if engine == "postgresql" else "SQLite"
     banner(f"flush of {N:,} stored requests (~{SIZE:,} B params each) from {where} into one batches.create")
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": [], "emulator": []}
-    server = postgres() if engine == "postgresql" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as tmp, server as pg:
-        master = pg.create_database("flush_master") if pg is not None else str(Path(tmp) / "master.db")
+    with master_store(engine, "flush_master") as master:
         t = time.perf_counter()
         asyncio.run(build_store(master, N, SIZE))
-        size = f", {Path(master).stat().st_size / MiB:,.0f} MiB" if pg is None else ""
+        size = "" if "://" in master else f", {Path(master).stat().st_size / MiB:,.0f} MiB"
         print(f"  (store of {N:,} requests built in {time.perf_counter() - t:.1f} s{size})", flush=True)
         with sink_process() as sink, emulator_process() as emu:
             for i in range(repeats):
@@ -142,4 +126,4 @@ def run_engine(engine: str, repeats: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_per_engine(__doc__, run_engine, repeats=REPEATS))

@@ -22,29 +22,25 @@ Targets for ours: SQLite <= 3 s and <= 150 MiB; PostgreSQL <= 4 s.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
 import sqlite3
 import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from _common import (
     RssSampler,
     banner,
     build_store,
-    chosen_engines,
     emulator_process,
-    engines_argument,
+    master_store,
     measured_flush,
-    postgres,
     report_time_and_memory,
     run_on_copy,
+    run_per_engine,
 )
 
 N = 100_000
@@ -245,23 +241,11 @@ async def sdk_side(db: str, url: str) -> dict[str, Any]:
     return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    engines_argument(parser)
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    args = parser.parse_args()
-    for engine in chosen_engines(args.engine):
-        run_engine(engine, args.repeats)
-    return 0
-
-
 def run_engine(engine: str, repeats: int) -> None:
     where = "PostgreSQL" if engine == "postgresql" else "SQLite"
     banner(f"ingest of a {N:,}-line results file into {where}, {N:,} callers waiting")
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": []}
-    server = postgres() if engine == "postgresql" else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory() as tmp, server as pg, emulator_process() as url:
-        master = pg.create_database("ingest_master") if pg is not None else str(Path(tmp) / "master.db")
+    with master_store(engine, "ingest_master") as master, emulator_process() as url:
         t = time.perf_counter()
         asyncio.run(prepare(master, url))
         print(f"  (setup: {N:,} requests stored, flushed and ended in {time.perf_counter() - t:.1f} s)")
@@ -279,4 +263,4 @@ def run_engine(engine: str, repeats: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_per_engine(__doc__, run_engine, repeats=REPEATS))
