@@ -6,7 +6,8 @@ on each code, in turn (which goes first alternates between rounds), with `--engi
 --repeats 1` and HYBRID_ROUTER_BENCH_CODE naming the tree to measure (bench/_common.py puts it
 first on sys.path; the emulator and the sink stay this checkout's). Then, per figure, the
 median over the rounds on each side and after / before.
-Target (issue 14): no figure worse by more than 10 %.
+Target (issue 14): no figure worse by more than 10 %. The defaults take about 10 minutes here
+(`--scripts enqueue` alone about 1 minute a round).
 
     .venv/bin/python bench/bench_before_after.py [--commit 3003882] [--rounds 3]
         [--scripts enqueue,flush,ingest]
