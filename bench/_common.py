@@ -1,7 +1,14 @@
-"""Shared helpers of the benchmarks: RSS sampling, medians, an emulator subprocess, request bodies."""
+"""Shared helpers of the benchmarks: RSS sampling, medians, an emulator subprocess, request bodies,
+and the store under test (an SQLite file or a PostgreSQL database on a throwaway server).
+
+HYBRID_ROUTER_BENCH_CODE names another checkout whose `router` package is measured instead of
+this one (bench_before_after.py uses it to run the same scripts on the code before a change);
+the emulator and the sink stay this checkout's, so both sides talk to the same server.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -9,16 +16,20 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("HYBRID_ROUTER_BENCH_CODE") or ROOT).resolve()
+for _tree in dict.fromkeys((ROOT, CODE)):  # CODE ends up first
+    if str(_tree) not in sys.path:
+        sys.path.insert(0, str(_tree))
 
 from router.logs import configure_logging  # noqa: E402
 
@@ -92,6 +103,8 @@ def ratio(a: float, b: float) -> str:
 def banner(title: str) -> None:
     print(f"\n### {title}", flush=True)
     print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
+    if CODE != ROOT:
+        print(f"code measured: {CODE}", flush=True)
 
 
 def row(label: str, runs: Sequence[float], unit: str, fmt: str = "{:,.0f}") -> None:
@@ -173,11 +186,26 @@ class Timing:
         return self.rss_growth / MiB
 
 
-async def build_store(path: Path, count: int, size: int, *, chunk: int = 5000, start: int = 0) -> None:
-    """A store file holding `count` pending requests of about `size` bytes of params each."""
-    from router.store import NewRequest, Store
+async def open_location(location: str) -> Any:
+    """The store at `location`: a PostgreSQL URL, or an SQLite file (opened as the code under
+    test opens one; the code before the engine seam has no `open_store`)."""
+    from router.store import Store
 
-    store = await Store.open(path)
+    if "://" in location:
+        from router.config import StoreSettings
+        from router.store import open_store
+
+        return await open_store(StoreSettings(url=location))
+    return await Store.open(location)
+
+
+async def build_store(
+    location: str | Path, count: int, size: int, *, chunk: int = 5000, start: int = 0
+) -> None:
+    """A store (file or database) holding `count` pending requests of about `size` bytes of params each."""
+    from router.store import NewRequest
+
+    store = await open_location(str(location))
     try:
         now = time.time()
         for first in range(start, start + count, chunk):
@@ -201,9 +229,8 @@ async def measured_flush(
     import anthropic
 
     from router import batcher
-    from router.store import Store
 
-    store = await Store.open(db)
+    store = await open_location(db)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
     try:
         with RssSampler() as rss:
@@ -226,9 +253,16 @@ async def measured_flush(
     return report, figures, counts
 
 
-def run_on_copy(master: Path, name: str, fn: Callable[..., Any], url: str) -> Any:
-    """`fn(db, url)` in a fresh spawned process, on its own copy of the prepared store `master`."""
-    db = master.with_name(f"{name}.db")
+def run_on_copy(master: str | Path, name: str, fn: Callable[..., Any], url: str) -> Any:
+    """`fn(location, url)` in a fresh spawned process, on its own copy of the prepared store
+    `master` (a file copied, or a database created from it as a template)."""
+    if "://" in str(master):
+        copy = copy_database(str(master), name)
+        try:
+            return run_async_child(fn, copy, url)
+        finally:
+            drop_database(copy)
+    db = Path(master).with_name(f"{name}.db")
     shutil.copyfile(master, db)
     try:
         return run_async_child(fn, str(db), url)
@@ -264,3 +298,98 @@ def _run_async(fn: Callable[..., Any], *args: Any) -> Any:
     import asyncio
 
     return asyncio.run(fn(*args))
+
+
+# ---------------------------------------------------------------------- engines
+
+ENGINES = ("sqlite", "postgresql")
+
+
+def engines_argument(parser: argparse.ArgumentParser) -> None:
+    """`--engine sqlite|postgresql|both`; both by default where a PostgreSQL server can be had."""
+    parser.add_argument(
+        "--engine",
+        choices=(*ENGINES, "both"),
+        default=None,
+        help="the store engine(s) to measure (default: both, or sqlite without PostgreSQL binaries)",
+    )
+
+
+def chosen_engines(choice: str | None) -> list[str]:
+    if choice in ENGINES:
+        return [choice]
+    if choice is None and not postgres_available():
+        print("  (PostgreSQL skipped: no server binaries; --engine sqlite to silence this)", flush=True)
+        return ["sqlite"]
+    return list(ENGINES)
+
+
+def run_per_engine(doc: str, run: Callable[[str, int], object], *, repeats: int) -> int:
+    """A script's main: `--engine` and `--repeats` from the command line, then `run(engine,
+    repeats)` for each engine chosen."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    engines_argument(parser)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    for engine in chosen_engines(args.engine):
+        run(engine, args.repeats)
+    return 0
+
+
+@contextlib.contextmanager
+def master_store(engine: str, name: str) -> Iterator[str]:
+    """Where to prepare the store that each run copies: a file in a temporary directory, or a
+    database on a throwaway PostgreSQL server (running until the block ends)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if engine != "postgresql":
+            yield str(Path(tmp) / f"{name}.db")
+            return
+        with postgres() as server:
+            yield server.create_database(name)
+
+
+def postgres_available() -> bool:
+    try:
+        import asyncpg  # noqa: F401
+
+        from tests.pgserver import available
+    except ImportError:
+        return False
+    return available()
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL server (tests/pgserver.py), or the one HYBRID_ROUTER_TEST_POSTGRES_URL names."""
+    from tests.pgserver import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+def copy_database(master: str, name: str) -> str:
+    """A new database on `master`'s server, a copy of `master` (CREATE DATABASE ... TEMPLATE)."""
+    parts = urlsplit(master)
+    _admin(master, f'CREATE DATABASE "{name}" TEMPLATE "{parts.path.lstrip("/")}" STRATEGY FILE_COPY')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_database(url: str) -> None:
+    _admin(url, f'DROP DATABASE IF EXISTS "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')
+
+
+def _admin(url: str, statement: str) -> None:
+    """Run `statement` on the server's `postgres` database (CREATE/DROP DATABASE cannot run in the
+    database they name)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
