@@ -27,7 +27,7 @@ class Connections:
 
 
 async def fold_completions(w: aiosqlite.Connection) -> None:
-    """Fold every completion into its request's row (schema 8); inside the caller's transaction.
+    """Fold every completion into its request's row, inside the caller's transaction.
     Whatever closes a batch calls it first, so no done batch leaves a request unfolded."""
     for statement in FOLD_COMPLETIONS:
         await w.execute(statement)

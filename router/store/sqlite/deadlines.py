@@ -13,9 +13,9 @@ from .ledger import insert_ledger, ledger_row
 from .sql import NOT_COMPLETED, RESULT_INSERT, chunks, not_completed
 
 # Pending requests by their own index; submitted ones through the batches still open, each by
-# (batch_id, deadline_at): the indexes a result leaves alone (schema migration 6). CROSS JOIN
+# (batch_id, deadline_at): the indexes a result leaves alone. CROSS JOIN
 # keeps the open batches outside, so each is a range of that index. A submitted request with
-# a completion not yet folded into its row is final (schema 8).
+# a completion not yet folded into its row is final.
 _PENDING_AT_RISK = (
     "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
     " WHERE state = 'pending' AND deadline_at <= ? ORDER BY deadline_at LIMIT ?"

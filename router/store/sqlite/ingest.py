@@ -118,7 +118,7 @@ SELECT p.idx, p.rid, p.rtype, p.reply_model, p.input_tokens, p.output_tokens, p.
             THEN '{SKIPPED}'
         -- An escalated request still takes a succeeded batch result: the first final
         -- outcome wins, and the real-time reply that comes second is the duplicate.
-        -- A submitted request with a completion is final (schema 8): a line read again after
+        -- A submitted request with a completion is final: a line read again after
         -- a purge took its ledger row is a duplicate, as it was once the row was written.
         WHEN r.batch_id = NEW.batch_id AND ((r.state = '{states.SUBMITTED}'
                 AND {not_completed("r")})
@@ -169,7 +169,7 @@ INSERT INTO results (done_seq, line)
 SELECT done_seq, substr(NEW.blob, start, len) FROM ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq
 """
 
-# A submitted request's outcome is appended (schema 8: folded into its row by FOLD_COMPLETIONS
+# A submitted request's outcome is appended to `completions` (folded into its row by FOLD_COMPLETIONS
 # when the batch's ingest ends); the request's row is left alone.
 _COMPLETE = """
 INSERT INTO completions (done_seq, request_id, state, outcome, attempts, finished_at)

@@ -25,7 +25,7 @@ class RetentionOps(Connections):
         `custom_id`), and a watcher's completion cursor must never run backwards.
         """
         async with self._transaction() as w:
-            # Their result lines first (schema 5 keeps them in `results`, keyed by done_seq).
+            # Their result lines first: `results`, keyed by done_seq.
             await w.execute(
                 f"DELETE FROM results WHERE done_seq IN (SELECT done_seq FROM requests WHERE {_PURGEABLE})",
                 (before,),

@@ -62,14 +62,14 @@ def rollback_quietly(c: sqlite3.Connection) -> None:
             pass
 
 
-# A request's result line, in a SELECT ... FROM requests (schema 5 keeps lines in `results`;
-# rows finished before it kept theirs inline).
+# A request's result line, in a SELECT ... FROM requests: lines live in `results`, keyed by
+# done_seq; the oldest rows keep theirs inline in requests.result.
 RESULT_OF_REQUEST = (
     "COALESCE((SELECT line FROM results WHERE results.done_seq = requests.done_seq), requests.result)"
 )
 RESULT_INSERT = "INSERT INTO results (done_seq, line) VALUES (?, ?)"
-# The completion number to give next, past those folded into `requests` and those not yet
-# (schema 8); the partial index on done_seq answers the first (without the IS NOT NULL, MAX()
+# The completion number to give next, past those folded into `requests` and those still in
+# `completions`; the partial index on done_seq answers the first (without the IS NOT NULL, MAX()
 # scans the table), the primary key the second.
 NEXT_DONE_SEQ = (
     "SELECT max(COALESCE((SELECT MAX(done_seq) FROM requests WHERE done_seq IS NOT NULL), 0),"
@@ -79,7 +79,7 @@ NEXT_DONE_SEQ = (
 
 def not_completed(requests: str = "requests") -> str:
     """SQL true when the request (`requests`: the table or its alias in the statement) has no
-    completion. One with a completion not yet folded into its row is final (schema 8): the
+    completion. One with a completion not yet folded into its row is final: the
     guard of every read and write that takes a submitted request for unanswered."""
     return f"NOT EXISTS (SELECT 1 FROM completions WHERE completions.request_id = {requests}.id)"
 
