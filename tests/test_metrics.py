@@ -19,6 +19,7 @@ from router import Router, RouterConfig
 from router.cli import main
 from router.emulator import Emulator
 from router.errors import ConfigError
+from tests import helpers
 from tests.durability import finish, query, start_daemon, stop, until
 from tests.helpers import MODEL, reply_text
 from tests.test_daemon import owned_by, read_until_event
@@ -237,9 +238,7 @@ async def test_healthz_answers_and_readyz_is_ready_only_while_this_daemon_holds_
             status, body = await get(address, "/readyz")
             return status == 200 and json.loads(body)["ready"] is True
 
-        async with asyncio.timeout(60):  # its first poll runs at once after taking the lease
-            while not await ready():  # noqa: ASYNC110 - another process's state
-                await asyncio.sleep(0.05)
+        await helpers.until(ready, timeout=60)  # its first poll runs at once after taking the lease
         samples, _ = await scrape(address)
         assert value(samples, "hybrid_router_lease_held") == 1
     finally:

@@ -173,3 +173,10 @@ def request_id_from(custom_id: str) -> int | None:
     if not custom_id.startswith(CUSTOM_ID_PREFIX) or not digits.isascii() or not digits.isdigit():
         return None
     return int(digits) if custom_id_for(int(digits)) == custom_id else None
+
+
+# The keys of ledger_totals' rows, and of ledger_figures' (which also split by class, result
+# type and whether the row is from today), in the order both engines select them.
+_TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
+LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
+LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)

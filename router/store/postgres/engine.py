@@ -29,6 +29,7 @@ from .. import states
 from ..base import RetryPolicy
 from ..leases import DRIVER, owner_is_dead
 from ..records import (
+    LEDGER_TOTAL_FIELDS,
     AtRisk,
     BatchClaim,
     BatchRow,
@@ -311,19 +312,8 @@ class PostgresStore(FigureOps):
     async def ledger_totals(self) -> list[dict[str, Any]]:
         if self._ledger.entries:
             await self._commit_ledger(self._ledger.take())
-        names = (
-            "lane",
-            "model",
-            "duplicate",
-            "requests",
-            "input_tokens",
-            "output_tokens",
-            "cache_write_5m",
-            "cache_write_1h",
-            "cache_read",
-        )
         rows = await self._fetch("ledger_totals", sql.LEDGER_TOTALS)
-        return [dict(zip(names, tuple(r), strict=True)) for r in rows]
+        return [dict(zip(LEDGER_TOTAL_FIELDS, tuple(r), strict=True)) for r in rows]
 
     # ------------------------------------------------------------------ flush
 

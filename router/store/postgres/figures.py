@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ..leases import DRIVER, is_held
-from ..records import BatchRow, Lease
+from ..records import LEDGER_FIGURE_FIELDS, BatchRow, Lease
 
 if TYPE_CHECKING:
     from ..sqlite.ledger import LedgerBuffer, LedgerRow
@@ -43,21 +43,6 @@ BATCHES_AFTER = (
 )
 LAST_BATCH_ID = "SELECT COALESCE(max(id), 0) FROM batches"
 
-_LEDGER_NAMES = (
-    "lane",
-    "model",
-    "class",
-    "result_type",
-    "duplicate",
-    "today",
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m",
-    "cache_write_1h",
-    "cache_read",
-)
-
 
 class FigureOps:
     """Read-only figures of the PostgreSQL store (a mixin of `PostgresStore`)."""
@@ -88,7 +73,7 @@ class FigureOps:
         if self._ledger.entries:  # this process's queued entries count too
             await self._commit_ledger(self._ledger.take())
         rows = await self._fetch("ledger_figures", LEDGER_FIGURES, today_since)
-        return [dict(zip(_LEDGER_NAMES, tuple(r), strict=True)) for r in rows]
+        return [dict(zip(LEDGER_FIGURE_FIELDS, tuple(r), strict=True)) for r in rows]
 
     async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
         ((total, seconds, within),) = await self._fetch(

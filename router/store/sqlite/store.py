@@ -26,6 +26,8 @@ from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy
 from ..records import (
+    LEDGER_FIGURE_FIELDS,
+    LEDGER_TOTAL_FIELDS,
     BatchClaim,
     BatchRow,
     FinalRow,
@@ -363,7 +365,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
                 async with w.execute("SELECT COALESCE(MAX(id), 0) FROM requests") as cur:
                     before = (await cur.fetchone() or (0,))[0]
                 await w.executemany(
-                    # params live in request_params (schema 4): state changes then rewrite small rows.
+                    # params live in request_params, so state changes rewrite small rows.
                     "INSERT INTO requests (key, class, tag, model, params, digest, size, state, created_at,"
                     " deadline_at) VALUES (?,?,?,?,x'',?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
                     rows,
@@ -620,7 +622,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a batch whose results are all ingested.
 
-        Every completion is folded into its request's row first (schema 8). A request of the
+        Every completion is folded into its request's row first. A request of the
         batch with no result line at all goes back to pending (it will be sent again); returns
         how many did.
         """
@@ -681,7 +683,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         One flat array: 5,000 pairs parsed into 5,000 small lists lived long enough, in
         every pass, to reach the collector's oldest generation and set off a full collection.
         """
-        # Completions folded into `requests` and those not yet (schema 8): no request is in both.
+        # Completions folded into `requests` and those still in `completions`: no request is in both.
         ((last, ids),) = await self._reader.execute_fetchall(
             "SELECT MAX(done_seq), json_group_array(id) FROM ("
             " SELECT done_seq, id FROM requests WHERE done_seq > ?1"
@@ -716,18 +718,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
             " SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read) FROM ledger"
             " WHERE result_type = 'succeeded' GROUP BY lane, model, duplicate ORDER BY lane, model"
         ) as cur:
-            names = (
-                "lane",
-                "model",
-                "duplicate",
-                "requests",
-                "input_tokens",
-                "output_tokens",
-                "cache_write_5m",
-                "cache_write_1h",
-                "cache_read",
-            )
-            return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+            return [dict(zip(LEDGER_TOTAL_FIELDS, r, strict=True)) for r in await cur.fetchall()]
 
     @_store_errors
     async def batch_count(self) -> int:
@@ -777,21 +768,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
             " SUM(cache_read) FROM ledger GROUP BY lane, model, class, result_type, duplicate, today",
             (today_since,),
         )
-        names = (
-            "lane",
-            "model",
-            "class",
-            "result_type",
-            "duplicate",
-            "today",
-            "requests",
-            "input_tokens",
-            "output_tokens",
-            "cache_write_5m",
-            "cache_write_1h",
-            "cache_read",
-        )
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        return [dict(zip(LEDGER_FIGURE_FIELDS, r, strict=True)) for r in rows]
 
     @_store_errors
     async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
