@@ -18,7 +18,7 @@ from .logs import get_logger
 from .outcomes import Outcome, outcome_of
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes
-from .store.sqlite.store import BODY_FIXED
+from .store.bodies import BODY_FIXED
 
 if TYPE_CHECKING:
     from .client import Router

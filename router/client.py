@@ -33,7 +33,7 @@ from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, StoreEngine, Ticket, entry_bytes, open_store, states
-from .store.sqlite import BODY_FIXED
+from .store.bodies import BODY_FIXED
 from .watcher import CompletionListener, CompletionWatcher
 
 log = get_logger(__name__)

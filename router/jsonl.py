@@ -20,7 +20,8 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .store import NewRequest, entry_bytes, states
-from .store.sqlite.store import BODY_FIXED, digest_of
+from .store.bodies import BODY_FIXED
+from .store.idempotency import digest_of
 
 if TYPE_CHECKING:
     from .client import Router

@@ -20,7 +20,7 @@ from ._crashpoints import crash_point
 from .logs import get_logger
 from .retry import retry_after_of
 from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
-from .store.sqlite.missing import RESULTS_RETENTION_SECONDS
+from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = get_logger(__name__)
 

@@ -13,8 +13,8 @@ import pytest
 
 from router.pricing import TokenCounts
 from router.store import LedgerEntry, Store
+from router.store.ledger import LedgerRow
 from router.store.sqlite import store as store_module
-from router.store.sqlite.ledger import LedgerRow
 
 
 def entry(n: int) -> LedgerEntry:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from ..config import StoreSettings
 from . import states
-from .base import RetryPolicy, StoreEngine
+from .base import RetryPolicy, StoreClosedError, StoreEngine
+from .bodies import BODY_HEAD, BODY_TAIL, batch_body_bytes, entry_bytes
 from .records import (
     AtRisk,
     BatchClaim,
@@ -28,14 +29,7 @@ from .records import (
     custom_id_for,
     request_id_from,
 )
-from .sqlite import (
-    BODY_HEAD,
-    BODY_TAIL,
-    Store,
-    StoreClosedError,
-    batch_body_bytes,
-    entry_bytes,
-)
+from .sqlite import Store
 
 __all__ = [
     "BODY_HEAD",

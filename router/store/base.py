@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
+from ..errors import RouterError
 from .records import (
     AtRisk,
     BatchClaim,
@@ -19,6 +20,10 @@ from .records import (
     StoredResult,
     Ticket,
 )
+
+
+class StoreClosedError(RouterError):
+    """The store was used after close()."""
 
 
 class RetryPolicy(Protocol):

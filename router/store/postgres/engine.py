@@ -26,8 +26,12 @@ from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, StoreError
 from ...logs import get_logger
 from .. import states
-from ..base import RetryPolicy
+from ..base import RetryPolicy, StoreClosedError
+from ..bodies import batch_body_bytes
+from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
+from ..ledger import LedgerBuffer, LedgerRow, ledger_row
+from ..missing import missing_line
 from ..records import (
     LEDGER_TOTAL_FIELDS,
     AtRisk,
@@ -43,10 +47,7 @@ from ..records import (
     StoredResult,
     Ticket,
 )
-from ..sqlite.ingest import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
-from ..sqlite.ledger import LedgerBuffer, LedgerRow, ledger_row
-from ..sqlite.missing import missing_line
-from ..sqlite.store import StoreClosedError, batch_body_bytes, digest_of
+from ..verdicts import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from . import ingest, sql
 from .connect import Location, Retrier, create_pool, is_transient, parse_location
 from .figures import FigureOps

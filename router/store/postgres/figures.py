@@ -14,7 +14,7 @@ from ..leases import DRIVER, is_held
 from ..records import LEDGER_FIGURE_FIELDS, BatchRow, Lease
 
 if TYPE_CHECKING:
-    from ..sqlite.ledger import LedgerBuffer, LedgerRow
+    from ..ledger import LedgerBuffer, LedgerRow
 
 CLASS_STATE_FIGURES = (
     "SELECT class, state, count(*), min(created_at),"

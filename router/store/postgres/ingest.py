@@ -12,7 +12,7 @@ go to Python, for the caller's retry policy.
 from __future__ import annotations
 
 from ..records import CUSTOM_ID_PREFIX
-from ..sqlite.ingest import DECIDE, DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
+from ..verdicts import DECIDE, DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from .sql import LEDGER_COLUMNS
 
 # Per connection (created when the pool opens it), emptied at every commit or rollback.

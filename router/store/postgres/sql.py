@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from ..sqlite.store import BODY_FIXED, ENTRY_OVERHEAD
+from .. import ledger
+from ..bodies import BODY_FIXED, ENTRY_OVERHEAD
 
-LEDGER_COLUMNS = (
-    "at, lane, model, class, tag, request_id, batch_id, result_type, input_tokens, output_tokens,"
-    " cache_write_5m, cache_write_1h, cache_read, duplicate, calls"
-)
+LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
 LEDGER_TYPES = (
     "float8", "text", "text", "text", "text", "bigint", "bigint", "text",
     "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",

@@ -7,24 +7,6 @@ migrations (schema.py); the records, states and the engine interface are shared
 
 from __future__ import annotations
 
-from .store import (
-    BODY_FIXED,
-    BODY_HEAD,
-    BODY_TAIL,
-    Store,
-    StoreClosedError,
-    batch_body_bytes,
-    digest_of,
-    entry_bytes,
-)
+from .store import Store
 
-__all__ = [
-    "BODY_FIXED",
-    "BODY_HEAD",
-    "BODY_TAIL",
-    "Store",
-    "StoreClosedError",
-    "batch_body_bytes",
-    "digest_of",
-    "entry_bytes",
-]
+__all__ = ["Store"]

@@ -7,9 +7,10 @@ import itertools
 from collections.abc import Sequence
 
 from .. import states
+from ..ledger import ledger_row
 from ..records import AtRisk, LedgerEntry
 from .connections import Connections, next_done_seq
-from .ledger import insert_ledger, ledger_row
+from .ledger import insert_ledger
 from .sql import NOT_COMPLETED, RESULT_INSERT, chunks, not_completed
 
 # Pending requests by their own index; submitted ones through the batches still open, each by

@@ -37,16 +37,9 @@ from ...pricing import TokenCounts
 from .. import states
 from ..base import RetryPolicy
 from ..records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
+from ..verdicts import DECIDE, DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from .sql import NEXT_DONE_SEQ, json_param, not_completed
 from .usage import usage_counts_sql
-
-# Verdicts, one per line: what the line does to the store.
-UNKNOWN = "unknown"  # not a custom_id of ours, or no such request here
-SKIPPED = "skipped"  # ingested before (a stream read again) or earlier in this chunk
-DUPLICATE = "duplicate"  # the request was answered elsewhere: ledgered as a duplicate only
-FINAL = "final"  # the request ends with this line (final_state says how)
-DECIDE = "decide"  # not succeeded: the retry policy decides (Python)
-RETRY = "retry"  # sent back to pending for a later batch
 
 _TEMP_TABLE = """
 CREATE TEMP TABLE ingest_lines (

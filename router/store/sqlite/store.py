@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import sqlite3
@@ -24,7 +23,10 @@ from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, RouterError, StoreError
 from ...logs import get_logger
 from .. import states
-from ..base import RetryPolicy
+from ..base import RetryPolicy, StoreClosedError
+from ..bodies import BODY_FIXED, ENTRY_OVERHEAD, batch_body_bytes
+from ..idempotency import digest_of
+from ..ledger import LedgerBuffer, LedgerRow, ledger_row
 from ..records import (
     LEDGER_FIGURE_FIELDS,
     LEDGER_TOTAL_FIELDS,
@@ -50,7 +52,7 @@ from .ingest import (
 )
 from .intents import IntentOps
 from .leases import LeaseOps
-from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
+from .ledger import insert_ledger, insert_ledger_json
 from .lookups import LookupOps
 from .missing import MissingOps
 from .purge import RetentionOps
@@ -68,14 +70,6 @@ T = TypeVar("T")
 
 Durability = Literal["full", "normal"]
 
-# Bytes a request adds to a batch body besides its params:
-# `{"custom_id":"r` + digits + `","params":` + params + `}` and the separating comma.
-ENTRY_OVERHEAD = 28
-BODY_HEAD = b'{"requests":['
-BODY_TAIL = b"]}"
-# Head and tail minus the one comma the last entry does not have.
-BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
-
 _GROUP_MAX = 4096  # rows per group commit
 # A ledger-only group (the real-time lane's accounting) waits this long, or until this many
 # entries, before its commit. Each commit is a hand-off to SQLite's thread; committed 10 to 20
@@ -90,19 +84,6 @@ _REQUEST_COLUMNS = (
     f"id, key, class, tag, model, state, attempts, outcome, {RESULT_OF_REQUEST}, created_at, deadline_at,"
     " batch_id"
 )
-
-
-def entry_bytes(request_id: int, params_size: int) -> int:
-    """Bytes a request occupies in a batch body, separator included."""
-    return ENTRY_OVERHEAD + len(str(request_id)) + params_size
-
-
-def batch_body_bytes(entries_total: int) -> int:
-    return BODY_FIXED + entries_total
-
-
-def digest_of(params: bytes) -> bytes:
-    return hashlib.blake2b(params, digest_size=16).digest()
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Coroutine[Any, Any, Any]])
@@ -148,10 +129,6 @@ def _uri(path: Path) -> str:
     """An SQLite URI that opens `path` read-write and never creates it: the file is made (0600)
     by `_create_private_file` or must already exist."""
     return path.absolute().as_uri() + "?mode=rw"
-
-
-class StoreClosedError(RouterError):
-    """The store was used after close()."""
 
 
 class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
