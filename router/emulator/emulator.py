@@ -1,4 +1,4 @@
-"""The `Emulator`: a local Anthropic API server, its state, and `serve` for the CLI."""
+"""The `Emulator`: a local Anthropic and OpenAI API server, its state, and `serve` for the CLI."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ _log = get_logger(__name__)
 
 
 class Emulator:
-    """A faithful local HTTP server of the Anthropic Messages and Message Batches API.
+    """A faithful local HTTP server of the Anthropic Messages and Message Batches API, and of
+    OpenAI's chat completions, files and batches (`emu.openai`).
 
     Use it in the client's own event loop (``async with Emulator() as emu``) or as a
     subprocess (``python -m router.emulator --port P``); the ``/_emulator/*`` admin
