@@ -325,6 +325,38 @@ async def test_files_upload_retrieve_list_content_delete(emu: Emulator, client: 
         assert caught.value.param == "id" and uploaded.id in caught.value.message
 
 
+async def test_batch_files_expire(emu: Emulator, client: openai.AsyncOpenAI) -> None:
+    default = await client.files.create(file=("in.jsonl", jsonl([line("a", "x")])), purpose="batch")
+    assert default.expires_at == int(START) + 30 * 24 * 3600
+    short = await client.files.create(
+        file=("in.jsonl", jsonl([line("a", "x")])),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert short.expires_at == int(START) + 3600
+    notes = await client.files.create(file=("notes.txt", b"hi"), purpose="user_data")
+    assert notes.expires_at is None
+    batch = await submit(
+        client, [line("a", "x")], output_expires_after={"anchor": "created_at", "seconds": 7200}
+    )
+    emu.end_batches()
+    batch = await client.batches.retrieve(batch.id)
+    output = await client.files.retrieve(batch.output_file_id or "")
+    assert output.expires_at == int(START) + 7200
+    emu.clock.advance(3600)
+    with pytest.raises(openai.NotFoundError):
+        await client.files.retrieve(short.id)
+    assert {f.id async for f in client.files.list()} >= {default.id, output.id, notes.id}
+    emu.clock.advance(3600)
+    with pytest.raises(openai.NotFoundError):
+        await client.files.content(output.id)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.files.create(
+            file=("in.jsonl", b"{}\n"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 60}
+        )
+    assert caught.value.param == "expires_after.seconds"
+
+
 async def test_bad_uploads(raw: httpx2.AsyncClient, client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match=r"Must be \.jsonl"):
         await client.files.create(file=("requests.txt", b"{}\n"), purpose="batch")
@@ -502,6 +534,12 @@ async def test_validation_takes_validating_seconds(emu: Emulator, client: openai
     assert (await client.batches.retrieve(batch.id)).status == "validating"
     emu.clock.advance(10)
     assert (await client.batches.retrieve(batch.id)).in_progress_at == int(START) + 10
+    # A turnaround shorter than validation still ends after it, never before.
+    emu.config.openai.validating_seconds = 100
+    quick = await submit(client, [line("a", "x")])
+    emu.clock.advance(100)
+    quick = await client.batches.retrieve(quick.id)
+    assert quick.status == "completed" and quick.in_progress_at == quick.completed_at == int(START) + 110
 
 
 async def test_bad_batch_creates_are_refused(client: openai.AsyncOpenAI) -> None:

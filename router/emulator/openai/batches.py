@@ -42,7 +42,7 @@ from router.emulator.openai.chat import (
     validate_chat,
 )
 from router.emulator.openai.errors import OpenAIError, error_object, openai_status
-from router.emulator.openai.files import FileStore, StoredFile, int_param
+from router.emulator.openai.files import FileStore, StoredFile, check_expires_after, int_param
 
 __all__ = ["BATCH_ENDPOINTS", "BATCH_WINDOW_SECONDS", "SERVED_ENDPOINTS", "OpenAIBatch", "OpenAIBatchStore"]
 
@@ -134,6 +134,7 @@ class OpenAIBatch:
         self.error_file_id: str | None = None
         self.partial_done: float | None = None
         """Set for a batch that runs out of time: the share of its requests processed."""
+        self.output_expires_after: float | None = None
         self.times: dict[str, float] = {}
         """`in_progress_at`, `finalizing_at`, `completed_at`, ... as they happen."""
         self._data: bytes | None = input_file.data
@@ -267,7 +268,7 @@ class OpenAIBatchStore:
         metadata = body.get("metadata")
         if metadata is not None:
             metadata = dict(check_metadata(metadata, "metadata"))
-        self._check_expires_after(body.get("output_expires_after"))
+        expires_after = check_expires_after(body.get("output_expires_after"), "output_expires_after")
         self._seq += 1
         now = self._clock.now()
         turnaround, partial = self._draw_turnaround()
@@ -281,6 +282,7 @@ class OpenAIBatchStore:
             turnaround=turnaround,
         )
         batch.partial_done = partial
+        batch.output_expires_after = expires_after
         self._batches[batch.id] = batch
         return batch
 
@@ -379,22 +381,6 @@ class OpenAIBatchStore:
             turnaround += outcomes.late_seconds
         return turnaround, partial
 
-    @staticmethod
-    def _check_expires_after(value: object) -> None:
-        if value is None:
-            return
-        if not isinstance(value, dict) or value.get("anchor") != "created_at":
-            raise OpenAIError.invalid(
-                'Invalid \'output_expires_after\': expected {"anchor": "created_at", "seconds": N}.',
-                param="output_expires_after",
-            )
-        seconds = value.get("seconds")
-        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 3600 <= seconds <= 2_592_000:
-            raise OpenAIError.invalid(
-                "Invalid 'output_expires_after.seconds': expected an integer from 3600 to 2592000.",
-                param="output_expires_after.seconds",
-            )
-
     def _validate(self, batch: OpenAIBatch, at: float) -> None:
         data, batch._data = batch._data or b"", None
         limits = self._config.openai
@@ -424,6 +410,8 @@ class OpenAIBatchStore:
         batch._requests = requests
         batch.status = "in_progress"
         batch.times["in_progress_at"] = at
+        # Processing starts once validated, however short the turnaround.
+        batch.ends_at = min(max(batch.ends_at, at), batch.expires_at)
         batch.request_counts = {"total": len(requests), "completed": 0, "failed": 0}
 
     @staticmethod
@@ -575,7 +563,12 @@ class OpenAIBatchStore:
             if len(shuffled) > 1 and shuffled == lines:
                 # Input order must never come back, even by chance: clients have to match on custom_id.
                 shuffled = shuffled[1:] + shuffled[:1]
-            stored = self._files.add(f"batch_{batch.id}_{name}.jsonl", "batch_output", b"".join(shuffled))
+            stored = self._files.add(
+                f"batch_{batch.id}_{name}.jsonl",
+                "batch_output",
+                b"".join(shuffled),
+                expires_after=batch.output_expires_after,
+            )
             if name == "output":
                 batch.output_file_id = stored.id
             else:

@@ -20,7 +20,7 @@ from router.emulator.ids import new_id
 from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
 from router.emulator.openai.chat import chat_completion, chunk_events, plan_chat, validate_chat
 from router.emulator.openai.errors import OpenAIError, error_response, from_api_error, openai_status
-from router.emulator.openai.files import UPLOAD_PURPOSES
+from router.emulator.openai.files import UPLOAD_PURPOSES, check_expires_after
 
 if TYPE_CHECKING:
     from router.emulator.emulator import Emulator
@@ -142,6 +142,7 @@ class _OpenAIApp:
             )
         reader = await request.multipart()
         purpose: str | None = None
+        expires_after: dict[str, str] = {}
         filename: str | None = None
         data = bytearray()
         size = 0
@@ -150,6 +151,8 @@ class _OpenAIApp:
                 continue
             if part.name == "purpose":
                 purpose = (await part.text()).strip()
+            elif part.name in ("expires_after[anchor]", "expires_after[seconds]"):
+                expires_after[part.name[len("expires_after[") : -1]] = (await part.text()).strip()
             elif part.name == "file":
                 filename = part.filename or "file"
                 while chunk := await part.read_chunk(CONTENT_CHUNK_BYTES):
@@ -181,7 +184,8 @@ class _OpenAIApp:
             )
         if purpose == "batch" and not filename.endswith(".jsonl"):
             raise OpenAIError.invalid("Invalid file format for Batch API. Must be .jsonl", param="file")
-        stored = self.emu.openai.file_store.add(filename, purpose, bytes(data))
+        seconds = check_expires_after(expires_after or None, "expires_after")
+        stored = self.emu.openai.file_store.add(filename, purpose, bytes(data), expires_after=seconds)
         return _json(stored.to_api(), request)
 
     async def list_files(self, request: web.Request) -> web.StreamResponse:
