@@ -1,4 +1,4 @@
-"""A faithful local HTTP server of the Anthropic API, for the demo and the tests.
+"""A faithful local HTTP server of the Anthropic API and the OpenAI batch path, for the demo and tests.
 
 ```python
 from router.emulator import Emulator, EmulatorClock
@@ -14,6 +14,12 @@ batches end on a controllable clock (`router.emulator.batches`), and faults can 
 injected at seeded rates or on demand (`router.emulator.faults`). The same controls
 are served over HTTP under ``/_emulator/`` for an emulator run as a subprocess
 (``python -m router.emulator --port P``).
+
+The same server answers the OpenAI SDK (``openai.AsyncOpenAI(base_url=emu.url + "/v1")``):
+chat completions (SSE too), files and batches (`router.emulator.openai`), on the same
+clock, seed, faults (endpoint names ``openai.*``) and journal; ``emu.openai`` holds its
+files and batches, ``emu.config.openai`` its batch timings and input-file limits, and
+``emu.end_batches()`` ends the batches of both.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from router.emulator.config import EmulatorConfig, OutcomeConfig
 from router.emulator.emulator import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_REQUESTS, Emulator, serve
 from router.emulator.faults import ENDPOINTS, FaultConfig, FaultRates, ForcedFault
 from router.emulator.journal import JournalEntry
+from router.emulator.openai.batches import OpenAIBatch
+from router.emulator.openai.config import OpenAIConfig
+from router.emulator.openai.files import StoredFile
 from router.emulator.server import API_VERSIONS
 
 __all__ = [
@@ -39,8 +48,11 @@ __all__ = [
     "FaultRates",
     "ForcedFault",
     "JournalEntry",
+    "OpenAIBatch",
+    "OpenAIConfig",
     "OutcomeConfig",
     "StoredBatch",
+    "StoredFile",
     "SystemClock",
     "serve",
 ]

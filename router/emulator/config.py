@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.emulator.faults import FaultConfig
+from router.emulator.openai.config import OpenAIConfig
 from router.emulator.replies import DIRECTIVE_ERROR_TYPES
 
 __all__ = ["EmulatorConfig", "OutcomeConfig"]
@@ -58,19 +59,21 @@ class EmulatorConfig(BaseModel):
     """Turnaround of batches created from now on."""
     faults: FaultConfig = Field(default_factory=FaultConfig)
     outcomes: OutcomeConfig = Field(default_factory=OutcomeConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    """Statuses and limits of OpenAI batches."""
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update in place: only the fields present in `changes` move.
 
-        `faults` and `outcomes` are updated field by field too, so references held
-        to `emu.faults` / `emu.outcomes` stay live. Raises `pydantic.ValidationError`.
+        `faults`, `outcomes` and `openai` are updated field by field too, so references
+        held to `emu.faults` / `emu.outcomes` stay live. Raises `pydantic.ValidationError`.
         """
         # Validate the whole update first so a bad field changes nothing.
         checked = EmulatorConfig.model_validate({**self._as_input(), **changes})
         for name in changes:
             if name == "batch_seconds":
                 self.batch_seconds = checked.batch_seconds
-            elif name in ("faults", "outcomes"):
+            elif name in ("faults", "outcomes", "openai"):
                 target: BaseModel = getattr(self, name)
                 source: BaseModel = getattr(checked, name)
                 for field in source.model_fields_set:

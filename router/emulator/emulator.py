@@ -1,4 +1,4 @@
-"""The `Emulator`: a local Anthropic API server, its state, and `serve` for the CLI."""
+"""The `Emulator`: a local Anthropic and OpenAI API server, its state, and `serve` for the CLI."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from router.emulator.clock import Clock, SystemClock
 from router.emulator.config import EmulatorConfig, OutcomeConfig
 from router.emulator.faults import FaultConfig, FaultInjector
 from router.emulator.journal import JournalEntry
+from router.emulator.openai.state import OpenAIState
 from router.emulator.replies import PromptCache
 from router.emulator.server import build_app
 from router.logs import get_logger
@@ -27,7 +28,8 @@ _log = get_logger(__name__)
 
 
 class Emulator:
-    """A faithful local HTTP server of the Anthropic Messages and Message Batches API.
+    """A faithful local HTTP server of the Anthropic Messages and Message Batches API, and of
+    OpenAI's chat completions, files and batches (`emu.openai`).
 
     Use it in the client's own event loop (``async with Emulator() as emu``) or as a
     subprocess (``python -m router.emulator --port P``); the ``/_emulator/*`` admin
@@ -66,6 +68,8 @@ class Emulator:
         self.cache = PromptCache()
         self._store = BatchStore(clock=self.clock, config=self.config, cache=self.cache, seed=seed)
         self._injector = FaultInjector(seed)
+        self.openai = OpenAIState(clock=self.clock, config=self.config, seed=seed)
+        """The OpenAI side: its files, batches and prompt cache (`emu.openai.batches`, ...)."""
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -107,8 +111,9 @@ class Emulator:
         return self._store.batches
 
     def end_batches(self) -> int:
-        """End every in-progress or canceling batch now (processing their requests); returns how many."""
-        return self._store.end_all()
+        """End every batch not yet ended, Anthropic's and OpenAI's, now (processing their requests);
+        returns how many."""
+        return self._store.end_all() + self.openai.end_batches()
 
     # -- server -----------------------------------------------------------------------------
 

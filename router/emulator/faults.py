@@ -5,7 +5,9 @@ endpoint; an entry in `FaultConfig.endpoints` (keyed by an endpoint name, or
 ``"*"``) replaces them for that endpoint. Endpoint names: ``messages``,
 ``count_tokens``, ``batches.create``, ``batches.retrieve``, ``batches.list``,
 ``batches.cancel``, ``batches.delete``, ``batches.results``, ``models.list``,
-``models.retrieve``.
+``models.retrieve``, and the OpenAI side's ``openai.chat.completions``,
+``openai.files.{create,list,retrieve,content,delete}`` and
+``openai.batches.{create,list,retrieve,cancel}``.
 
 One uniform draw per request, from ``random.Random(seed)``, picks at most one of
 `drop`, `rate_limit`, `overloaded`, `server_error` (in that order of the unit
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.emulator.errors import ERROR_TYPE_BY_STATUS, ApiError
+from router.emulator.openai.config import OPENAI_ENDPOINTS
 
 __all__ = ["ENDPOINTS", "Fault", "FaultConfig", "FaultInjector", "FaultRates", "ForcedFault"]
 
@@ -35,6 +38,7 @@ ENDPOINTS = (
     "batches.results",
     "models.list",
     "models.retrieve",
+    *OPENAI_ENDPOINTS,
 )
 
 

@@ -16,6 +16,7 @@ from router.emulator.ids import new_id
 from router.emulator.journal import JournalEntry
 from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
 from router.emulator.models import CATALOGUE
+from router.emulator.openai import routes as openai_routes
 from router.emulator.replies import message_body, plan_reply, profile_input, sse_events
 from router.emulator.validation import validate_count_tokens, validate_create
 from router.logs import get_logger
@@ -377,4 +378,5 @@ def build_app(emulator: Emulator) -> web.Application:
     routes.add_delete("/_emulator/journal", handlers.admin_clear_journal)
     routes.add_get("/_emulator/config", handlers.admin_get_config, allow_head=False)
     routes.add_post("/_emulator/config", handlers.admin_set_config)
+    openai_routes.add_routes(app, emulator)
     return app
