@@ -292,6 +292,27 @@ async def test_cache_creation_is_split_by_ttl(client: anthropic.AsyncAnthropic) 
     assert (second.cache_read_input_tokens, second.cache_creation_input_tokens) == (PREFIX_TOKENS + 500, 0)
 
 
+# -- the 20-block lookback ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("blocks", "read"), [(1, True), (19, True), (20, False)])
+async def test_a_read_looks_back_up_to_20_blocks_for_an_entry_another_request_wrote(
+    client: anthropic.AsyncAnthropic, blocks: int, read: bool
+) -> None:
+    await client.messages.create(**judged(0))  # writes the system prefix at the system block
+    # The same system, unmarked, then `blocks` user blocks, the last one marked: the system
+    # block is `blocks` blocks back from that breakpoint.
+    content: list[Any] = [{"type": "text", "text": f"part {i}"} for i in range(blocks)]
+    content[-1]["cache_control"] = {"type": "ephemeral"}
+    body: Any = {**judged(1), "system": RUBRIC, "messages": [{"role": "user", "content": content}]}
+    counted = await client.messages.count_tokens(model=MODEL, system=RUBRIC, messages=body["messages"])
+    usage = (await client.messages.create(**body)).usage
+    assert usage.cache_read_input_tokens == (PREFIX_TOKENS if read else 0)
+    # Writes happen at the breakpoint only: everything up to it that was not read.
+    assert usage.cache_creation_input_tokens == counted.input_tokens - (usage.cache_read_input_tokens or 0)
+    assert usage.input_tokens == 0
+
+
 # -- bad cache_control: the emulator and the router refuse the same things -------------------------
 
 

@@ -1,9 +1,10 @@
 """The emulator's prompt cache: which prefixes are live, on the emulator clock, for both lanes.
 
 One `PromptCache` serves the real-time lane and every batch of an emulator. For a request
-with breakpoints (`router.emulator.replies.InputProfile`), the longest breakpoint prefix
-still live is read (``cache_read_input_tokens``), the prefix tokens beyond it up to the last
-breakpoint are written (``cache_creation_input_tokens``, split by the TTL of the breakpoint
+with breakpoints (`router.emulator.replies.InputProfile`), the longest prefix still live is
+read (``cache_read_input_tokens``): a breakpoint's own, or one ending up to 19 blocks before
+it that another request wrote. The prefix tokens beyond it up to the last breakpoint are
+written (``cache_creation_input_tokens``, split by the TTL of the breakpoint
 that covers them into ``ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``), and
 ``input_tokens`` is the rest, so the three add up to the ``count_tokens`` figure.
 
@@ -47,6 +48,20 @@ class CacheUsage:
 _NONE = CacheUsage()
 
 
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    """What a request reads: up to breakpoint `index` (-1: before the first), `tokens` of it,
+    from the entry `key` (None: nothing), refreshed with `ttl` when the request completes."""
+
+    index: int
+    tokens: int
+    key: bytes | None
+    ttl: str
+
+
+_MISS = _Hit(-1, 0, None, "5m")
+
+
 class PromptCache:
     """Cached prefixes and when each expires, on the emulator clock."""
 
@@ -56,49 +71,61 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._expires)
 
-    def lookup(self, profile: InputProfile, now: float) -> CacheUsage:
-        """What a request at `now` reads and writes, without changing the cache."""
+    def _find(self, profile: InputProfile, now: float) -> _Hit:
+        """The longest live prefix: each breakpoint's own, then the ones its lookback reaches."""
+        expires = self._expires
         points = profile.breakpoints
-        if not points:
-            return _NONE
-        hit = -1
         for i in range(len(points) - 1, -1, -1):
-            if self._expires.get(points[i].key, 0.0) > now:
-                hit = i
-                break
-        read = points[hit].tokens if hit >= 0 else 0
+            point = points[i]
+            if expires.get(point.key, 0.0) > now:
+                return _Hit(i, point.tokens, point.key, point.ttl)
+            for key, tokens in reversed(point.lookback):
+                if expires.get(key, 0.0) > now:
+                    # Read up to a block before this breakpoint: it is written from there on.
+                    return _Hit(i - 1, tokens, key, point.ttl)
+        return _MISS
+
+    @staticmethod
+    def _usage(profile: InputProfile, hit: _Hit) -> CacheUsage:
+        if not profile.breakpoints:
+            return _NONE
         write = {"5m": 0, "1h": 0}
-        previous = read
-        for point in points[hit + 1 :]:
+        previous = hit.tokens
+        for point in profile.breakpoints[hit.index + 1 :]:
             write[point.ttl] += max(0, point.tokens - previous)
             previous = max(previous, point.tokens)
-        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
+        return CacheUsage(read=hit.tokens, write_5m=write["5m"], write_1h=write["1h"])
 
-    def complete(self, profile: InputProfile, now: float) -> None:
-        """A request that completes at `now`: its prefixes are live for their TTL from now on.
+    def _live(self, key: bytes, until: float) -> None:
+        if self._expires.get(key, 0.0) < until:
+            self._expires[key] = until
 
-        A read refreshes the TTL of what it read, as a write starts one.
-        """
+    def _complete(self, profile: InputProfile, hit: _Hit, now: float) -> None:
+        # Writes happen at breakpoints only; a read refreshes the entry it read, as a write starts one.
         for point in profile.breakpoints:
-            expires = now + TTL_SECONDS[point.ttl]
-            if self._expires.get(point.key, 0.0) < expires:
-                self._expires[point.key] = expires
+            self._live(point.key, now + TTL_SECONDS[point.ttl])
+        if hit.key is not None:
+            self._live(hit.key, now + TTL_SECONDS[hit.ttl])
         if len(self._expires) > _SWEEP_AT:
             self._expires = {k: v for k, v in self._expires.items() if v > now}
 
+    def lookup(self, profile: InputProfile, now: float) -> CacheUsage:
+        """What a request at `now` would read and write, without changing the cache."""
+        return self._usage(profile, self._find(profile, now))
+
     def use(self, profile: InputProfile, now: float) -> CacheUsage:
         """One request that runs and completes at `now`: read the longest live prefix, write the rest."""
-        usage = self.lookup(profile, now)
-        self.complete(profile, now)
-        return usage
+        hit = self._find(profile, now)
+        self._complete(profile, hit, now)
+        return self._usage(profile, hit)
 
     def use_wave(self, profiles: Sequence[InputProfile], now: float) -> list[CacheUsage]:
         """Requests that run in parallel and complete together at `now`: each sees the cache as it
         was before the wave, so none reads another's write; the next wave reads them all."""
-        usages = [self.lookup(profile, now) for profile in profiles]
-        for profile in profiles:
-            self.complete(profile, now)
-        return usages
+        hits = [self._find(profile, now) for profile in profiles]
+        for profile, hit in zip(profiles, hits, strict=True):
+            self._complete(profile, hit, now)
+        return [self._usage(profile, hit) for profile, hit in zip(profiles, hits, strict=True)]
 
     def clear(self) -> None:
         """Forget every cached prefix."""

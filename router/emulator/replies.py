@@ -17,7 +17,9 @@ The same request always gets the same reply and the same counts, on both lanes:
 - **Prompt caching**: a segment whose block carries ``cache_control`` (or the last
   segment, when the top-level ``cache_control`` is set) is a breakpoint; the
   prefix up to a breakpoint of ``c`` characters is worth ``ceil(c / 4)`` tokens
-  and is identified by a hash of the model and the prefix. A breakpoint whose
+  and is identified by a hash of the model and the prefix. A read also finds the
+  prefixes ending at the 19 blocks before a breakpoint (the API's 20-block lookback),
+  while writes happen only at breakpoints. A breakpoint whose
   prefix is shorter than the model's minimum cacheable length
   (`router.cache_rules.min_cacheable_tokens`) is silently no breakpoint, as in
   the API. How reads and writes are then counted, on both lanes and in batch
@@ -34,6 +36,7 @@ import hashlib
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +71,8 @@ DIRECTIVE_ERROR_TYPES = frozenset(
         "timeout_error",
     }
 )
+# A read finds an entry up to this many blocks back from a breakpoint, the breakpoint's own included.
+LOOKBACK_BLOCKS = 20
 REPLY_PREFIX = "Reply to: "
 QUOTE_CHARS = 200
 
@@ -93,11 +98,17 @@ def _canonical(block: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Breakpoint:
-    """A cache breakpoint: the prefix up to it, its size in tokens, and its TTL."""
+    """A cache breakpoint: the prefix up to it, its size in tokens, and its TTL.
+
+    `lookback` holds (key, tokens) of the shorter prefixes a read may also find, ending at
+    the blocks before this one, nearest last: the API checks up to 20 blocks back from a
+    breakpoint, this one included, for an entry another request wrote.
+    """
 
     key: bytes
     tokens: int
     ttl: str
+    lookback: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +139,11 @@ def _segments(params: Mapping[str, Any]) -> Iterator[tuple[str, object]]:
                 yield f"{role}:" + _canonical(block), block.get("cache_control")
 
 
+def _window(recent: deque[tuple[bytes, int]]) -> tuple[tuple[bytes, int], ...]:
+    # The blocks before a breakpoint that its lookback reaches (the breakpoint is the 20th).
+    return tuple(recent)[-(LOOKBACK_BLOCKS - 1) :] if recent else ()
+
+
 def profile_input(params: Mapping[str, Any]) -> InputProfile:
     """Input tokens and cache breakpoints of validated request params (see module docs)."""
     model = str(params["model"])
@@ -135,20 +151,28 @@ def profile_input(params: Mapping[str, Any]) -> InputProfile:
     digest = hashlib.blake2b(model.encode(), digest_size=16)
     chars = 0
     breakpoints: list[Breakpoint] = []
+    # The latest block ends since the last breakpoint that are long enough to have been written
+    # by another request's breakpoint.
+    recent: deque[tuple[bytes, int]] = deque(maxlen=LOOKBACK_BLOCKS)
     last_marked = False
     for text, cache_control in _segments(params):
         digest.update(text.encode())
         digest.update(b"\x00")
         chars += len(text)
+        tokens = _tokens(chars)
         last_marked = isinstance(cache_control, dict)
-        if isinstance(cache_control, dict) and _tokens(chars) >= minimum:
+        if isinstance(cache_control, dict) and tokens >= minimum:
             ttl = str(cache_control.get("ttl", DEFAULT_TTL))
-            breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), ttl))
+            breakpoints.append(Breakpoint(digest.copy().digest(), tokens, ttl, _window(recent)))
+            recent.clear()
+        elif tokens >= minimum:
+            recent.append((digest.copy().digest(), tokens))
     auto = params.get("cache_control")
     if isinstance(auto, dict) and chars and not last_marked and _tokens(chars) >= minimum:
         # Top-level cache_control marks the last cacheable block.
+        key, tokens = recent.pop()
         ttl = str(auto.get("ttl", DEFAULT_TTL))
-        breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), ttl))
+        breakpoints.append(Breakpoint(key, tokens, ttl, _window(recent)))
     return InputProfile(max(1, _tokens(chars)), tuple(breakpoints))
 
 
