@@ -105,12 +105,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from .emulator import serve
+    from .emulator import DEFAULT_BATCH_PARALLELISM, serve
 
     if not 0 <= args.port <= 65535:
         raise RouterError(f"emulate --port {args.port}: expected a port from 0 to 65535 (0: any free one)")
+    width = args.batch_parallelism if args.batch_parallelism is not None else DEFAULT_BATCH_PARALLELISM
+    if width < 1:
+        raise RouterError(
+            f"emulate --batch-parallelism {width}: expected a wave width of at least 1"
+            " (1: one request at a time)"
+        )
     try:
-        asyncio.run(serve(args.host, args.port, args.batch_seconds, args.seed))
+        asyncio.run(serve(args.host, args.port, args.batch_seconds, args.seed, batch_parallelism=width))
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the bind: a taken port, an address not on this host
@@ -369,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--batch-seconds", type=float, default=60.0, help="batch turnaround (default 60)")
+    p.add_argument(
+        "--batch-parallelism",
+        type=int,
+        default=None,
+        metavar="N",
+        # The default is the emulator's (150), not imported here: the CLI loads the emulator lazily.
+        help="width of the parallel waves a batch's requests are processed in; a request reads only"
+        " the cache writes of earlier waves (default 150; 1: one at a time)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_emulate)
 

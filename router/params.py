@@ -16,6 +16,7 @@ from anthropic import NotGiven, Omit
 from anthropic._utils._json import openapi_dumps
 from anthropic.resources.messages.messages import AsyncMessages
 
+from .cache_rules import CacheControlError, check_cache_control
 from .errors import InvalidRequestError
 
 # Every keyword the installed SDK's messages.create takes, so the router follows the SDK.
@@ -84,7 +85,7 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The params object of a batch request built from create() keywords, checked.
 
     Raises InvalidRequestError naming the field for anything the Batch API would reject
-    or that cannot be deferred.
+    or that cannot be deferred, `cache_control` included (`router.cache_rules`).
     """
     params: dict[str, Any] = {}
     for name, value in kwargs.items():
@@ -116,6 +117,10 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if hasattr(messages, "__iter__"):  # a generator would be used up by the checks below
             params["messages"] = list(messages)
     _check_core(params)
+    try:
+        check_cache_control(params)
+    except CacheControlError as exc:
+        raise InvalidRequestError(str(exc)) from None
     return params
 
 

@@ -674,7 +674,8 @@ def cached_params(text: str, ttl: str | None = None) -> Any:
     cache_control: dict[str, Any] = {"type": "ephemeral"}
     if ttl:
         cache_control["ttl"] = ttl
-    system = [{"type": "text", "text": "You are a careful assistant. " * 40, "cache_control": cache_control}]
+    # ~4,350 tokens: past the 4,096-token minimum cacheable prefix of MODEL (claude-haiku-4-5).
+    system = [{"type": "text", "text": "You are a careful assistant. " * 600, "cache_control": cache_control}]
     return params(text, system=system)
 
 

@@ -10,7 +10,10 @@ async with Emulator(clock=EmulatorClock(start=1_700_000_000.0), batch_seconds=60
 ```
 
 Replies and token counts are deterministic (see `router.emulator.replies`),
-batches end on a controllable clock (`router.emulator.batches`), and faults can be
+batches end on a controllable clock (`router.emulator.batches`), their requests are
+processed in parallel waves against one prompt cache shared with the real-time lane
+(``batch_parallelism``, default 150; 1 is one request at a time; see ``CACHING.md``
+in this package), and faults can be
 injected at seeded rates or on demand (`router.emulator.faults`). The same controls
 are served over HTTP under ``/_emulator/`` for an emulator run as a subprocess
 (``python -m router.emulator --port P``).
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from router.emulator.batches import StoredBatch
 from router.emulator.clock import Clock, EmulatorClock, SystemClock
-from router.emulator.config import EmulatorConfig, OutcomeConfig
+from router.emulator.config import DEFAULT_BATCH_PARALLELISM, EmulatorConfig, OutcomeConfig
 from router.emulator.emulator import DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_REQUESTS, Emulator, serve
 from router.emulator.faults import ENDPOINTS, FaultConfig, FaultRates, ForcedFault
 from router.emulator.journal import JournalEntry
@@ -37,6 +40,7 @@ from router.emulator.server import API_VERSIONS
 
 __all__ = [
     "API_VERSIONS",
+    "DEFAULT_BATCH_PARALLELISM",
     "DEFAULT_MAX_BATCH_BYTES",
     "DEFAULT_MAX_BATCH_REQUESTS",
     "ENDPOINTS",

@@ -9,8 +9,20 @@ import signal
 import sys
 
 from router.emulator.clock import EmulatorClock
+from router.emulator.config import DEFAULT_BATCH_PARALLELISM
 from router.emulator.emulator import serve
 from router.logs import configure_logging
+
+
+def parallelism(text: str) -> int:
+    """An argparse type for ``--batch-parallelism``: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind (default 0: a free one, printed)")
     parser.add_argument("--batch-seconds", type=float, default=3600.0, help="batch turnaround (default 3600)")
+    parser.add_argument(
+        "--batch-parallelism",
+        type=parallelism,
+        default=DEFAULT_BATCH_PARALLELISM,
+        metavar="N",
+        help="width of the parallel waves a batch's requests are processed in; a request reads only"
+        f" the cache writes of earlier waves (default {DEFAULT_BATCH_PARALLELISM}; 1: one at a time)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of faults, outcomes and result order")
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any non-empty key)")
     parser.add_argument(
@@ -43,7 +63,15 @@ async def _run(args: argparse.Namespace) -> None:
     if args.manual_clock is not None:
         clock = EmulatorClock(start=None if args.manual_clock < 0 else args.manual_clock)
     with contextlib.suppress(asyncio.CancelledError):
-        await serve(args.host, args.port, args.batch_seconds, args.seed, api_key=args.api_key, clock=clock)
+        await serve(
+            args.host,
+            args.port,
+            args.batch_seconds,
+            args.seed,
+            api_key=args.api_key,
+            clock=clock,
+            batch_parallelism=args.batch_parallelism,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,12 @@ clock has moved past the moment of the cancel, then ends with every request
 `canceled`. Checks are lazy: `BatchStore.refresh` runs whenever anything reads
 batches, so no background task is needed, and a real-time clock works the same.
 
+When a batch ends, its requests are processed in request order, in waves of the
+`batch_parallelism` in force when it was created: the requests of one wave run in
+parallel, so none reads another's prompt-cache write, and the next wave reads them all
+(`PromptCache.use_wave`; the model and its sources are in ``CACHING.md``). A wave width
+of 1 processes them one after another. Errored and expired requests touch no cache.
+
 Each request is kept as a small `ReplyPlan` until its batch ends; then it becomes
 one encoded JSONL line and the plan is dropped. Lines are stored shuffled
 (deterministically, from the seed and the batch's sequence number), never in
@@ -25,11 +31,12 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from router.emulator.cache import PromptCache
 from router.emulator.clock import Clock
 from router.emulator.config import EmulatorConfig
 from router.emulator.errors import ApiError, error_body
 from router.emulator.ids import new_id
-from router.emulator.replies import PromptCache, ReplyPlan, message_body
+from router.emulator.replies import ReplyPlan, message_body
 
 __all__ = ["BATCH_LIFETIME_SECONDS", "RESULTS_RETENTION_SECONDS", "BatchStore", "StoredBatch", "rfc3339"]
 
@@ -62,6 +69,7 @@ class StoredBatch:
         created_at: float,
         turnaround: float,
         requests: list[tuple[str, ReplyPlan]],
+        parallelism: int,
     ) -> None:
         self.id = batch_id
         self.seq = seq
@@ -69,6 +77,8 @@ class StoredBatch:
         self.expires_at = created_at + BATCH_LIFETIME_SECONDS
         self.ends_at = min(created_at + turnaround, self.expires_at)
         """When the batch ends by itself (the clock decides)."""
+        self.parallelism = parallelism
+        """Width of the waves its requests are processed in (the setting when it was created)."""
         self.processing_status: ProcessingStatus = "in_progress"
         self.cancel_initiated_at: float | None = None
         self.ended_at: float | None = None
@@ -169,6 +179,7 @@ class BatchStore:
             created_at=self._clock.now(),
             turnaround=turnaround,
             requests=requests,
+            parallelism=self._config.batch_parallelism,
         )
         batch.partial_done = partial
         self._batches[batch.id] = batch
@@ -257,14 +268,14 @@ class BatchStore:
             lines, counts = self._uniform(requests, "canceled")
         elif batch.partial_done is not None:
             done = math.floor(len(requests) * batch.partial_done)
-            lines, counts = self._process(batch.seq, requests[:done], at)
+            lines, counts = self._process(batch, requests[:done], at)
             rest, expired = self._uniform(requests[done:], "expired")
             lines += rest
             counts["expired"] += expired["expired"]
         elif at >= batch.expires_at and batch.ends_at >= batch.expires_at:
             lines, counts = self._uniform(requests, "expired")
         else:
-            lines, counts = self._process(batch.seq, requests, at)
+            lines, counts = self._process(batch, requests, at)
         order = random.Random(f"{self._seed}:order:{batch.seq}")
         shuffled = list(lines)
         order.shuffle(shuffled)
@@ -281,39 +292,46 @@ class BatchStore:
         return [_line(custom_id, {"type": kind}) for custom_id, _ in requests], counts
 
     def _process(
-        self, seq: int, requests: list[tuple[str, ReplyPlan]], at: float
+        self, batch: StoredBatch, requests: list[tuple[str, ReplyPlan]], at: float
     ) -> tuple[list[bytes], dict[str, int]]:
         outcomes = self._config.outcomes
-        draws = random.Random(f"{self._seed}:outcomes:{seq}")
+        draws = random.Random(f"{self._seed}:outcomes:{batch.seq}")
         random_outcomes = outcomes.expired > 0 or any(rate > 0 for rate in outcomes.errored.values())
         counts = dict.fromkeys(_RESULT_TYPES, 0)
         lines: list[bytes] = []
-        for custom_id, plan in requests:
-            error_type = plan.error_type
-            expired = plan.expire
-            if error_type is None and not expired and random_outcomes:
-                draw = draws.random()
-                if draw < outcomes.expired:
-                    expired = True
+        width = max(1, batch.parallelism)
+        for start in range(0, len(requests), width):
+            wave = requests[start : start + width]
+            results: list[dict[str, Any] | None] = []
+            runs: list[ReplyPlan] = []
+            for custom_id, plan in wave:
+                error_type = plan.error_type
+                expired = plan.expire
+                if error_type is None and not expired and random_outcomes:
+                    draw = draws.random()
+                    if draw < outcomes.expired:
+                        expired = True
+                    else:
+                        draw -= outcomes.expired
+                        for kind, rate in outcomes.errored.items():
+                            if draw < rate:
+                                error_type = kind
+                                break
+                            draw -= rate
+                if error_type is not None:
+                    message = f"Emulated {error_type} for request '{custom_id}'"
+                    error = error_body(error_type, message, new_id("req_emu_"))
+                    results.append({"type": "errored", "error": error})
+                elif expired:
+                    results.append({"type": "expired"})
                 else:
-                    draw -= outcomes.expired
-                    for kind, rate in outcomes.errored.items():
-                        if draw < rate:
-                            error_type = kind
-                            break
-                        draw -= rate
-            result: dict[str, Any]
-            if error_type is not None:
-                message = f"Emulated {error_type} for request '{custom_id}'"
-                result = {"type": "errored", "error": error_body(error_type, message, new_id("req_emu_"))}
-            elif expired:
-                result = {"type": "expired"}
-            else:
-                usage = self._cache.use(plan.input, at)
-                result = {
-                    "type": "succeeded",
-                    "message": message_body(plan, new_id("msg_emu_"), usage, service_tier="batch"),
-                }
-            counts[result["type"]] += 1
-            lines.append(_line(custom_id, result))
+                    results.append(None)  # succeeds: its usage comes from the wave's cache pass
+                    runs.append(plan)
+            usages = iter(self._cache.use_wave([plan.input for plan in runs], at))
+            for (custom_id, plan), result in zip(wave, results, strict=True):
+                if result is None:
+                    body = message_body(plan, new_id("msg_emu_"), next(usages), service_tier="batch")
+                    result = {"type": "succeeded", "message": body}
+                counts[result["type"]] += 1
+                lines.append(_line(custom_id, result))
         return lines, counts

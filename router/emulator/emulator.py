@@ -10,12 +10,12 @@ from types import TracebackType
 from aiohttp import web
 
 from router.emulator.batches import BatchStore, StoredBatch
+from router.emulator.cache import PromptCache
 from router.emulator.clock import Clock, SystemClock
-from router.emulator.config import EmulatorConfig, OutcomeConfig
+from router.emulator.config import DEFAULT_BATCH_PARALLELISM, EmulatorConfig, OutcomeConfig
 from router.emulator.faults import FaultConfig, FaultInjector
 from router.emulator.journal import JournalEntry
 from router.emulator.openai.state import OpenAIState
-from router.emulator.replies import PromptCache
 from router.emulator.server import build_app
 from router.logs import get_logger
 
@@ -49,8 +49,13 @@ class Emulator:
         outcomes: OutcomeConfig | None = None,
         max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        batch_parallelism: int = DEFAULT_BATCH_PARALLELISM,
     ) -> None:
-        """`port=0` picks a free port; `clock=None` runs on real time; `api_key=None` accepts any key."""
+        """`port=0` picks a free port; `clock=None` runs on real time; `api_key=None` accepts any key.
+
+        `batch_parallelism` is the width of the waves a batch's requests are processed in
+        (see `EmulatorConfig.batch_parallelism`); 1 processes them one after another.
+        """
         self.host = host
         self.requested_port = port
         self.seed = seed
@@ -60,6 +65,7 @@ class Emulator:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.config = EmulatorConfig(
             batch_seconds=batch_seconds,
+            batch_parallelism=batch_parallelism,
             faults=faults if faults is not None else FaultConfig(),
             outcomes=outcomes if outcomes is not None else OutcomeConfig(),
         )
@@ -83,6 +89,15 @@ class Emulator:
     @batch_seconds.setter
     def batch_seconds(self, value: float) -> None:
         self.config.batch_seconds = value
+
+    @property
+    def batch_parallelism(self) -> int:
+        """Width of the processing waves of batches created from now on (1: one request at a time)."""
+        return self.config.batch_parallelism
+
+    @batch_parallelism.setter
+    def batch_parallelism(self, value: int) -> None:
+        self.config.batch_parallelism = value
 
     @property
     def faults(self) -> FaultConfig:
@@ -176,7 +191,10 @@ class Emulator:
 
     def __repr__(self) -> str:
         where = self.url if self._port is not None else "not started"
-        return f"Emulator({where}, batch_seconds={self.batch_seconds}, seed={self.seed})"
+        return (
+            f"Emulator({where}, batch_seconds={self.batch_seconds},"
+            f" batch_parallelism={self.batch_parallelism}, seed={self.seed})"
+        )
 
 
 async def serve(
@@ -187,11 +205,24 @@ async def serve(
     *,
     api_key: str | None = None,
     clock: Clock | None = None,
+    batch_parallelism: int = DEFAULT_BATCH_PARALLELISM,
 ) -> None:
     """Run an emulator until cancelled; prints ``hybrid-router emulator listening on URL`` once ready."""
     async with Emulator(
-        host=host, port=port, batch_seconds=batch_seconds, clock=clock, seed=seed, api_key=api_key
+        host=host,
+        port=port,
+        batch_seconds=batch_seconds,
+        clock=clock,
+        seed=seed,
+        api_key=api_key,
+        batch_parallelism=batch_parallelism,
     ) as emu:
-        _log.info("emulator_listening", url=emu.url, batch_seconds=batch_seconds, seed=seed)
+        _log.info(
+            "emulator_listening",
+            url=emu.url,
+            batch_seconds=batch_seconds,
+            batch_parallelism=batch_parallelism,
+            seed=seed,
+        )
         print(f"hybrid-router emulator listening on {emu.url}", flush=True)
         await asyncio.Event().wait()

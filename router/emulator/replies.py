@@ -17,12 +17,13 @@ The same request always gets the same reply and the same counts, on both lanes:
 - **Prompt caching**: a segment whose block carries ``cache_control`` (or the last
   segment, when the top-level ``cache_control`` is set) is a breakpoint; the
   prefix up to a breakpoint of ``c`` characters is worth ``ceil(c / 4)`` tokens
-  and is identified by a hash of the model and the prefix. On a request, the
-  longest prefix still cached (by the emulator clock, 5 min or 1 h since it was
-  last used) is read (`cache_read_input_tokens`), the prefix tokens beyond it up
-  to the last breakpoint are written (`cache_creation_input_tokens`, split by TTL
-  in `cache_creation`), and `input_tokens` is the rest, so the three always add
-  up to the `count_tokens` figure. There is no minimum cacheable length.
+  and is identified by a hash of the model and the prefix. A read also finds the
+  prefixes ending at the 19 blocks before a breakpoint (the API's 20-block lookback),
+  while writes happen only at breakpoints. A breakpoint whose
+  prefix is shorter than the model's minimum cacheable length
+  (`router.cache_rules.min_cacheable_tokens`) is silently no breakpoint, as in
+  the API. How reads and writes are then counted, on both lanes and in batch
+  waves, is `router.emulator.cache` (and ``CACHING.md`` next to this module).
 
 Magic directives in the last user message's text force outcomes:
 ``[emulator:error=TYPE]`` (an HTTP error on `/v1/messages`, an `errored` result in
@@ -35,10 +36,13 @@ import hashlib
 import json
 import math
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from router.cache_rules import DEFAULT_TTL, min_cacheable_tokens
+from router.emulator.cache import CacheUsage, PromptCache
 from router.emulator.errors import ApiError
 
 __all__ = [
@@ -67,7 +71,8 @@ DIRECTIVE_ERROR_TYPES = frozenset(
         "timeout_error",
     }
 )
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+# A read finds an entry up to this many blocks back from a breakpoint, the breakpoint's own included.
+LOOKBACK_BLOCKS = 20
 REPLY_PREFIX = "Reply to: "
 QUOTE_CHARS = 200
 
@@ -93,11 +98,17 @@ def _canonical(block: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Breakpoint:
-    """A cache breakpoint: the prefix up to it, its size in tokens, and its TTL."""
+    """A cache breakpoint: the prefix up to it, its size in tokens, and its TTL.
+
+    `lookback` holds (key, tokens) of the shorter prefixes a read may also find, ending at
+    the blocks before this one, nearest last: the API checks up to 20 blocks back from a
+    breakpoint, this one included, for an entry another request wrote.
+    """
 
     key: bytes
     tokens: int
     ttl: str
+    lookback: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,24 +139,40 @@ def _segments(params: Mapping[str, Any]) -> Iterator[tuple[str, object]]:
                 yield f"{role}:" + _canonical(block), block.get("cache_control")
 
 
+def _window(recent: deque[tuple[bytes, int]]) -> tuple[tuple[bytes, int], ...]:
+    # The blocks before a breakpoint that its lookback reaches (the breakpoint is the 20th).
+    return tuple(recent)[-(LOOKBACK_BLOCKS - 1) :] if recent else ()
+
+
 def profile_input(params: Mapping[str, Any]) -> InputProfile:
     """Input tokens and cache breakpoints of validated request params (see module docs)."""
-    digest = hashlib.blake2b(str(params["model"]).encode(), digest_size=16)
+    model = str(params["model"])
+    minimum = min_cacheable_tokens(model)
+    digest = hashlib.blake2b(model.encode(), digest_size=16)
     chars = 0
     breakpoints: list[Breakpoint] = []
+    # The latest block ends since the last breakpoint that are long enough to have been written
+    # by another request's breakpoint.
+    recent: deque[tuple[bytes, int]] = deque(maxlen=LOOKBACK_BLOCKS)
     last_marked = False
     for text, cache_control in _segments(params):
         digest.update(text.encode())
         digest.update(b"\x00")
         chars += len(text)
+        tokens = _tokens(chars)
         last_marked = isinstance(cache_control, dict)
-        if isinstance(cache_control, dict):
-            ttl = str(cache_control.get("ttl", "5m"))
-            breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), ttl))
+        if isinstance(cache_control, dict) and tokens >= minimum:
+            ttl = str(cache_control.get("ttl", DEFAULT_TTL))
+            breakpoints.append(Breakpoint(digest.copy().digest(), tokens, ttl, _window(recent)))
+            recent.clear()
+        elif tokens >= minimum:
+            recent.append((digest.copy().digest(), tokens))
     auto = params.get("cache_control")
-    if isinstance(auto, dict) and chars and not last_marked:
+    if isinstance(auto, dict) and chars and not last_marked and _tokens(chars) >= minimum:
         # Top-level cache_control marks the last cacheable block.
-        breakpoints.append(Breakpoint(digest.copy().digest(), _tokens(chars), str(auto.get("ttl", "5m"))))
+        key, tokens = recent.pop()
+        ttl = str(auto.get("ttl", DEFAULT_TTL))
+        breakpoints.append(Breakpoint(key, tokens, ttl, _window(recent)))
     return InputProfile(max(1, _tokens(chars)), tuple(breakpoints))
 
 
@@ -209,53 +236,6 @@ def plan_reply(params: Mapping[str, Any], *, path: str = "messages") -> ReplyPla
         error_type=error_type,
         expire=_DIRECTIVE_EXPIRE in user_text,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CacheUsage:
-    """Cache tokens of one request: read, and written per TTL."""
-
-    read: int = 0
-    write_5m: int = 0
-    write_1h: int = 0
-
-    @property
-    def write(self) -> int:
-        return self.write_5m + self.write_1h
-
-
-class PromptCache:
-    """Cached prefixes and when each expires, on the emulator clock."""
-
-    def __init__(self) -> None:
-        self._expires: dict[bytes, float] = {}
-
-    def use(self, profile: InputProfile, now: float) -> CacheUsage:
-        """Account for one request at `now`: read the longest live prefix, write the rest."""
-        points = profile.breakpoints
-        if not points:
-            return CacheUsage()
-        hit = -1
-        for i in range(len(points) - 1, -1, -1):
-            if self._expires.get(points[i].key, 0.0) > now:
-                hit = i
-                break
-        read = points[hit].tokens if hit >= 0 else 0
-        write = {"5m": 0, "1h": 0}
-        previous = read
-        for point in points[hit + 1 :]:
-            write[point.ttl] += max(0, point.tokens - previous)
-            previous = max(previous, point.tokens)
-        # A read refreshes the TTL of what it read, as a write starts one.
-        for point in points:
-            self._expires[point.key] = max(self._expires.get(point.key, 0.0), now + TTL_SECONDS[point.ttl])
-        if len(self._expires) > 100_000:
-            self._expires = {k: v for k, v in self._expires.items() if v > now}
-        return CacheUsage(read=read, write_5m=write["5m"], write_1h=write["1h"])
-
-    def clear(self) -> None:
-        """Forget every cached prefix."""
-        self._expires.clear()
 
 
 def usage_body(plan: ReplyPlan, cache: CacheUsage, *, service_tier: str) -> dict[str, Any]:

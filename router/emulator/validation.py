@@ -2,6 +2,8 @@
 
 Messages follow the API's wording: ``"<path>: <problem>"`` where the path is dotted
 (``messages.0.content``); inside a batch the path starts with ``requests.N.params.``.
+The ``cache_control`` rules (place, TTL, at most 4 breakpoints, 1 h before 5 min) are
+`router.cache_rules`, shared with the router's call-time checks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from router.cache_rules import CacheControlError, check_cache_control
 from router.emulator.errors import ApiError
 
 __all__ = [
@@ -59,7 +62,6 @@ COUNT_TOKENS_FIELDS = frozenset(
     }
 )
 CUSTOM_ID_PATTERN = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-CACHE_TTLS = ("5m", "1h")
 
 
 def _fail(path: str, problem: str) -> ApiError:
@@ -81,19 +83,6 @@ def _check_object(value: object, path: str) -> Mapping[str, Any]:
     return value
 
 
-def _check_cache_control(value: object, path: str) -> None:
-    if value is None:
-        return
-    cache = _check_object(value, path)
-    if cache.get("type") != "ephemeral":
-        raise _fail(f"{path}.type", "Input should be 'ephemeral'")
-    if "ttl" in cache and cache["ttl"] not in CACHE_TTLS:
-        raise _fail(f"{path}.ttl", "Input should be '5m' or '1h'")
-    for key in cache:
-        if key not in ("type", "ttl"):
-            raise _fail(f"{path}.{key}", "Extra inputs are not permitted")
-
-
 def _check_block(value: object, path: str) -> None:
     block = _check_object(value, path)
     kind = block.get("type")
@@ -105,8 +94,6 @@ def _check_block(value: object, path: str) -> None:
         raise _fail(
             f"{path}.text", "Field required" if "text" not in block else "Input should be a valid string"
         )
-    if "cache_control" in block:
-        _check_cache_control(block["cache_control"], f"{path}.cache_control")
 
 
 def _check_messages(value: object, path: str) -> None:
@@ -155,8 +142,6 @@ def _check_tools(value: object, path: str) -> None:
                 f"{path}.{i}.name",
                 "Field required" if "name" not in tool else "Input should be a valid string",
             )
-        if "cache_control" in tool:
-            _check_cache_control(tool["cache_control"], f"{path}.{i}.cache_control")
 
 
 def _check_common(params: Mapping[str, Any], prefix: str, allowed: frozenset[str]) -> None:
@@ -174,8 +159,6 @@ def _check_common(params: Mapping[str, Any], prefix: str, allowed: frozenset[str
         _check_system(params["system"], f"{prefix}system")
     if params.get("tools") is not None:
         _check_tools(params["tools"], f"{prefix}tools")
-    if "cache_control" in params:
-        _check_cache_control(params["cache_control"], f"{prefix}cache_control")
     for key in ("thinking", "tool_choice", "output_config", "metadata", "diagnostics"):
         if params.get(key) is not None:
             _check_object(params[key], f"{prefix}{key}")
@@ -185,6 +168,10 @@ def _check_common(params: Mapping[str, Any], prefix: str, allowed: frozenset[str
             raise _fail(f"{prefix}{key}.type", "Field required")
     if params.get("speed") is not None and params["speed"] not in ("standard", "fast"):
         raise _fail(f"{prefix}speed", "Input should be 'standard' or 'fast'")
+    try:
+        check_cache_control(params, prefix=prefix)
+    except CacheControlError as exc:
+        raise ApiError.invalid(str(exc)) from None
 
 
 def validate_create(body: object, *, prefix: str = "", in_batch: bool = False) -> Mapping[str, Any]:
