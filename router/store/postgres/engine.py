@@ -28,9 +28,10 @@ from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
 from ..bodies import batch_body_bytes
+from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
-from ..ledger import LedgerBuffer, LedgerRow, ledger_row
+from ..ledger import LedgerRow, ledger_row
 from ..missing import missing_line
 from ..records import (
     LEDGER_TOTAL_FIELDS,
@@ -58,11 +59,6 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-_GROUP_MAX = 4096  # rows per group commit
-# Ledger-only groups (the real-time lane's accounting) gather this long: nobody waits for them.
-_LEDGER_LINGER = 1.0
-_LEDGER_GROUP_MAX = 5000
-
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 
@@ -85,11 +81,8 @@ class PostgresStore(FigureOps):
         self.location = location
         self._pool = pool
         self._retrier = Retrier(location, give_up_after=retry_for)
-        self._queue: list[tuple[NewRequest, asyncio.Future[Ticket]]] = []
-        self._ledger = LedgerBuffer()
-        self._wake = asyncio.Event()
         self._signal = CompletionSignal(location)
-        self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
+        self._group = GroupCommitter(self._insert, self._write_ledger, log_fields={"store": str(location)})
         self._closed = False
 
     def __repr__(self) -> str:
@@ -132,8 +125,7 @@ class PostgresStore(FigureOps):
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        await self._committer
+        await self._group.close()
         await self._signal.close()
         await self._pool.close()
 
@@ -179,69 +171,21 @@ class PostgresStore(FigureOps):
     # ------------------------------------------------------------------ enqueue and the ledger
 
     async def enqueue(self, request: NewRequest) -> Ticket:
-        self._check_open()
-        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        self._wake.set()
-        return await future
+        return await self._group.enqueue(request)
 
     async def enqueue_many(self, requests: Sequence[NewRequest]) -> list[Ticket]:
         self._check_open()
         return await self._insert(requests, ledger=())
 
     def record(self, entry: LedgerEntry) -> None:
-        if not self._closed:
-            self._ledger.add(entry)
-            if self._ledger.entries in (1, _LEDGER_GROUP_MAX):
-                self._wake.set()
+        self._group.record(entry)
 
     async def record_now(self, entry: LedgerEntry) -> None:
         self._check_open()
-        await self._commit_ledger([ledger_row(entry)], quiet=False)
+        await self._write_ledger([ledger_row(entry)])
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue and self._ledger.entries and not self._closed:
-                until = loop.time() + _LEDGER_LINGER
-                while (
-                    not self._queue
-                    and not self._closed
-                    and self._ledger.entries < _LEDGER_GROUP_MAX
-                    and (left := until - loop.time()) > 0
-                ):
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._wake.wait()
-                    self._wake.clear()
-            while self._queue or self._ledger.entries:
-                group, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
-                ledger = self._ledger.take()
-                if not group:
-                    await self._commit_ledger(ledger)
-                    if self._closed or self._queue:
-                        continue
-                    break
-                try:
-                    tickets = await self._insert([r for r, _ in group], ledger=ledger)
-                except Exception as exc:  # the whole group failed: every caller learns why
-                    log.error("enqueue_failed", error=str(exc), group=len(group), store=str(self.location))
-                    for _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, fut), ticket in zip(group, tickets, strict=True):
-                    if not fut.done():
-                        if isinstance(ticket, Exception):
-                            fut.set_exception(ticket)
-                        else:
-                            fut.set_result(ticket)
-            if self._closed:
-                return
-
-    async def _commit_ledger(self, rows: Sequence[LedgerRow], *, quiet: bool = True) -> None:
+    async def _write_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Commit ledger rows alone, in one transaction."""
         if not rows:
             return
         columns = _columns(rows)
@@ -249,14 +193,9 @@ class PostgresStore(FigureOps):
         async def fn(conn: Conn) -> None:
             await conn.execute(sql.LEDGER_INSERT, *columns)
 
-        try:
-            await self._run("ledger", fn)
-        except Exception as exc:  # accounting only: nobody waits on it, so log and go on
-            if not quiet:
-                raise
-            log.error("ledger_write_failed", error=str(exc), rows=len(rows), store=str(self.location))
+        await self._run("ledger", fn)
 
-    async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerRow]) -> list[Any]:
+    async def _insert(self, requests: Sequence[NewRequest], ledger: Sequence[LedgerRow]) -> list[Any]:
         """Insert requests (idempotent on key) and ledger rows in one transaction: one Ticket per
         request, or an InvalidRequestError where a key was reused with different params."""
         digests = [digest_of(r.params) for r in requests]
@@ -311,8 +250,7 @@ class PostgresStore(FigureOps):
         return results
 
     async def ledger_totals(self) -> list[dict[str, Any]]:
-        if self._ledger.entries:
-            await self._commit_ledger(self._ledger.take())
+        await self._group.commit_ledger()
         rows = await self._fetch("ledger_totals", sql.LEDGER_TOTALS)
         return [dict(zip(LEDGER_TOTAL_FIELDS, tuple(r), strict=True)) for r in rows]
 
