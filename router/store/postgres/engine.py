@@ -156,6 +156,52 @@ class PostgresStore(FigureOps):
 
         return await self._retrier.run(operation, attempt)
 
+    async def _run_once(self, operation: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """`fn(connection)` in a transaction that takes effect once, retried on a transient fault.
+
+        A connection lost once COMMIT may have been sent leaves the outcome unknown: the
+        transaction may have committed all the same. The server is asked (`txid_status`)
+        before another try, and a committed one returns what `fn` returned in it. Real-time
+        ledger sums have no key to make a second insert harmless, and a retried enqueue
+        would tell its callers their own new requests were already stored.
+        """
+
+        async def attempt() -> T:
+            xid = 0
+            returned: list[T] = []
+            try:
+                async with self._pool.acquire() as conn:
+                    try:
+                        async with conn.transaction():
+                            xid = int(await conn.fetchval(sql.CURRENT_XID))
+                            returned.append(await fn(conn))
+                        return returned[0]
+                    except Exception as exc:
+                        if is_transient(exc):
+                            with contextlib.suppress(asyncpg.InterfaceError):
+                                conn.terminate()
+                        raise
+            except Exception as exc:
+                if returned and is_transient(exc) and await self._committed(operation, xid):
+                    log.warning("store_commit_confirmed", operation=operation, store=str(self.location))
+                    return returned[0]
+                raise
+
+        return await self._retrier.run(operation, attempt)
+
+    async def _committed(self, operation: str, xid: int) -> bool:
+        """Whether transaction `xid`, whose COMMIT went unanswered, committed (asked on another
+        connection; one still in progress, its backend not yet aware of the loss, is waited for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retrier.give_up_after
+        while True:
+            (row,) = await self._fetch(f"{operation} outcome", sql.XACT_STATUS, xid)
+            if row[0] != "in progress":
+                return bool(row[0] == "committed")
+            if loop.time() > deadline:
+                raise StoreError(f"{self.location}: {operation}: the outcome of its commit is still unknown")
+            await asyncio.sleep(0.05)
+
     async def _fetch(self, operation: str, query: str, *args: Any) -> list[asyncpg.Record]:
         async def fn(conn: Conn) -> list[asyncpg.Record]:
             return list(await conn.fetch(query, *args))
@@ -193,7 +239,7 @@ class PostgresStore(FigureOps):
         async def fn(conn: Conn) -> None:
             await conn.execute(sql.LEDGER_INSERT, *columns)
 
-        await self._run("ledger", fn)
+        await self._run_once("ledger", fn)
 
     async def _insert(self, requests: Sequence[NewRequest], ledger: Sequence[LedgerRow]) -> list[Any]:
         """Insert requests (idempotent on key) and ledger rows in one transaction: one Ticket per
@@ -231,7 +277,7 @@ class PostgresStore(FigureOps):
             crash_point("enqueue.before_commit")
             return found
 
-        found = await self._run("enqueue", fn)
+        found = await self._run_once("enqueue", fn)
         crash_point("enqueue.after_commit")
         results: list[Any] = []
         seen: set[str] = set()
@@ -523,7 +569,7 @@ class PostgresStore(FigureOps):
             await conn.execute(sql.NOTIFY, CHANNEL, str(seq))
             return True
 
-        return await self._run("complete", fn)
+        return await self._run_once("complete", fn)
 
     async def still_in_batch(self, batch_id: int) -> int:
         (row,) = await self._fetch("still_in_batch", sql.STILL_IN_BATCH, batch_id)

@@ -207,3 +207,8 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # Taken by every transaction that gives out completion numbers, just before it does; held to
 # its commit, so numbers become visible in the order they were given (engine.py).
 TAKE_COMPLETION_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+# The current transaction's id, and later (from another connection) what became of it:
+# 'committed', 'aborted' or 'in progress' (engine.py, `_run_once`).
+CURRENT_XID = "SELECT txid_current()"
+XACT_STATUS = "SELECT txid_status($1)"
