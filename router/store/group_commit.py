@@ -63,6 +63,7 @@ class GroupCommitter:
         self._write_group = write_group
         self._write_ledger = write_ledger
         self._log_fields = dict(log_fields or {})
+        self._in_flight = in_flight
         self._slots = asyncio.Semaphore(in_flight)
         self._writing: set[asyncio.Task[None]] = set()
         self._last: asyncio.Task[None] | None = None  # the group taken last, answered last
@@ -149,6 +150,11 @@ class GroupCommitter:
                     # first of them woke us): going round at once would commit every few
                     # entries, back to back.
                     break
+                if self._in_flight == 1:
+                    # In this task: the next group is taken as soon as this one is answered,
+                    # with no hand-off to another task in between.
+                    await self._commit(group, ledger, after=None)
+                    continue
                 task = asyncio.create_task(self._commit(group, ledger, after=self._last))
                 self._writing.add(task)
                 task.add_done_callback(self._writing.discard)

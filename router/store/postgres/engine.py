@@ -61,6 +61,10 @@ T = TypeVar("T")
 
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
+# Enqueue groups written at once, each on its own pooled connection: one is sent while the
+# one before waits for its commit to reach the disk.
+_GROUPS_IN_FLIGHT = 2
+
 
 class _NothingClaimed(Exception):
     """Rolls back a claim that found nothing pending."""
@@ -82,7 +86,12 @@ class PostgresStore(FigureOps):
         self._pool = pool
         self._retrier = Retrier(location, give_up_after=retry_for)
         self._signal = CompletionSignal(location)
-        self._group = GroupCommitter(self._insert, self._write_ledger, log_fields={"store": str(location)})
+        self._group = GroupCommitter(
+            self._insert,
+            self._write_ledger,
+            in_flight=min(_GROUPS_IN_FLIGHT, pool.get_max_size()),
+            log_fields={"store": str(location)},
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -262,27 +271,33 @@ class PostgresStore(FigureOps):
         )
         columns = _columns(ledger)
 
-        async def fn(conn: Conn) -> dict[str, asyncpg.Record]:
-            found: dict[str, asyncpg.Record] = {}
+        async def fn(conn: Conn) -> tuple[dict[str, int], dict[str, asyncpg.Record]]:
+            created: dict[str, int] = {}
+            stored: dict[str, asyncpg.Record] = {}
             if unique:
-                for row in await conn.fetch(sql.ENQUEUE, *arrays):
-                    found[row[0]] = row
-                # Keys another transaction committed while this one waited on them.
-                late = [key for key, row in found.items() if row[1] is None]
-                if late:
-                    for row in await conn.fetch(sql.STORED_KEYS, late):
-                        found[row[0]] = row
+                created = {row[0]: row[1] for row in await conn.fetch(sql.ENQUEUE, *arrays)}
+                # Keys stored before, or by another transaction while this one waited on them.
+                known = [key for key in first if key not in created]
+                if known:
+                    stored = {row[0]: row for row in await conn.fetch(sql.STORED_KEYS, known)}
             if ledger:
                 await conn.execute(sql.LEDGER_INSERT, *columns)
             crash_point("enqueue.before_commit")
-            return found
+            return created, stored
 
-        found = await self._run_once("enqueue", fn)
+        created, stored = await self._run_once("enqueue", fn)
         crash_point("enqueue.after_commit")
         results: list[Any] = []
         seen: set[str] = set()
         for r, d in zip(requests, digests, strict=True):
-            _, rid, created, stored_digest, latency, deadline = found[r.key]
+            rid = created.get(r.key)
+            if rid is not None:  # this group's: as its first request with this key says
+                i = first[r.key]
+                ticket = Ticket(r.key, rid, requests[i].latency, requests[i].deadline_at, r.key not in seen)
+                stored_digest = digests[i]
+            else:
+                _, rid, stored_digest, latency, deadline = stored[r.key]
+                ticket = Ticket(r.key, int(rid), latency, deadline, False)
             if bytes(stored_digest) != d:
                 results.append(
                     InvalidRequestError(
@@ -291,7 +306,7 @@ class PostgresStore(FigureOps):
                     )
                 )
                 continue
-            results.append(Ticket(r.key, int(rid), latency, deadline, bool(created) and r.key not in seen))
+            results.append(ticket)
             seen.add(r.key)
         return results
 

@@ -1,9 +1,11 @@
-"""A connection lost around COMMIT on PostgreSQL: the retried enqueue and ledger writes take
-effect once. A proxy between the store and the server cuts the session right after the server
+"""Group commit on PostgreSQL: groups written at once are answered in the order they were
+taken, and a connection lost around COMMIT leaves enqueues and ledger writes taking effect
+once. A proxy between the store and the server cuts the session right after the server
 committed (the answer never arrives) or right before the COMMIT (it never happens)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ import pytest
 from router.pricing import TokenCounts
 from router.store import AtRisk, LedgerEntry, NewRequest, states
 from router.store.postgres import PostgresStore
-from tests.helpers import capture_router_logs
+from tests.helpers import capture_router_logs, until
 from tests.pgproxy import CommitCutter, Cut
 
 
@@ -119,3 +121,45 @@ async def test_an_escalated_reply_completes_once_and_is_billed_once(
     assert won
     assert await store.state_counts() == {states.SUCCEEDED: 1}
     assert await ledger_calls(pg_url) == (1, 1)
+
+
+async def test_a_later_group_that_commits_first_waits_to_be_answered(pg_url: str) -> None:
+    store = await PostgresStore.open(pg_url, pool_size=4)
+    raw = await asyncpg.connect(pg_url)
+    try:
+        now = time.time()
+        blocker = raw.transaction()
+        await blocker.start()  # holds key k0 uncommitted: the first group waits on it
+        await raw.execute(
+            "INSERT INTO requests (key, class, model, digest, size, state, created_at)"
+            " VALUES ('k0', 'daily', 'm', '', 0, 'pending', 0)"
+        )
+        first = asyncio.create_task(store.enqueue(NewRequest("k0", "daily", None, "m", b"{}", now, None)))
+
+        async def waiting_on_the_key() -> bool:
+            return bool(
+                await raw.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            )
+
+        await until(waiting_on_the_key)
+        second = asyncio.create_task(store.enqueue(NewRequest("k1", "daily", None, "m", b"{}", now, None)))
+
+        async def second_committed() -> bool:
+            return bool(await raw.fetchval("SELECT count(*) FROM requests WHERE key = 'k1'"))
+
+        answered: list[str] = []
+        first.add_done_callback(lambda _: answered.append("k0"))
+        second.add_done_callback(lambda _: answered.append("k1"))
+        await until(second_committed)
+        assert answered == []
+        await blocker.rollback()
+        tickets = await asyncio.wait_for(asyncio.gather(first, second), 30)
+        assert answered == ["k0", "k1"]  # in the order taken, though k1 committed first
+        assert [t.created for t in tickets] == [True, True]
+        assert await store.state_counts() == {states.PENDING: 2}
+    finally:
+        await raw.close()
+        await store.close()
