@@ -636,7 +636,7 @@ class PostgresStore(FigureOps):
 
     async def purge(self, *, before: float) -> PurgeReport:
         async def fn(conn: Conn) -> PurgeReport:
-            requests = _count(await conn.execute(sql.PURGE_REQUESTS, before))
+            requests = int(await conn.fetchval(sql.PURGE_REQUESTS, before))
             batches = _count(await conn.execute(sql.PURGE_BATCHES, before))
             ledger = _count(await conn.execute(sql.PURGE_LEDGER, before))
             crash_point("purge.before_commit")

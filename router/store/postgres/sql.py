@@ -190,7 +190,12 @@ PURGEABLE = (
     " AND id < (SELECT max(id) FROM requests)"
     " AND (done_seq IS NULL OR done_seq < (SELECT max(done_seq) FROM requests WHERE done_seq IS NOT NULL))"
 )
-PURGE_REQUESTS = f"DELETE FROM requests WHERE {PURGEABLE}"
+# Requests and their params (no foreign key ties them: schema.py); returns how many requests.
+PURGE_REQUESTS = f"""
+WITH gone AS (DELETE FROM requests WHERE {PURGEABLE} RETURNING id),
+params AS (DELETE FROM request_params WHERE id IN (SELECT id FROM gone))
+SELECT count(*) FROM gone
+"""
 PURGE_BATCHES = (
     "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < $1"
     " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
