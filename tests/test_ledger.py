@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from router.pricing import TokenCounts
-from router.store import LedgerEntry, Store
+from router.store import LedgerEntry, Store, group_commit
 from router.store.ledger import LedgerRow
-from router.store.sqlite import store as store_module
 
 
 def entry(n: int) -> LedgerEntry:
@@ -42,7 +41,7 @@ async def let_the_loop_run() -> None:
 
 @pytest.fixture
 def long_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "_LEDGER_LINGER", 3600.0)
+    monkeypatch.setattr(group_commit, "LEDGER_LINGER", 3600.0)
 
 
 @pytest.mark.usefixtures("long_linger")
@@ -65,21 +64,21 @@ async def test_entries_wait_for_a_group_and_this_process_reads_them_at_once(tmp_
 async def test_a_full_group_commits_and_later_entries_wait_for_their_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "_LEDGER_GROUP_MAX", 2)
+    monkeypatch.setattr(group_commit, "LEDGER_GROUP_MAX", 2)
     path = tmp_path / "router.db"
     store = await Store.open(path)
     commits: list[int] = []
     first_done = asyncio.Event()
-    original = Store._commit_ledger
+    original = store._write_ledger
 
-    async def commit_ledger(self: Store, rows: Sequence[LedgerRow]) -> None:
+    async def write_ledger(rows: Sequence[LedgerRow]) -> None:
         if not commits:
             store.record(entry(9))  # arrives while the first group is being written
         commits.append(sum(row[-1] for row in rows))  # the calls the rows sum
-        await original(self, rows)
+        await original(rows)
         first_done.set()
 
-    monkeypatch.setattr(Store, "_commit_ledger", commit_ledger)
+    monkeypatch.setattr(store._group, "_write_ledger", write_ledger)
     try:
         store.record(entry(0))
         store.record(entry(1))  # the group is full: no linger

@@ -21,6 +21,7 @@ from router.config import StoreSettings
 from router.errors import InvalidRequestError
 from router.pricing import TokenCounts
 from router.store import AtRisk, LedgerEntry, NewRequest, StoreEngine, custom_id_for, open_store, states
+from tests.stores import raw_rows
 
 BOTH_ENGINES = True
 NOW = 1_800_000_000.0
@@ -445,6 +446,7 @@ async def test_purge_drops_old_final_rows_and_keeps_the_rest(store: StoreEngine)
     assert report.ledger >= 2
     left = await store.state_counts()
     assert left == {"pending": 2, "succeeded": 1}
+    assert await raw_rows(store, "SELECT count(*) FROM request_params") == [(3,)]  # theirs only
 
 
 async def test_a_reader_of_completed_since_misses_nothing_while_two_stores_complete(

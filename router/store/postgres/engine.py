@@ -28,9 +28,10 @@ from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
 from ..bodies import batch_body_bytes
+from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
-from ..ledger import LedgerBuffer, LedgerRow, ledger_row
+from ..ledger import LedgerRow, ledger_row
 from ..missing import missing_line
 from ..records import (
     LEDGER_TOTAL_FIELDS,
@@ -58,12 +59,11 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
-_GROUP_MAX = 4096  # rows per group commit
-# Ledger-only groups (the real-time lane's accounting) gather this long: nobody waits for them.
-_LEDGER_LINGER = 1.0
-_LEDGER_GROUP_MAX = 5000
-
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+# Enqueue groups written at once, each on its own pooled connection: one is sent while the
+# one before waits for its commit to reach the disk.
+_GROUPS_IN_FLIGHT = 2
 
 
 class _NothingClaimed(Exception):
@@ -85,11 +85,13 @@ class PostgresStore(FigureOps):
         self.location = location
         self._pool = pool
         self._retrier = Retrier(location, give_up_after=retry_for)
-        self._queue: list[tuple[NewRequest, asyncio.Future[Ticket]]] = []
-        self._ledger = LedgerBuffer()
-        self._wake = asyncio.Event()
         self._signal = CompletionSignal(location)
-        self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
+        self._group = GroupCommitter(
+            self._insert,
+            self._write_ledger,
+            in_flight=min(_GROUPS_IN_FLIGHT, pool.get_max_size()),
+            log_fields={"store": str(location)},
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -132,8 +134,7 @@ class PostgresStore(FigureOps):
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        await self._committer
+        await self._group.close()
         await self._signal.close()
         await self._pool.close()
 
@@ -164,6 +165,52 @@ class PostgresStore(FigureOps):
 
         return await self._retrier.run(operation, attempt)
 
+    async def _run_once(self, operation: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """`fn(connection)` in a transaction that takes effect once, retried on a transient fault.
+
+        A connection lost once COMMIT may have been sent leaves the outcome unknown: the
+        transaction may have committed all the same. The server is asked (`txid_status`)
+        before another try, and a committed one returns what `fn` returned in it. Real-time
+        ledger sums have no key to make a second insert harmless, and a retried enqueue
+        would tell its callers their own new requests were already stored.
+        """
+
+        async def attempt() -> T:
+            xid = 0
+            returned: list[T] = []
+            try:
+                async with self._pool.acquire() as conn:
+                    try:
+                        async with conn.transaction():
+                            xid = int(await conn.fetchval(sql.CURRENT_XID))
+                            returned.append(await fn(conn))
+                        return returned[0]
+                    except Exception as exc:
+                        if is_transient(exc):
+                            with contextlib.suppress(asyncpg.InterfaceError):
+                                conn.terminate()
+                        raise
+            except Exception as exc:
+                if returned and is_transient(exc) and await self._committed(operation, xid):
+                    log.warning("store_commit_confirmed", operation=operation, store=str(self.location))
+                    return returned[0]
+                raise
+
+        return await self._retrier.run(operation, attempt)
+
+    async def _committed(self, operation: str, xid: int) -> bool:
+        """Whether transaction `xid`, whose COMMIT went unanswered, committed (asked on another
+        connection; one still in progress, its backend not yet aware of the loss, is waited for)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retrier.give_up_after
+        while True:
+            (row,) = await self._fetch(f"{operation} outcome", sql.XACT_STATUS, xid)
+            if row[0] != "in progress":
+                return bool(row[0] == "committed")
+            if loop.time() > deadline:
+                raise StoreError(f"{self.location}: {operation}: the outcome of its commit is still unknown")
+            await asyncio.sleep(0.05)
+
     async def _fetch(self, operation: str, query: str, *args: Any) -> list[asyncpg.Record]:
         async def fn(conn: Conn) -> list[asyncpg.Record]:
             return list(await conn.fetch(query, *args))
@@ -179,69 +226,21 @@ class PostgresStore(FigureOps):
     # ------------------------------------------------------------------ enqueue and the ledger
 
     async def enqueue(self, request: NewRequest) -> Ticket:
-        self._check_open()
-        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        self._wake.set()
-        return await future
+        return await self._group.enqueue(request)
 
     async def enqueue_many(self, requests: Sequence[NewRequest]) -> list[Ticket]:
         self._check_open()
         return await self._insert(requests, ledger=())
 
     def record(self, entry: LedgerEntry) -> None:
-        if not self._closed:
-            self._ledger.add(entry)
-            if self._ledger.entries in (1, _LEDGER_GROUP_MAX):
-                self._wake.set()
+        self._group.record(entry)
 
     async def record_now(self, entry: LedgerEntry) -> None:
         self._check_open()
-        await self._commit_ledger([ledger_row(entry)], quiet=False)
+        await self._write_ledger([ledger_row(entry)])
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue and self._ledger.entries and not self._closed:
-                until = loop.time() + _LEDGER_LINGER
-                while (
-                    not self._queue
-                    and not self._closed
-                    and self._ledger.entries < _LEDGER_GROUP_MAX
-                    and (left := until - loop.time()) > 0
-                ):
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._wake.wait()
-                    self._wake.clear()
-            while self._queue or self._ledger.entries:
-                group, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
-                ledger = self._ledger.take()
-                if not group:
-                    await self._commit_ledger(ledger)
-                    if self._closed or self._queue:
-                        continue
-                    break
-                try:
-                    tickets = await self._insert([r for r, _ in group], ledger=ledger)
-                except Exception as exc:  # the whole group failed: every caller learns why
-                    log.error("enqueue_failed", error=str(exc), group=len(group), store=str(self.location))
-                    for _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, fut), ticket in zip(group, tickets, strict=True):
-                    if not fut.done():
-                        if isinstance(ticket, Exception):
-                            fut.set_exception(ticket)
-                        else:
-                            fut.set_result(ticket)
-            if self._closed:
-                return
-
-    async def _commit_ledger(self, rows: Sequence[LedgerRow], *, quiet: bool = True) -> None:
+    async def _write_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Commit ledger rows alone, in one transaction."""
         if not rows:
             return
         columns = _columns(rows)
@@ -249,14 +248,9 @@ class PostgresStore(FigureOps):
         async def fn(conn: Conn) -> None:
             await conn.execute(sql.LEDGER_INSERT, *columns)
 
-        try:
-            await self._run("ledger", fn)
-        except Exception as exc:  # accounting only: nobody waits on it, so log and go on
-            if not quiet:
-                raise
-            log.error("ledger_write_failed", error=str(exc), rows=len(rows), store=str(self.location))
+        await self._run_once("ledger", fn)
 
-    async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerRow]) -> list[Any]:
+    async def _insert(self, requests: Sequence[NewRequest], ledger: Sequence[LedgerRow]) -> list[Any]:
         """Insert requests (idempotent on key) and ledger rows in one transaction: one Ticket per
         request, or an InvalidRequestError where a key was reused with different params."""
         digests = [digest_of(r.params) for r in requests]
@@ -277,27 +271,33 @@ class PostgresStore(FigureOps):
         )
         columns = _columns(ledger)
 
-        async def fn(conn: Conn) -> dict[str, asyncpg.Record]:
-            found: dict[str, asyncpg.Record] = {}
+        async def fn(conn: Conn) -> tuple[dict[str, int], dict[str, asyncpg.Record]]:
+            created: dict[str, int] = {}
+            stored: dict[str, asyncpg.Record] = {}
             if unique:
-                for row in await conn.fetch(sql.ENQUEUE, *arrays):
-                    found[row[0]] = row
-                # Keys another transaction committed while this one waited on them.
-                late = [key for key, row in found.items() if row[1] is None]
-                if late:
-                    for row in await conn.fetch(sql.STORED_KEYS, late):
-                        found[row[0]] = row
+                created = {row[0]: row[1] for row in await conn.fetch(sql.ENQUEUE, *arrays)}
+                # Keys stored before, or by another transaction while this one waited on them.
+                known = [key for key in first if key not in created]
+                if known:
+                    stored = {row[0]: row for row in await conn.fetch(sql.STORED_KEYS, known)}
             if ledger:
                 await conn.execute(sql.LEDGER_INSERT, *columns)
             crash_point("enqueue.before_commit")
-            return found
+            return created, stored
 
-        found = await self._run("enqueue", fn)
+        created, stored = await self._run_once("enqueue", fn)
         crash_point("enqueue.after_commit")
         results: list[Any] = []
         seen: set[str] = set()
         for r, d in zip(requests, digests, strict=True):
-            _, rid, created, stored_digest, latency, deadline = found[r.key]
+            rid = created.get(r.key)
+            if rid is not None:  # this group's: as its first request with this key says
+                i = first[r.key]
+                ticket = Ticket(r.key, rid, requests[i].latency, requests[i].deadline_at, r.key not in seen)
+                stored_digest = digests[i]
+            else:
+                _, rid, stored_digest, latency, deadline = stored[r.key]
+                ticket = Ticket(r.key, int(rid), latency, deadline, False)
             if bytes(stored_digest) != d:
                 results.append(
                     InvalidRequestError(
@@ -306,13 +306,12 @@ class PostgresStore(FigureOps):
                     )
                 )
                 continue
-            results.append(Ticket(r.key, int(rid), latency, deadline, bool(created) and r.key not in seen))
+            results.append(ticket)
             seen.add(r.key)
         return results
 
     async def ledger_totals(self) -> list[dict[str, Any]]:
-        if self._ledger.entries:
-            await self._commit_ledger(self._ledger.take())
+        await self._group.commit_ledger()
         rows = await self._fetch("ledger_totals", sql.LEDGER_TOTALS)
         return [dict(zip(LEDGER_TOTAL_FIELDS, tuple(r), strict=True)) for r in rows]
 
@@ -585,7 +584,7 @@ class PostgresStore(FigureOps):
             await conn.execute(sql.NOTIFY, CHANNEL, str(seq))
             return True
 
-        return await self._run("complete", fn)
+        return await self._run_once("complete", fn)
 
     async def still_in_batch(self, batch_id: int) -> int:
         (row,) = await self._fetch("still_in_batch", sql.STILL_IN_BATCH, batch_id)
@@ -637,7 +636,7 @@ class PostgresStore(FigureOps):
 
     async def purge(self, *, before: float) -> PurgeReport:
         async def fn(conn: Conn) -> PurgeReport:
-            requests = _count(await conn.execute(sql.PURGE_REQUESTS, before))
+            requests = int(await conn.fetchval(sql.PURGE_REQUESTS, before))
             batches = _count(await conn.execute(sql.PURGE_BATCHES, before))
             ledger = _count(await conn.execute(sql.PURGE_LEDGER, before))
             crash_point("purge.before_commit")

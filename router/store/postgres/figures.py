@@ -14,7 +14,7 @@ from ..leases import DRIVER, is_held
 from ..records import LEDGER_FIGURE_FIELDS, BatchRow, Lease
 
 if TYPE_CHECKING:
-    from ..ledger import LedgerBuffer, LedgerRow
+    from ..group_commit import GroupCommitter
 
 CLASS_STATE_FIGURES = (
     "SELECT class, state, count(*), min(created_at),"
@@ -48,10 +48,9 @@ class FigureOps:
     """Read-only figures of the PostgreSQL store (a mixin of `PostgresStore`)."""
 
     if TYPE_CHECKING:  # PostgresStore's own
-        _ledger: LedgerBuffer
+        _group: GroupCommitter
 
         async def _fetch(self, operation: str, query: str, *args: Any) -> list[asyncpg.Record]: ...
-        async def _commit_ledger(self, rows: Sequence[LedgerRow], *, quiet: bool = ...) -> None: ...
         async def lease(self, name: str = DRIVER) -> Lease | None: ...
 
     async def lease_holder(self, *, now: float, name: str = DRIVER) -> Lease | None:
@@ -70,8 +69,7 @@ class FigureOps:
         return out
 
     async def ledger_figures(self, today_since: float) -> list[dict[str, Any]]:
-        if self._ledger.entries:  # this process's queued entries count too
-            await self._commit_ledger(self._ledger.take())
+        await self._group.commit_ledger()  # this process's queued entries count too
         rows = await self._fetch("ledger_figures", LEDGER_FIGURES, today_since)
         return [dict(zip(LEDGER_FIGURE_FIELDS, tuple(r), strict=True)) for r in rows]
 

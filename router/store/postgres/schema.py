@@ -98,6 +98,12 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at  DOUBLE PRECISION NOT NULL  -- wall-clock time; renewed well before it passes
     );
     """,
+    # request_params rows go with their requests in the one statement that deletes requests
+    # (sql.PURGE_REQUESTS); the foreign key's check cost each enqueued row about 4 us of
+    # server CPU, a fifth of its INSERT (bench/RESULTS.md, "PostgreSQL submit").
+    """
+    ALTER TABLE request_params DROP CONSTRAINT IF EXISTS request_params_id_fkey;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,9 +18,8 @@ LEDGER_INSERT = (
 )
 
 # One group of new requests, keys unique within it: inserted where the key is new, params
-# beside them, and for every key the stored id, digest, class and deadline, and whether this
-# statement created it. The final SELECT's snapshot predates the CTEs' inserts, hence the
-# CASEs; a key another transaction committed meanwhile comes back with a NULL id.
+# beside them; returns the key and id of each row it inserted (only those: a key stored
+# before is read with STORED_KEYS, so the common case joins nothing back).
 ENQUEUE = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
@@ -34,13 +33,9 @@ WITH u AS (
 ), par AS (
     INSERT INTO request_params (id, params) SELECT ins.id, u.params FROM ins JOIN u USING (key)
 )
-SELECT u.key, COALESCE(ins.id, r.id) AS id, ins.id IS NOT NULL AS created,
-    CASE WHEN ins.id IS NOT NULL THEN u.digest ELSE r.digest END AS digest,
-    CASE WHEN ins.id IS NOT NULL THEN u.class ELSE r.class END AS class,
-    CASE WHEN ins.id IS NOT NULL THEN u.deadline_at ELSE r.deadline_at END AS deadline_at
-FROM u LEFT JOIN ins USING (key) LEFT JOIN requests r ON r.key = u.key
+SELECT key, id FROM ins
 """
-STORED_KEYS = "SELECT key, id, false, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
+STORED_KEYS = "SELECT key, id, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
 
 # The class filter: $1 is NULL for every class.
 PENDING_STATS = (
@@ -195,7 +190,12 @@ PURGEABLE = (
     " AND id < (SELECT max(id) FROM requests)"
     " AND (done_seq IS NULL OR done_seq < (SELECT max(done_seq) FROM requests WHERE done_seq IS NOT NULL))"
 )
-PURGE_REQUESTS = f"DELETE FROM requests WHERE {PURGEABLE}"
+# Requests and their params (no foreign key ties them: schema.py); returns how many requests.
+PURGE_REQUESTS = f"""
+WITH gone AS (DELETE FROM requests WHERE {PURGEABLE} RETURNING id),
+params AS (DELETE FROM request_params WHERE id IN (SELECT id FROM gone))
+SELECT count(*) FROM gone
+"""
 PURGE_BATCHES = (
     "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < $1"
     " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
@@ -207,3 +207,8 @@ NOTIFY = "SELECT pg_notify($1, $2)"
 # Taken by every transaction that gives out completion numbers, just before it does; held to
 # its commit, so numbers become visible in the order they were given (engine.py).
 TAKE_COMPLETION_LOCK = "SELECT pg_advisory_xact_lock($1)"
+
+# The current transaction's id, and later (from another connection) what became of it:
+# 'committed', 'aborted' or 'in progress' (engine.py, `_run_once`).
+CURRENT_XID = "SELECT txid_current()"
+XACT_STATUS = "SELECT txid_status($1)"

@@ -21,12 +21,12 @@ import aiosqlite
 
 from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, RouterError, StoreError
-from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
 from ..bodies import BODY_FIXED, ENTRY_OVERHEAD, batch_body_bytes
+from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
-from ..ledger import LedgerBuffer, LedgerRow, ledger_row
+from ..ledger import LedgerRow, ledger_row
 from ..records import (
     LEDGER_FIGURE_FIELDS,
     LEDGER_TOTAL_FIELDS,
@@ -41,7 +41,7 @@ from ..records import (
 )
 from .connections import fold_completions
 from .deadlines import DeadlineOps
-from .failures import StoreErrors, store_error
+from .failures import StoreErrors
 from .ingest import (
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
@@ -64,21 +64,9 @@ from .sql import (
     in_transaction,
 )
 
-log = get_logger(__name__)
-
 T = TypeVar("T")
 
 Durability = Literal["full", "normal"]
-
-_GROUP_MAX = 4096  # rows per group commit
-# A ledger-only group (the real-time lane's accounting) waits this long, or until this many
-# entries, before its commit. Each commit is a hand-off to SQLite's thread; committed 10 to 20
-# times a second they cost the real-time lane about 10 % of its throughput on 2 cores, once a
-# second about 2 % (bench/RESULTS.md, fifth session). A crash loses at most the last second of
-# real-time accounting; this process's own reads of the ledger commit the queue first
-# (`ledger_totals`).
-_LEDGER_LINGER = 1.0
-_LEDGER_GROUP_MAX = 5000
 
 _REQUEST_COLUMNS = (
     f"id, key, class, tag, model, state, attempts, outcome, {RESULT_OF_REQUEST}, created_at, deadline_at,"
@@ -142,12 +130,9 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
-        self._queue: list[tuple[NewRequest, asyncio.Future[Ticket]]] = []
-        self._ledger = LedgerBuffer()
-        self._wake = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_loop(), name="hybrid-router-group-commit")
-        self._closed = False
         self._store_errors = StoreErrors(path)
+        self._group = GroupCommitter(self._write_group, self._write_ledger)
+        self._closed = False
 
     @property
     def location(self) -> Path:
@@ -197,8 +182,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        await self._committer
+        await self._group.close()
         await self._reader.close()
         await self._writer.close()
 
@@ -219,12 +203,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
 
     async def enqueue(self, request: NewRequest) -> Ticket:
         """Store one request durably; returns once its group's transaction committed."""
-        if self._closed:
-            raise StoreClosedError("the store is closed")
-        future: asyncio.Future[Ticket] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
-        self._wake.set()
-        return await future
+        return await self._group.enqueue(request)
 
     async def enqueue_many(self, requests: Sequence[NewRequest]) -> list[Ticket]:
         """Store many requests in one transaction (bulk callers: map, enqueue)."""
@@ -236,79 +215,25 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
 
     def record(self, entry: LedgerEntry) -> None:
         """Queue a ledger entry into the next group commit; the caller does not wait for the disk."""
-        if not self._closed:
-            # Wake the committer for the first entry only: later ones ride along (see _commit_loop),
-            # until the group is full.
-            self._ledger.add(entry)
-            if self._ledger.entries in (1, _LEDGER_GROUP_MAX):
-                self._wake.set()
+        self._group.record(entry)
 
     async def record_now(self, entry: LedgerEntry) -> None:
         """Commit a ledger entry before returning (rare entries a crash must not lose)."""
         if self._closed:
             raise StoreClosedError("the store is closed")
-        await self._commit_ledger([ledger_row(entry)])
+        await self._group.commit_ledger([ledger_row(entry)])
 
-    async def _commit_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue and self._ledger.entries and not self._closed:
-                # Only ledger rows: nobody waits for them, so let more gather per commit (the
-                # real-time lane records one per reply). An enqueue, close() or a full group
-                # ends the wait at once.
-                until = loop.time() + _LEDGER_LINGER
-                while (
-                    not self._queue
-                    and not self._closed
-                    and self._ledger.entries < _LEDGER_GROUP_MAX
-                    and (left := until - loop.time()) > 0
-                ):
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(left):
-                            await self._wake.wait()
-                    self._wake.clear()
-            while self._queue or self._ledger.entries:
-                group, self._queue = self._queue[:_GROUP_MAX], self._queue[_GROUP_MAX:]
-                ledger = self._ledger.take()
-                if not group:
-                    await self._commit_ledger(ledger)
-                    if self._closed or self._queue:
-                        continue
-                    # Entries queued during that commit wait for a linger of their own (the
-                    # first of them woke us): going round at once would commit every few
-                    # entries, back to back.
-                    break
-                try:
-                    async with self._write_lock:
-                        tickets = await self._insert([r for r, _ in group], ledger=ledger)
-                except Exception as exc:  # the whole group rolled back: every caller learns why
-                    error: Exception = store_error(self.path, exc) or exc
-                    log.error("enqueue_failed", error=str(error), group=len(group))
-                    for _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(error)
-                    if ledger:  # the accounting that rode along is nobody's request: try it alone
-                        await self._commit_ledger(ledger)
-                    continue
-                for (_, fut), ticket in zip(group, tickets, strict=True):
-                    if not fut.done():
-                        if isinstance(ticket, Exception):
-                            fut.set_exception(ticket)
-                        else:
-                            fut.set_result(ticket)
-            if self._closed:
-                return
+    async def _write_group(self, requests: Sequence[NewRequest], ledger: Sequence[LedgerRow]) -> list[Any]:
+        """One group commit's transaction (group_commit.py): file and disk errors as StoreErrors."""
+        async with self._write_lock:
+            with self._store_errors:
+                return await self._insert(requests, ledger=ledger)
 
-    async def _commit_ledger(self, rows: Sequence[LedgerRow]) -> None:
+    async def _write_ledger(self, rows: Sequence[LedgerRow]) -> None:
         """Commit ledger rows alone, in one hand-off to SQLite's thread (the real-time lane's
         accounting: statement by statement, each trip waited behind the event loop's work)."""
-        try:
-            async with self._write_lock:
-                await self._on_writer_thread(in_transaction, insert_ledger_json, rows)
-        except Exception as exc:  # accounting only: nobody waits on it, so log and go on
-            log.error("ledger_write_failed", error=str(exc), rows=len(rows))
+        async with self._write_lock:
+            await self._on_writer_thread(in_transaction, insert_ledger_json, rows)
 
     async def _insert(self, requests: Sequence[NewRequest], *, ledger: Sequence[LedgerRow]) -> list[Any]:
         """Insert requests (idempotent on key) and ledger rows in one transaction.
@@ -688,8 +613,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
 
         Entries this process has queued but not yet committed are committed first.
         """
-        if self._ledger.entries:
-            await self._commit_ledger(self._ledger.take())
+        await self._group.commit_ledger()
         async with self._reader.execute(
             "SELECT lane, model, duplicate, SUM(calls), SUM(input_tokens), SUM(output_tokens),"
             " SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read) FROM ledger"
@@ -737,8 +661,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
 
         Entries this process has queued but not yet committed are committed first.
         """
-        if self._ledger.entries:
-            await self._commit_ledger(self._ledger.take())
+        await self._group.commit_ledger()
         rows = await self._reader.execute_fetchall(
             "SELECT lane, model, class, result_type, duplicate, at >= ? AS today, SUM(calls),"
             " SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m), SUM(cache_write_1h),"
