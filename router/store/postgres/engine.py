@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
@@ -20,7 +21,9 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import pydantic_core
+from asyncpg.cursor import Cursor
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
 
 from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, StoreError
@@ -344,15 +347,45 @@ class PostgresStore(FigureOps):
         except _NothingClaimed:
             return None
 
-    async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
-        """(request id, params) of a claimed batch in id order: one short query per chunk."""
+    async def iter_claimed(self, batch_id: int, chunk: int = 2000) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """(request id, params) of a claimed batch in id order, `chunk` rows at a time from one
+        server-side cursor in a read-only transaction, held while the body is consumed. After a
+        transient fault a new cursor resumes after the last row yielded."""
         after = 0
         while True:
-            rows = await self._fetch("iter_claimed", sql.CLAIMED_CHUNK, batch_id, after, chunk)
-            if not rows:
+            conn, transaction, cursor, rows = await self._retrier.run(
+                "iter_claimed", functools.partial(self._open_claimed, batch_id, after, chunk)
+            )
+            try:
+                while rows:
+                    after = int(rows[-1][0])
+                    yield [(int(r[0]), bytes(r[1])) for r in rows]
+                    rows = await cursor.fetch(chunk)
                 return
-            after = int(rows[-1][0])
-            yield [(int(r[0]), bytes(r[1])) for r in rows]
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            finally:
+                await _end_read(self._pool, conn, transaction)
+
+    async def _open_claimed(
+        self, batch_id: int, after: int, chunk: int
+    ) -> tuple[Conn, Transaction, Cursor, list[asyncpg.Record]]:
+        """A connection, its read-only transaction, the claimed rows' cursor and its first rows."""
+        conn: Conn = await self._pool.acquire()
+        transaction = conn.transaction(readonly=True)
+        try:
+            await transaction.start()
+            cursor = await conn.cursor(sql.CLAIMED, batch_id, after)
+            return conn, transaction, cursor, list(await cursor.fetch(chunk))
+        except Exception as exc:
+            if is_transient(exc):
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            await _end_read(self._pool, conn, transaction)
+            raise
 
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async def fn(conn: Conn) -> None:
@@ -643,6 +676,16 @@ class PostgresStore(FigureOps):
             return PurgeReport(requests, batches, ledger)
 
         return await self._run("purge", fn)
+
+
+async def _end_read(pool: asyncpg.Pool, conn: Conn, transaction: Transaction) -> None:
+    """Roll back a read-only transaction (nothing to keep) and give its connection back."""
+    try:
+        if not conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await transaction.rollback()
+    finally:
+        await pool.release(conn)
 
 
 def _count(status: str) -> int:
