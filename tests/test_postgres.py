@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anthropic
 import asyncpg
@@ -15,6 +16,7 @@ import pytest
 
 from router import Router, RouterConfig
 from router.config import StoreSettings
+from router.cli import main
 from router.emulator import Emulator
 from router.errors import ConfigError, StoreError
 from router.store import AtRisk, NewRequest, open_store, states
@@ -185,6 +187,44 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
     await conn.close()
     with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 5} is newer .*\\({SCHEMA_VERSION}\\)"):
         await PostgresStore.open(pg_url)
+
+
+async def _tables(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["report"], ["results", "k"], ["results", "--out", "-"], ["purge"]]
+)
+def test_reading_commands_never_create_the_schema(
+    pg_url: str, tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = pg_url.replace("@", f":{SECRET}@", 1)  # the test server trusts loopback: any password does
+    config = tmp_path / "router.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    assert main(["-c", str(config), *argv]) == 2
+    parts = urlsplit(pg_url)
+    assert capsys.readouterr().err == (
+        f"hybrid-router: PostgreSQL at {parts.hostname}:{parts.port}{parts.path}: no database here"
+        " (no hybrid-router schema in it); check [store] url in the config\n"
+    )
+    assert asyncio.run(_tables(pg_url)) == []
+
+
+async def test_a_reading_open_refuses_an_empty_database_and_opens_a_set_up_one(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="no database here"):
+        await open_store(StoreSettings(url=pg_url), create=False)
+    assert await _tables(pg_url) == []
+    await (await open_store(StoreSettings(url=pg_url))).close()
+    store = await open_store(StoreSettings(url=pg_url), create=False)
+    try:
+        assert await store.state_counts() == {}
+    finally:
+        await store.close()
 
 
 async def test_hosts_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -> None:

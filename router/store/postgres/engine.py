@@ -103,18 +103,21 @@ class PostgresStore(FigureOps):
         return str(self.location)
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, retry_for: float = 60.0) -> PostgresStore:
+    async def open(
+        cls, url: str, *, pool_size: int = 10, retry_for: float = 60.0, create: bool = True
+    ) -> PostgresStore:
         """Connect, migrate the schema (refusing a newer one) and start the group commit; a
-        StoreError naming host, port and database when any of it fails. A server that cannot
-        be reached at all fails at once; one that drops the connection once reached (a restart
-        under way) is tried again for up to `retry_for` seconds."""
+        StoreError naming host, port and database when any of it fails. With `create` False
+        (the reading commands) a database without the schema is refused, not set up. A server
+        that cannot be reached at all fails at once; one that drops the connection once reached
+        (a restart under way) is tried again for up to `retry_for` seconds."""
         location = parse_location(url)
         pool = await create_pool(location, size=pool_size, init=_prepare, retry_for=retry_for)
 
         async def attempt() -> None:
             async with pool.acquire() as conn:
                 try:
-                    await migrate(conn, str(location))
+                    await migrate(conn, str(location), create=create)
                 except Exception as exc:
                     if is_transient(exc):
                         with contextlib.suppress(asyncpg.InterfaceError):

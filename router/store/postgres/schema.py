@@ -129,15 +129,26 @@ CREATE TABLE IF NOT EXISTS schema_version (
 )
 """
 
+_VERSION = "SELECT COALESCE(MAX(version), 0) FROM schema_version"
+
 
 async def migrate(
-    conn: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record], where: str
+    conn: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record],
+    where: str,
+    *,
+    create: bool = True,
 ) -> int:
-    """Bring the schema up to SCHEMA_VERSION (refusing a newer one); returns the version found."""
+    """Bring the schema up to SCHEMA_VERSION (refusing a newer one); returns the version found.
+    With `create` False, a database that holds no schema yet is refused, and left as it was."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        found = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        version = int(await conn.fetchval(_VERSION)) if found else 0
+        if version == 0 and not create:
+            raise StoreError(
+                f"{where}: no database here (no hybrid-router schema in it); check [store] url in the config"
+            )
         await conn.execute(_VERSION_TABLE)
-        version = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{where}: database schema version {version} is newer than this hybrid-router supports"
