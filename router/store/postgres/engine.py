@@ -334,6 +334,7 @@ class PostgresStore(FigureOps):
         classes = None if latencies is None else list(latencies)
 
         async def fn(conn: Conn) -> BatchClaim:
+            await conn.execute(sql.CLAIM_MEMORY)
             batch_id = int(await conn.fetchval(sql.NEW_INTENT, now))
             budget = max_bytes - sql.BODY_BUDGET
             row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget)

@@ -72,6 +72,8 @@ WITH picked AS (
 )
 SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 """
+# A claim's sorts and its set of picked ids (~100 bytes a row) in memory, not spilled to disk.
+CLAIM_MEMORY = "SET LOCAL work_mem = '64MB'"
 BODY_BUDGET = BODY_FIXED
 SET_INTENT_SIZE = "UPDATE batches SET request_count = $2, body_bytes = $3 WHERE id = $1"
 # Read through one cursor: one plan for the whole batch (never a plan per chunk, each of which
