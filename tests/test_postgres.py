@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,8 +16,8 @@ import asyncpg
 import pytest
 
 from router import Router, RouterConfig
-from router.config import StoreSettings
 from router.cli import main
+from router.config import StoreSettings
 from router.emulator import Emulator
 from router.errors import ConfigError, StoreError
 from router.store import AtRisk, NewRequest, open_store, states
@@ -340,6 +341,27 @@ async def test_enqueue_is_durable_across_a_restart(
         assert await store.state_counts() == {states.PENDING: 1}
     finally:
         await store.close()
+
+
+async def test_no_index_of_requests_holds_the_state(pg_url: str) -> None:
+    """The flush moves every claimed row from submitting to submitted: a HOT update (no index
+    entries written) only while no index names `state`, in its columns or its predicate, and
+    the row's page has room for its next version."""
+    await (await PostgresStore.open(pg_url)).close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        defs = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'requests'::regclass"
+            )
+        ]
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'requests'::regclass")
+    finally:
+        await conn.close()
+    assert any("queue = 'pending'" in d for d in defs), defs
+    assert [d for d in defs if re.search(r"\bstate\b", d)] == []
+    assert "fillfactor=50" in options
 
 
 async def test_completion_numbers_become_visible_in_their_order(pg_url: str) -> None:
