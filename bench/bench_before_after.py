@@ -1,8 +1,9 @@
-"""The SQLite figures of this code against an earlier commit's, in one run, alternating.
+"""One engine's figures (SQLite by default) of this code against an earlier commit's, in one
+run, alternating.
 
 The earlier commit (by default 3003882, the code before the store's engine seam) is
 extracted with `git archive` into a temporary directory. Each round runs every script once
-on each code, in turn (which goes first alternates between rounds), with `--engine sqlite
+on each code, in turn (which goes first alternates between rounds), with `--engine ENGINE
 --repeats 1` and HYBRID_ROUTER_BENCH_CODE naming the tree to measure (bench/_common.py puts it
 first on sys.path; the emulator and the sink stay this checkout's). Then, per figure, the
 median over the rounds on each side and after / before.
@@ -10,7 +11,7 @@ Target (issue 14): no figure worse by more than 10 %. The defaults take about 10
 (`--scripts enqueue` alone about 1 minute a round).
 
     .venv/bin/python bench/bench_before_after.py [--commit 3003882] [--rounds 3]
-        [--scripts enqueue,flush,ingest]
+        [--scripts enqueue,flush,ingest] [--engine sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def extract(commit: str, into: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
 
 
-def run_script(script: str, code: Path) -> dict[str, tuple[float, str]]:
+def run_script(script: str, code: Path, engine: str) -> dict[str, tuple[float, str]]:
     """The script's figures (label: (median, unit)) on the code in `code`."""
     env = {**os.environ, "HYBRID_ROUTER_BENCH_CODE": str(code)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"bench_{script}.py"), "--engine", "sqlite", "--repeats", "1"],
+        [sys.executable, str(ROOT / "bench" / f"bench_{script}.py"), "--engine", engine, "--repeats", "1"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -60,9 +61,10 @@ def main() -> int:
     parser.add_argument("--commit", default="3003882")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scripts", default="enqueue,flush,ingest")
+    parser.add_argument("--engine", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     scripts = args.scripts.split(",")
-    banner(f"SQLite figures: this code against {args.commit}, {args.rounds} rounds, alternating")
+    banner(f"{args.engine} figures: this code against {args.commit}, {args.rounds} rounds, alternating")
     runs: dict[str, dict[str, dict[str, list[float]]]] = {s: {"before": {}, "after": {}} for s in scripts}
     units: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="hybrid-router-before-") as tmp:
@@ -73,7 +75,7 @@ def main() -> int:
             order = ("before", "after") if i % 2 == 0 else ("after", "before")
             for script in scripts:
                 for side in order:
-                    for label, (value, unit) in run_script(script, sides[side]).items():
+                    for label, (value, unit) in run_script(script, sides[side], args.engine).items():
                         runs[script][side].setdefault(label, []).append(value)
                         units[label] = unit
                 print(f"  (round {i + 1}: {script} done)", flush=True)

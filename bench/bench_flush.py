@@ -12,6 +12,7 @@ Client-side time is the duration of the call against `bench/_sink.py`, a subproc
 reads every byte of the body and answers at once (so the server's JSON parsing is not counted).
 Once per run, ours is also flushed into the real emulator (subprocess) to show it accepts it.
 Peak RSS growth: a thread samples VmRSS every 2 ms; growth = peak - RSS just before the call.
+Ours is also timed by phase (PHASES): the claim, the body's reads and upload, mark_submitted.
 Targets: SQLite <= 1.5 s, <= 100 MiB, ratio >= 3x on time, >= 6x on memory; PostgreSQL
 <= 2 s and <= 100 MiB.
 
@@ -21,6 +22,7 @@ Targets: SQLite <= 1.5 s, <= 100 MiB, ratio >= 3x on time, >= 6x on memory; Post
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -48,9 +50,66 @@ REPEATS = 3
 
 
 async def ours(db: str, url: str) -> dict[str, Any]:
+    phases: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+    _time_phases(phases)
     report, figures, _ = await measured_flush(db, url, max_requests=N)
     assert report.requests == N and len(report.batches) == 1, report
-    return figures
+    return {**figures, "phases": phases}
+
+
+# Where ours spends the flush: the store's three operations, timed around the calls. The body
+# phase runs from the first read of claimed rows to the last (the upload overlaps it); "reads"
+# is the part of it spent waiting on the store for the next chunk.
+PHASES = {
+    "claim_batch": "ours: claim_batch (claim + intent)",
+    "body": "ours: body streamed (reads + upload)",
+    "reads": "ours: of which reads of claimed rows",
+    "mark_submitted": "ours: mark_submitted",
+}
+
+
+def _time_phases(phases: dict[str, float]) -> None:
+    """Wrap the store classes' flush operations, in this (spawned, one-run) process only."""
+    from router.store import Store
+
+    classes: list[Any] = [Store]
+    with contextlib.suppress(ImportError):
+        from router.store.postgres import PostgresStore
+
+        classes.append(PostgresStore)
+    for cls in classes:
+        for name in ("claim_batch", "mark_submitted"):
+            setattr(cls, name, _timed(getattr(cls, name), name, phases))
+        cls.iter_claimed = _timed_rows(cls.iter_claimed, phases)
+
+
+def _timed(call: Any, name: str, phases: dict[str, float]) -> Any:
+    async def timed(*args: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await call(*args, **kw)
+        finally:
+            phases[name] += time.perf_counter() - start
+
+    return timed
+
+
+def _timed_rows(iter_claimed: Any, phases: dict[str, float]) -> Any:
+    async def timed_rows(*args: Any, **kw: Any) -> Any:
+        start = time.perf_counter()
+        rows = iter_claimed(*args, **kw)
+        while True:
+            waited = time.perf_counter()
+            try:
+                chunk = await rows.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                phases["reads"] += time.perf_counter() - waited
+            yield chunk
+        phases["body"] += time.perf_counter() - start
+
+    return timed_rows
 
 
 async def sdk(db: str, url: str) -> dict[str, Any]:
@@ -114,6 +173,8 @@ def run_engine(engine: str, repeats: int) -> None:
     row("ours into the real emulator (incl. its parse)", [r["seconds"] for r in emulator], "s", "{:.2f}")
     growth = [r["growth"] / MiB for r in emulator]
     row("ours into the real emulator, peak RSS growth", growth, "MiB", "{:.1f}")
+    for key, label in PHASES.items():
+        row(label, [r["phases"][key] for r in runs["ours"]], "s", "{:.2f}")
     t_ours, t_sdk, m_ours, m_sdk = report_time_and_memory(
         runs, "batcher.flush (sink server)", "batches.create(requests=[...])"
     )

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anthropic
 import asyncpg
 import pytest
 
 from router import Router, RouterConfig
+from router.cli import main
 from router.config import StoreSettings
 from router.emulator import Emulator
 from router.errors import ConfigError, StoreError
@@ -187,6 +190,44 @@ async def test_a_newer_schema_is_refused_naming_both_versions(pg_url: str) -> No
         await PostgresStore.open(pg_url)
 
 
+async def _tables(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "argv", [["status"], ["report"], ["results", "k"], ["results", "--out", "-"], ["purge"]]
+)
+def test_reading_commands_never_create_the_schema(
+    pg_url: str, tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = pg_url.replace("@", f":{SECRET}@", 1)  # the test server trusts loopback: any password does
+    config = tmp_path / "router.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n', encoding="utf-8")
+    assert main(["-c", str(config), *argv]) == 2
+    parts = urlsplit(pg_url)
+    assert capsys.readouterr().err == (
+        f"hybrid-router: PostgreSQL at {parts.hostname}:{parts.port}{parts.path}: no database here"
+        " (no hybrid-router schema in it); check [store] url in the config\n"
+    )
+    assert asyncio.run(_tables(pg_url)) == []
+
+
+async def test_a_reading_open_refuses_an_empty_database_and_opens_a_set_up_one(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="no database here"):
+        await open_store(StoreSettings(url=pg_url), create=False)
+    assert await _tables(pg_url) == []
+    await (await open_store(StoreSettings(url=pg_url))).close()
+    store = await open_store(StoreSettings(url=pg_url), create=False)
+    try:
+        assert await store.state_counts() == {}
+    finally:
+        await store.close()
+
+
 async def test_hosts_opening_a_new_database_at_once_migrate_it_once(pg_url: str) -> None:
     stores = await asyncio.gather(*(PostgresStore.open(pg_url, pool_size=1) for _ in range(4)))
     for store in stores:
@@ -300,6 +341,27 @@ async def test_enqueue_is_durable_across_a_restart(
         assert await store.state_counts() == {states.PENDING: 1}
     finally:
         await store.close()
+
+
+async def test_no_index_of_requests_holds_the_state(pg_url: str) -> None:
+    """The flush moves every claimed row from submitting to submitted: a HOT update (no index
+    entries written) only while no index names `state`, in its columns or its predicate, and
+    the row's page has room for its next version."""
+    await (await PostgresStore.open(pg_url)).close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        defs = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'requests'::regclass"
+            )
+        ]
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'requests'::regclass")
+    finally:
+        await conn.close()
+    assert any("queue = 'pending'" in d for d in defs), defs
+    assert [d for d in defs if re.search(r"\bstate\b", d)] == []
+    assert "fillfactor=50" in options
 
 
 async def test_completion_numbers_become_visible_in_their_order(pg_url: str) -> None:

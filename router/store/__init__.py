@@ -62,16 +62,17 @@ __all__ = [
 async def open_store(settings: StoreSettings, *, create: bool = True) -> StoreEngine:
     """The store `settings` names, open: PostgreSQL for a `url`, else the SQLite file at `path`.
 
-    `create=False` opens an existing SQLite database only (the reading commands must not
-    create one); a PostgreSQL database always exists before it is named, and is migrated.
+    `create=False` (the reading commands) opens an existing store only: an SQLite file that
+    exists, a PostgreSQL database that already holds the schema (it is migrated if older).
 
     Raises StoreError (naming host, port and database, never a password) when a PostgreSQL
-    server cannot be reached or its schema is newer than this code.
+    server cannot be reached, its database holds no schema and `create` is False, or its
+    schema is newer than this code.
     """
     if settings.url is not None:
         from .postgres import PostgresStore  # asyncpg only for those who use it
 
-        return await PostgresStore.open(settings.url, pool_size=settings.pool_size)
+        return await PostgresStore.open(settings.url, pool_size=settings.pool_size, create=create)
     return await Store.open(settings.path, durability=settings.durability, create=create)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
@@ -20,7 +21,9 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import pydantic_core
+from asyncpg.cursor import Cursor
 from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
 
 from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, StoreError
@@ -103,18 +106,21 @@ class PostgresStore(FigureOps):
         return str(self.location)
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, retry_for: float = 60.0) -> PostgresStore:
+    async def open(
+        cls, url: str, *, pool_size: int = 10, retry_for: float = 60.0, create: bool = True
+    ) -> PostgresStore:
         """Connect, migrate the schema (refusing a newer one) and start the group commit; a
-        StoreError naming host, port and database when any of it fails. A server that cannot
-        be reached at all fails at once; one that drops the connection once reached (a restart
-        under way) is tried again for up to `retry_for` seconds."""
+        StoreError naming host, port and database when any of it fails. With `create` False
+        (the reading commands) a database without the schema is refused, not set up. A server
+        that cannot be reached at all fails at once; one that drops the connection once reached
+        (a restart under way) is tried again for up to `retry_for` seconds."""
         location = parse_location(url)
         pool = await create_pool(location, size=pool_size, init=_prepare, retry_for=retry_for)
 
         async def attempt() -> None:
             async with pool.acquire() as conn:
                 try:
-                    await migrate(conn, str(location))
+                    await migrate(conn, str(location), create=create)
                 except Exception as exc:
                     if is_transient(exc):
                         with contextlib.suppress(asyncpg.InterfaceError):
@@ -328,6 +334,7 @@ class PostgresStore(FigureOps):
         classes = None if latencies is None else list(latencies)
 
         async def fn(conn: Conn) -> BatchClaim:
+            await conn.execute(sql.CLAIM_MEMORY)
             batch_id = int(await conn.fetchval(sql.NEW_INTENT, now))
             budget = max_bytes - sql.BODY_BUDGET
             row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget)
@@ -344,15 +351,45 @@ class PostgresStore(FigureOps):
         except _NothingClaimed:
             return None
 
-    async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
-        """(request id, params) of a claimed batch in id order: one short query per chunk."""
+    async def iter_claimed(self, batch_id: int, chunk: int = 2000) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """(request id, params) of a claimed batch in id order, `chunk` rows at a time from one
+        server-side cursor in a read-only transaction, held while the body is consumed. After a
+        transient fault a new cursor resumes after the last row yielded."""
         after = 0
         while True:
-            rows = await self._fetch("iter_claimed", sql.CLAIMED_CHUNK, batch_id, after, chunk)
-            if not rows:
+            conn, transaction, cursor, rows = await self._retrier.run(
+                "iter_claimed", functools.partial(self._open_claimed, batch_id, after, chunk)
+            )
+            try:
+                while rows:
+                    after = int(rows[-1][0])
+                    yield [(int(r[0]), bytes(r[1])) for r in rows]
+                    rows = await cursor.fetch(chunk)
                 return
-            after = int(rows[-1][0])
-            yield [(int(r[0]), bytes(r[1])) for r in rows]
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            finally:
+                await _end_read(self._pool, conn, transaction)
+
+    async def _open_claimed(
+        self, batch_id: int, after: int, chunk: int
+    ) -> tuple[Conn, Transaction, Cursor, list[asyncpg.Record]]:
+        """A connection, its read-only transaction, the claimed rows' cursor and its first rows."""
+        conn: Conn = await self._pool.acquire()
+        transaction = conn.transaction(readonly=True)
+        try:
+            await transaction.start()
+            cursor = await conn.cursor(sql.CLAIMED, batch_id, after)
+            return conn, transaction, cursor, list(await cursor.fetch(chunk))
+        except Exception as exc:
+            if is_transient(exc):
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            await _end_read(self._pool, conn, transaction)
+            raise
 
     async def mark_submitted(self, batch_id: int, api_id: str, *, now: float, next_poll_at: float) -> None:
         async def fn(conn: Conn) -> None:
@@ -643,6 +680,16 @@ class PostgresStore(FigureOps):
             return PurgeReport(requests, batches, ledger)
 
         return await self._run("purge", fn)
+
+
+async def _end_read(pool: asyncpg.Pool, conn: Conn, transaction: Transaction) -> None:
+    """Roll back a read-only transaction (nothing to keep) and give its connection back."""
+    try:
+        if not conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await transaction.rollback()
+    finally:
+        await pool.release(conn)
 
 
 def _count(status: str) -> int:

@@ -37,10 +37,11 @@ SELECT key, id FROM ins
 """
 STORED_KEYS = "SELECT key, id, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
 
-# The class filter: $1 is NULL for every class.
+# `queue` is the state where a partial index lists the row ('pending', 'escalated'; see
+# schema.py): a query names it for the index to serve it. The class filter: $1 NULL for all.
 PENDING_STATS = (
     "SELECT count(*)::bigint, COALESCE(sum(size), 0)::bigint, min(created_at) FROM requests"
-    " WHERE state = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))"
+    " WHERE queue = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))"
 )
 
 NEW_INTENT = (
@@ -55,7 +56,7 @@ WITH picked AS (
     SELECT id, sum(size + {ENTRY_OVERHEAD} + length(id::text))
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
     FROM (SELECT id, size FROM requests
-          WHERE state = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
+          WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
 ), claimed AS (
     UPDATE requests SET state = 'submitting', batch_id = $1
@@ -64,11 +65,15 @@ WITH picked AS (
 )
 SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 """
+# A claim's sorts and its set of picked ids (~100 bytes a row) in memory, not spilled to disk.
+CLAIM_MEMORY = "SET LOCAL work_mem = '64MB'"
 BODY_BUDGET = BODY_FIXED
 SET_INTENT_SIZE = "UPDATE batches SET request_count = $2, body_bytes = $3 WHERE id = $1"
-CLAIMED_CHUNK = (
+# Read through one cursor: one plan for the whole batch (never a plan per chunk, each of which
+# a freshly claimed batch's statistics can make scan the rest of the batch). $2: resume after.
+CLAIMED = (
     "SELECT r.id, p.params FROM requests r JOIN request_params p ON p.id = r.id"
-    " WHERE r.batch_id = $1 AND r.state = 'submitting' AND r.id > $2 ORDER BY r.id LIMIT $3"
+    " WHERE r.batch_id = $1 AND r.state = 'submitting' AND r.id > $2 ORDER BY r.id"
 )
 SUBMITTED_INTENT = (
     "UPDATE batches SET api_id = $2, state = 'in_progress', submitted_at = $3, next_poll_at = $4"
@@ -123,7 +128,7 @@ RESULTS_BY_KEY = "SELECT id, key, state, result FROM requests WHERE key = ANY($1
 
 PENDING_AT_RISK = (
     "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
-    " WHERE state = 'pending' AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
+    " WHERE queue = 'pending' AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2"
 )
 SUBMITTED_AT_RISK = (
     "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
@@ -136,7 +141,7 @@ FROM unnest($2::bigint[], $3::text[]) AS u(id, state)
 WHERE r.id = u.id AND r.state = u.state RETURNING r.id
 """
 STALE_ESCALATED = (
-    "SELECT id, escalated_at FROM requests WHERE state = 'escalated' AND escalated_at < $1 LIMIT $2"
+    "SELECT id, escalated_at FROM requests WHERE queue = 'escalated' AND escalated_at < $1 LIMIT $2"
 )
 TAKE_OVER = """
 UPDATE requests r SET escalated_at = $1
