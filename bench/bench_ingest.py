@@ -261,12 +261,12 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
     banner(f"ingest of a {N:,}-line results file into {where}, {N:,} callers waiting")
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": [], "before": []}
     with master_store(engine, "ingest_master") as master, emulator_process() as url:
+        old = sibling(master, "ingest_master_before") if before is not None else master
         t = time.perf_counter()
         asyncio.run(prepare(master, url))
         print(f"  (setup: {N:,} requests stored, flushed and ended in {time.perf_counter() - t:.1f} s)")
         if before is not None:
             print(f"  before: {before}", flush=True)
-            old = sibling(master, "ingest_master_before")
             with measuring(before):
                 run_async_child(prepare, old, url)
         for i in range(repeats):
@@ -299,7 +299,7 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
 def sibling(master: str, name: str) -> str:
     """An empty store beside `master` (a file in its directory, or a database on its server)."""
     if "://" in master:
-        return copy_database(master, name)  # master is still empty here
+        return copy_database(master, name)  # made before `master` is filled
     return str(Path(master).with_name(f"{name}.db"))
 
 

@@ -109,12 +109,13 @@ FROM unnest($1::int[], $2::text[], $3::text[]) AS d(idx, verdict, state)
 WHERE ingest_lines.idx = d.idx
 """
 
-# $1 batch id, $2 now, $3 the chunk's lines. Run holding the completion lock (done_seq in
-# commit order). Completion numbers in line order; the guards are the SQLite engine's.
-# Returns the final rows, in completion order, with the index of the line that made each
-# final. `batch_id + 0`: each request is found by its id, never by scanning its batch (whose
-# size the statistics of a freshly filled table can put at one row: a nested loop over the
-# whole batch per line).
+# $1 batch id, $2 now, $3 the chunk's lines, $4 the request ids named (CLASSIFY's $11). Run
+# holding the completion lock (done_seq in commit order). Completion numbers in line order;
+# the guards are the SQLite engine's. Returns the final rows, in completion order, with the
+# index of the line that made each final. Each request is found by its id (`id = ANY($4)`,
+# which the planner can estimate, so a large table is probed, not scanned per chunk), never by
+# scanning its batch (`batch_id + 0`: the statistics of a freshly filled table can put the
+# batch at one row, and the plan at a nested loop over the whole batch per line).
 WRITE = f"""
 WITH f AS (
     SELECT s.idx, s.rid, s.final_state, s.rtype, nextval('done_seq_numbers') AS done_seq
@@ -124,14 +125,15 @@ WITH f AS (
     UPDATE requests r SET state = f.final_state, outcome = f.rtype, done_seq = f.done_seq,
         finished_at = $2, attempts = r.attempts + 1, result = x.line
     FROM f JOIN unnest($3::bytea[]) WITH ORDINALITY AS x(line, n) ON x.n = f.idx + 1
-    WHERE r.id = f.rid AND r.batch_id + 0 = $1
+    WHERE r.id = f.rid AND r.id = ANY($4::bigint[]) AND r.batch_id + 0 = $1
         AND r.state IN ('{states.SUBMITTED}', '{states.ESCALATED}')
     RETURNING r.id, r.key, r.class, r.tag, r.model, r.state, r.attempts, r.outcome, f.idx,
         r.created_at, r.deadline_at, r.batch_id, r.done_seq
 ), retried AS (
     UPDATE requests r SET state = '{states.PENDING}', attempts = r.attempts + 1
     FROM (SELECT rid FROM ingest_lines WHERE verdict = '{RETRY}') AS t
-    WHERE r.id = t.rid AND r.batch_id + 0 = $1 AND r.state = '{states.SUBMITTED}'
+    WHERE r.id = t.rid AND r.id = ANY($4::bigint[]) AND r.batch_id + 0 = $1
+        AND r.state = '{states.SUBMITTED}'
     RETURNING r.id
 ), billed AS (
     INSERT INTO ledger ({LEDGER_COLUMNS})
@@ -243,7 +245,7 @@ async def apply_chunk(
         for verdict in decisions[1]:
             counts[verdict] = counts.get(verdict, 0) + 1
     await conn.execute(TAKE_COMPLETION_LOCK, completion_lock)
-    done = list(await conn.fetch(WRITE, batch_id, now, chunk.lines))
+    done = list(await conn.fetch(WRITE, batch_id, now, chunk.lines, chunk.named))
     if done:
         await conn.execute(NOTIFY, channel, str(done[-1]["done_seq"]))
     return counts, done
