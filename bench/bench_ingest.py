@@ -17,30 +17,45 @@ Both sides run one gc.collect() after their waiters are registered, before the t
 (see settle_garbage).
 Targets for ours: SQLite <= 3 s and <= 150 MiB; PostgreSQL <= 4 s.
 
+`--before DIR` also measures the code of another checkout (say a `git worktree` of main) in
+the same run: its own master store, prepared by its own code, and its "ours" run in turn with
+this code's in every repeat (HYBRID_ROUTER_BENCH_CODE, as bench_before_after.py sets it).
+
     .venv/bin/python bench/bench_ingest.py [--engine sqlite|postgresql|both] [--repeats 3]
+        [--before DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import sqlite3
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from _common import (
     RssSampler,
     banner,
     build_store,
+    chosen_engines,
+    copy_database,
     emulator_process,
+    engines_argument,
     master_store,
     measured_flush,
+    median,
+    ratio,
     report_time_and_memory,
+    row,
+    run_async_child,
     run_on_copy,
-    run_per_engine,
 )
 
 N = 100_000
@@ -241,26 +256,80 @@ async def sdk_side(db: str, url: str) -> dict[str, Any]:
     return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
 
 
-def run_engine(engine: str, repeats: int) -> None:
+def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
     where = "PostgreSQL" if engine == "postgresql" else "SQLite"
     banner(f"ingest of a {N:,}-line results file into {where}, {N:,} callers waiting")
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": []}
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": [], "before": []}
     with master_store(engine, "ingest_master") as master, emulator_process() as url:
+        old = sibling(master, "ingest_master_before") if before is not None else master
         t = time.perf_counter()
         asyncio.run(prepare(master, url))
         print(f"  (setup: {N:,} requests stored, flushed and ended in {time.perf_counter() - t:.1f} s)")
+        if before is not None:
+            print(f"  before: {before}", flush=True)
+            with measuring(before):
+                run_async_child(prepare, old, url)
         for i in range(repeats):
-            for name, fn in (("ours", ours), ("sdk", sdk_side)):
-                runs[name].append(run_on_copy(master, f"{name}_{i}", fn, url))
+            sides: list[tuple[str, Callable[..., Any], str, Path | None]] = [
+                ("ours", ours, master, None),
+                ("sdk", sdk_side, master, None),
+            ]
+            if before is not None:
+                sides.insert(i % 2, ("before", ours, old, before))  # which goes first alternates
+            for name, fn, store, code in sides:
+                with measuring(code):
+                    runs[name].append(run_on_copy(store, f"{name}_{i}", fn, url))
+    if before is not None:
+        t_before = [r["seconds"] for r in runs["before"]]
+        row("before: Router.poll + watcher, time", t_before, "s", "{:.2f}")
+        row("before: peak RSS growth", [r["growth"] / 2**20 for r in runs["before"]], "MiB", "{:.1f}")
     t_ours, _, m_ours, _ = report_time_and_memory(
         runs, "Router.poll + watcher", "results() + executemany + futures"
     )
+    if before is not None:
+        print(f"  ratio time before / ours: {ratio(median(t_before), t_ours)}")
     if engine == "postgresql":
         print(f"  target <= 4 s: {'met' if t_ours <= 4 else 'MISSED'}")
     else:
         ok = t_ours <= 3 and m_ours <= 150
         print(f"  target <= 3 s, <= 150 MiB: {'met' if ok else 'MISSED'}")
+    print(f"  load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def sibling(master: str, name: str) -> str:
+    """An empty store beside `master` (a file in its directory, or a database on its server)."""
+    if "://" in master:
+        return copy_database(master, name)  # made before `master` is filled
+    return str(Path(master).with_name(f"{name}.db"))
+
+
+@contextlib.contextmanager
+def measuring(code: Path | None) -> Iterator[None]:
+    """Children spawned in the block import `router` from `code` (None: this checkout)."""
+    if code is None:
+        yield
+        return
+    saved = os.environ.get("HYBRID_ROUTER_BENCH_CODE")
+    os.environ["HYBRID_ROUTER_BENCH_CODE"] = str(code.resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["HYBRID_ROUTER_BENCH_CODE"]
+        else:
+            os.environ["HYBRID_ROUTER_BENCH_CODE"] = saved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    engines_argument(parser)
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    parser.add_argument("--before", type=Path, default=None, help="a checkout of the code to compare with")
+    args = parser.parse_args()
+    for engine in chosen_engines(args.engine):
+        run_engine(engine, args.repeats, args.before)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_per_engine(__doc__, run_engine, repeats=REPEATS))
+    sys.exit(main())

@@ -311,6 +311,38 @@ async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(store: St
     assert (await store.state_counts()) == {"submitted": 1}
 
 
+async def test_a_result_line_is_stored_byte_for_byte_with_escapes_and_non_ascii(store: StoreEngine) -> None:
+    batch_id, ids = await submitted_batch(store, 1)
+    reply = {
+        "model": MODEL,
+        "content": [{"type": "text", "text": "a\x00b é 💡"}],
+        "usage": {"input_tokens": 1},
+    }
+    raw = {"custom_id": custom_id_for(ids[0]), "result": {"type": "succeeded", "message": reply}}
+    text = json.dumps(raw, ensure_ascii=False).encode()  # NUL as \u0000, the rest as UTF-8
+    stats, finals = await apply(store, batch_id, [text])
+    assert stats.delivered == 1 and finals[0][8] == text
+    (row,) = await store.get_many(ids)
+    assert row.result == text and row.state == states.SUCCEEDED
+
+
+async def test_postgres_names_a_line_it_cannot_store_and_writes_nothing(pg_url: str) -> None:
+    store = await open_store(StoreSettings(url=pg_url))
+    try:
+        batch_id, ids = await submitted_batch(store, 2)
+        nul_type = json.dumps(
+            {"custom_id": custom_id_for(ids[1]), "result": {"type": "succ\x00eeded"}}
+        ).encode()
+        with pytest.raises(ValueError, match="line 2 of the chunk has a NUL"):
+            await apply(store, batch_id, [line(ids[0]), nul_type])
+        with pytest.raises(ValueError, match="line 3 of the chunk is not JSON"):
+            await apply(store, batch_id, [line(ids[0]), line(ids[1]), b'{"custom_id": "\xff"}'])
+        assert (await store.state_counts()) == {"submitted": 2}
+        assert await store.ledger_totals() == []
+    finally:
+        await store.close()
+
+
 async def test_usage_counts_follow_the_python_rules(store: StoreEngine) -> None:
     batch_id, ids = await submitted_batch(store, 1)
     usage = {

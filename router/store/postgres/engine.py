@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
-import pydantic_core
 from asyncpg.cursor import Cursor
 from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
@@ -461,25 +460,20 @@ class PostgresStore(FigureOps):
     ) -> tuple[IngestStats, list[FinalRow]]:
         """Apply one chunk of result lines in one transaction (see ingest.py); `retry` decides
         the lines that are neither `succeeded` nor for a request answered elsewhere."""
-        data = [raw.encode() if isinstance(raw, str) else raw for raw in lines]
-        texts = [_line_text(raw, number) for number, raw in enumerate(data, 1)]
+        chunk = ingest.Chunk([raw.encode() if isinstance(raw, str) else raw for raw in lines])
 
         async def fn(conn: Conn) -> tuple[dict[str, int], list[asyncpg.Record]]:
-            await conn.execute(ingest.PREPARE_CHUNK)
-            try:
-                await conn.execute(ingest.CLASSIFY, batch_id, texts)
-            except (asyncpg.InvalidTextRepresentationError, asyncpg.UntranslatableCharacterError):
-                _raise_for_bad_line(data)
-            await conn.execute(ingest.ANALYZE_CHUNK)
-            decide = await conn.fetch(ingest.TO_DECIDE)
-            if decide:
-                decided = _decisions(decide, data, now, max_attempts, default_max_attempts, retry)
-                await conn.execute(ingest.SET_DECISIONS, *decided)
-            await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
-            done = list(await conn.fetch(ingest.WRITE, batch_id, now))
-            counts = {str(v): int(n) for v, n in await conn.fetch(ingest.COUNTS)}
-            if done:
-                await conn.execute(sql.NOTIFY, CHANNEL, str(done[-1]["done_seq"]))
+            counts, done = await ingest.apply_chunk(
+                conn,
+                batch_id,
+                chunk,
+                now=now,
+                max_attempts=max_attempts,
+                default_max_attempts=default_max_attempts,
+                retry=retry,
+                completion_lock=COMPLETION_LOCK,
+                channel=CHANNEL,
+            )
             crash_point("apply.before_commit")
             return counts, done
 
@@ -491,7 +485,7 @@ class PostgresStore(FigureOps):
             skipped=counts.get(SKIPPED, 0),
             unknown=counts.get(UNKNOWN, 0),
         )
-        finals = [(*tuple(r)[:8], data[r[8]], *tuple(r)[9:12]) for r in done]
+        finals = [(*tuple(r)[:8], chunk.lines[r[8]], *tuple(r)[9:12]) for r in done]
         return stats, finals
 
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
@@ -705,49 +699,3 @@ def _request(row: asyncpg.Record) -> RequestRow:
 
 def _bytes(value: bytes | None) -> bytes | None:
     return None if value is None else bytes(value)
-
-
-def _line_text(raw: bytes, number: int) -> str:
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"batch result line {number} of the chunk is not UTF-8: {exc}") from None
-    if "\x00" in text:
-        raise ValueError(f"batch result line {number} of the chunk holds a NUL character")
-    return text
-
-
-def _raise_for_bad_line(lines: Sequence[bytes]) -> None:
-    for number, line in enumerate(lines, 1):
-        try:
-            pydantic_core.from_json(line)
-        except ValueError as exc:
-            raise ValueError(f"batch result line {number} of the chunk is not JSON: {exc}") from None
-    raise ValueError("a batch result line is not JSON that PostgreSQL can read")
-
-
-def _decisions(
-    decide: Sequence[asyncpg.Record],
-    lines: Sequence[bytes],
-    now: float,
-    max_attempts: Mapping[str, int],
-    default_max_attempts: int,
-    retry: RetryPolicy,
-) -> tuple[list[int], list[str], list[str | None]]:
-    """(line indexes, verdicts, final states) of the lines the retry policy decides."""
-    idx: list[int] = []
-    verdicts: list[str] = []
-    finals: list[str | None] = []
-    for i, latency, attempts, deadline in decide:
-        result = pydantic_core.from_json(lines[i]).get("result")
-        resubmit = retry(
-            result if isinstance(result, dict) else {},
-            attempts=attempts + 1,
-            max_attempts=max_attempts.get(latency, default_max_attempts),
-            deadline_at=deadline,
-            now=now,
-        )
-        idx.append(i)
-        verdicts.append(RETRY if resubmit else FINAL)
-        finals.append(None if resubmit else states.FAILED)
-    return idx, verdicts, finals
