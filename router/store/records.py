@@ -138,11 +138,12 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class PurgeReport:
-    """Rows a purge deleted."""
+    """Rows a purge deleted (or, for a dry run, would delete)."""
 
     requests: int
     batches: int
     ledger: int
+    days: int = 0  # daily totals (of ledger_days) the ledger rows were rolled into
 
     @property
     def total(self) -> int:
@@ -180,3 +181,19 @@ def request_id_from(custom_id: str) -> int | None:
 _TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
 LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
 LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)
+
+# The keys of history_rows' rows: ledger sums and daily rollups by UTC day (its start, epoch
+# seconds), lane, model, class and tag ('' for none), result type and duplicate flag, with
+# the real-time calls that were deadline escalations and the requests that missed a deadline.
+HISTORY_FIELDS = (
+    "day",
+    "lane",
+    "model",
+    "class",
+    "tag",
+    "result_type",
+    "duplicate",
+    *_TOKEN_SUMS,
+    "escalated",
+    "missed",
+)

@@ -46,6 +46,7 @@ from ..records import (
 from ..sqlite.ingest import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from ..sqlite.ledger import LedgerBuffer, LedgerRow, ledger_row
 from ..sqlite.missing import missing_line
+from ..sqlite.purge import DryRun
 from ..sqlite.store import StoreClosedError, batch_body_bytes, digest_of
 from . import ingest, sql
 from .connect import Location, Retrier, create_pool, is_transient, parse_location
@@ -634,15 +635,26 @@ class PostgresStore(FigureOps):
     async def release_lease(self, owner: str, *, name: str = DRIVER) -> bool:
         return _count(await self._execute("release_lease", sql.RELEASE_LEASE, name, owner)) == 1
 
-    async def purge(self, *, before: float) -> PurgeReport:
+    async def purge(self, *, before: float, dry_run: bool = False) -> PurgeReport:
+        """The ledger rows and the purged requests' missed deadlines go into the daily totals
+        first (`ledger_days`); a `dry_run` rolls the transaction back."""
+
         async def fn(conn: Conn) -> PurgeReport:
+            days = _count(await conn.execute(sql.ROLL_UP_MISSED, before))
+            days += _count(await conn.execute(sql.ROLL_UP_LEDGER, before))
             requests = _count(await conn.execute(sql.PURGE_REQUESTS, before))
             batches = _count(await conn.execute(sql.PURGE_BATCHES, before))
             ledger = _count(await conn.execute(sql.PURGE_LEDGER, before))
+            report = PurgeReport(requests, batches, ledger, days)
+            if dry_run:
+                raise DryRun(report)
             crash_point("purge.before_commit")
-            return PurgeReport(requests, batches, ledger)
+            return report
 
-        return await self._run("purge", fn)
+        try:
+            return await self._run("purge", fn)
+        except DryRun as done:
+            return done.report
 
 
 def _count(status: str) -> int:

@@ -40,6 +40,7 @@ from ..records import (
 from .connections import fold_completions
 from .deadlines import DeadlineOps
 from .failures import StoreErrors, store_error
+from .history import HistoryOps
 from .ingest import (
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
@@ -154,7 +155,7 @@ class StoreClosedError(RouterError):
     """The store was used after close()."""
 
 
-class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
     """Async access to the router's SQLite database. Open with `await Store.open(path)`.
 
     Each mixin holds the operations of one concept, with their SQL (see connections.py).
