@@ -113,7 +113,7 @@ def _spend(report: Report) -> str:
         ],
         line=Series("all real time", COUNTERFACTUAL_COLOR, [d.all_realtime for d in report.days]),
         title="Spend per day (USD), stacked by lane, against sending everything real time",
-        y_format=lambda v: f"${v:,.2f}",
+        y_format=lambda v: f"${v:,.4g}",
         chart_id="spend",
     )
     return (
@@ -161,6 +161,7 @@ def _turnarounds(report: Report) -> str:
             title=f"Batch turnaround of {m.model}: batches per time bucket",
             y_format=lambda v: f"{v:g}",
             chart_id=f"turnaround-{index}",
+            integers=True,
             width=480,
             height=220,
         )

@@ -51,16 +51,20 @@ def bar_chart(
     line: Series | None = None,
     y_format: Callable[[float], str] = lambda v: f"{v:g}",
     chart_id: str = "",
+    integers: bool = False,
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> str:
-    """An SVG chart: `bars` stacked at each label, `line` drawn across the bar centres."""
+    """An SVG chart: `bars` stacked at each label, `line` drawn across the bar centres; with
+    `integers`, the values are counts and the gridlines fall on whole numbers."""
     n = len(labels)
     for s in (*bars, *([line] if line else [])):
         if len(s.values) != n:
             raise ValueError(f"series {s.name!r} has {len(s.values)} values for {n} labels")
     totals = [sum(s.values[i] for s in bars) for i in range(n)]
-    top = nice_ceiling(max([*totals, *(line.values if line else ()), 0.0]))
+    highest = max([*totals, *(line.values if line else ()), 0.0])
+    # Counts get a top that four gridlines divide into whole numbers.
+    top = max(4.0, 4.0 * math.ceil(highest / 4)) if integers else nice_ceiling(highest)
     plot_w, plot_h = width - _LEFT - _RIGHT, height - _TOP - _BOTTOM
     slot = plot_w / n if n else plot_w
     bar_w = max(1.0, slot * 0.72)
@@ -103,13 +107,17 @@ def bar_chart(
                 f' text-anchor="middle" font-size="11" fill="#555">{escape(label)}</text>'
             )
     if line is not None and n:
-        points = " ".join(
-            f"{_num(_LEFT + slot * i + slot / 2)},{_num(y(v))}" for i, v in enumerate(line.values)
-        )
+        points = [(_LEFT + slot * i + slot / 2, y(v)) for i, v in enumerate(line.values)]
+        coordinates = " ".join(f"{_num(px)},{_num(py)}" for px, py in points)
         out.append(
-            f'<polyline class="line" data-series="{escape(line.name)}" points="{points}" fill="none"'
+            f'<polyline class="line" data-series="{escape(line.name)}" points="{coordinates}" fill="none"'
             f' stroke="{line.color}" stroke-width="2" stroke-dasharray="5 3"/>'
         )
+        for (px, py), label, v in zip(points, labels, line.values, strict=True):  # one day shows too
+            out.append(
+                f'<circle cx="{_num(px)}" cy="{_num(py)}" r="3" fill="{line.color}">'
+                f"<title>{escape(label)} {escape(line.name)}: {escape(y_format(v))}</title></circle>"
+            )
     out.append(
         f'<line x1="{_LEFT}" x2="{width - _RIGHT}" y1="{_num(y(0))}" y2="{_num(y(0))}" stroke="#888"/>'
     )
