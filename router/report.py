@@ -446,13 +446,13 @@ def tag_rows(report: Report) -> list[tuple[str, ...]]:
     return [
         (
             tag_name(t.tag),
-            str(t.calls),
+            f"{t.calls:,}",
             f"{share(t.realtime_calls, t.calls)} / {share(t.batch_calls, t.calls)}",
             money(t.cost),
             money(t.saving),
             f"{100.0 * t.cache_hit_rate:.1f}%" if t.cache_hit_rate is not None else "-",
-            str(t.escalated),
-            str(t.missed),
+            f"{t.escalated:,}",
+            f"{t.missed:,}",
         )
         for t in report.tags
     ]
@@ -470,8 +470,8 @@ def opportunity_rows(report: Report) -> list[tuple[str, ...]]:
     return [
         (
             tag_name(o.tag),
-            str(o.calls),
-            str(o.escalated),
+            f"{o.calls:,}",
+            f"{o.escalated:,}",
             money(o.cost),
             *(f"{money(c.cost)} (saves {money(c.saving)})" for c in o.options),
         )
@@ -484,7 +484,7 @@ TURNAROUND_HEADER = ("model", "batches", *(f"p{p}" for p in PERCENTILES))
 
 def turnaround_rows(report: Report) -> list[tuple[str, ...]]:
     return [
-        (m.model, str(m.batches), *(seconds_text(m.percentiles[p]) for p in PERCENTILES))
+        (m.model, f"{m.batches:,}", *(seconds_text(m.percentiles[p]) for p in PERCENTILES))
         for m in report.turnarounds
     ]
 

@@ -13,6 +13,7 @@ from html import escape
 from .report import (
     TAG_HEADER,
     TURNAROUND_HEADER,
+    DaySpend,
     Report,
     money,
     opportunity_header,
@@ -182,7 +183,9 @@ SECTIONS: list[Callable[[Report], str]] = [_headline, _spend, _lanes, _tags, _op
 def render_html(report: Report) -> str:
     """The whole page."""
     generated = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.generated_at))
-    period = f"since {report.to_json()['since']}" if report.since_day is not None else "all history"
+    period = (
+        f"since {DaySpend(report.since_day, 0, 0, 0).date}" if report.since_day is not None else "all history"
+    )
     body = "".join(section(report) for section in SECTIONS)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -77,6 +77,10 @@ class Page(HTMLParser):
             self._value.append(data)
 
 
+def count(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
 def dollars(text: str) -> float:
     assert text.startswith("$"), text
     return float(text[1:].replace(",", ""))
@@ -111,34 +115,34 @@ def test_the_page_shows_the_figures_of_report_json(
     assert totals["saving"] > 0  # the demo batches most of its calls
     assert dollars(page.figures["saving"]) == pytest.approx(totals["saving"], abs=5e-5)
     assert dollars(page.figures["spent"]) == pytest.approx(totals["cost"], abs=5e-5)
-    assert int(page.figures["requests"].replace(",", "")) == totals["requests"]
+    assert count(page.figures["requests"]) == totals["requests"]
 
     lanes = {row[0]: row for row in page.tables["lanes"][1:]}
     for lane in ("realtime", "batch"):
-        assert int(lanes[lane][1].replace(",", "")) == totals["lanes"][lane]["requests"]
+        assert count(lanes[lane][1]) == totals["lanes"][lane]["requests"]
         assert dollars(lanes[lane][3]) == pytest.approx(totals["lanes"][lane]["cost"], abs=5e-5)
 
     header, *rows = page.tables["tags"]
     assert header[:2] == ["tag", "calls"]
     assert [r[0] for r in rows] == [t["tag"] or "(no tag)" for t in figures["tags"]]
     for row, tag in zip(rows, figures["tags"], strict=True):
-        assert int(row[1]) == tag["calls"]
+        assert count(row[1]) == tag["calls"]
         assert dollars(row[3]) == pytest.approx(tag["cost"], abs=5e-5)
         assert dollars(row[4]) == pytest.approx(tag["saving"], abs=5e-5)
-        assert (int(row[6]), int(row[7])) == (tag["escalated"], tag["missed"])
+        assert (count(row[6]), count(row[7])) == (tag["escalated"], tag["missed"])
     assert sum(t["escalated"] for t in figures["tags"]) > 0  # the demo escalates a tag
 
     opportunities = page.tables["opportunities"][1:]
     assert [r[0] for r in opportunities] == [o["tag"] or "(no tag)" for o in figures["opportunities"]]
     for row, o in zip(opportunities, figures["opportunities"], strict=True):
-        assert int(row[1]) == o["calls"]
+        assert count(row[1]) == o["calls"]
         assert dollars(row[3]) == pytest.approx(o["cost"], abs=5e-5)
         assert [dollars(cell.split(" ")[0]) for cell in row[4:]] == pytest.approx(
             [c["cost"] for c in o["classes"]], abs=5e-5
         )
 
     turnarounds = page.tables["turnarounds"][1:]
-    assert [(r[0], int(r[1])) for r in turnarounds] == [
+    assert [(r[0], count(r[1])) for r in turnarounds] == [
         (m["model"], m["batches"]) for m in figures["turnarounds"]
     ]
 
