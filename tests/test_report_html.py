@@ -230,3 +230,31 @@ def test_bar_heights_follow_the_values() -> None:
         10.0,
         0.05,
     ]
+
+
+def test_purge_of_the_demo_database_leaves_the_report_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "demo.db"
+    assert main(["demo", "--requests", "120", "--db", str(db)]) == 0
+    config = tmp_path / "router.toml"
+    config.write_text(f'[store]\npath = "{db}"\n', encoding="utf-8")
+    before = report_json(config, capsys)
+    assert main(["--config", str(config), "report"]) == 0
+    text = capsys.readouterr().out
+
+    assert main(["--config", str(config), "purge", "--older-than", "0s", "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert dry.startswith("would purge ") and "ledger rows older than 0s" in dry
+    after_dry = report_json(config, capsys)
+    assert main(["--config", str(config), "purge", "--older-than", "0s"]) == 0
+    done = capsys.readouterr().out
+    assert done == dry.replace("would purge", "purged", 1)  # the dry run counted what went
+    assert " 0 ledger rows" not in done and "daily totals" in done
+
+    after = report_json(config, capsys)
+    for figures in (before, after_dry, after):
+        del figures["generated_at"]
+    assert after_dry == before and after == before
+    assert main(["--config", str(config), "report"]) == 0
+    assert capsys.readouterr().out == text
