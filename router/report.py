@@ -512,7 +512,11 @@ def _opportunities_text(report: Report) -> str:
 def _turnarounds_text(report: Report) -> str:
     if not report.turnarounds:
         return ""
-    return "batch turnaround\n" + text_table(TURNAROUND_HEADER, turnaround_rows(report)) + "\n"
+    return (
+        "batch turnaround (every batch on record)\n"
+        + text_table(TURNAROUND_HEADER, turnaround_rows(report))
+        + "\n"
+    )
 
 
 # The terminal report, section by section; an empty section is left out.

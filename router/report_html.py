@@ -170,7 +170,8 @@ def _turnarounds(report: Report) -> str:
     )
     return (
         "<h2>Batch turnaround</h2>"
-        '<p class="note">From batch creation to its end at the API, per model.</p>'
+        '<p class="note">From batch creation to its end at the API, per model, of every batch on record'
+        " (whatever the period above).</p>"
         + table("turnarounds", TURNAROUND_HEADER, turnaround_rows(report))
         + f'<div class="charts">{charts}</div>'
     )
