@@ -335,7 +335,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(
             f"{verb} {report.requests} finished requests, {report.batches} done batches and"
             f" {report.ledger} ledger rows older than {format_duration(age)}"
-            f" (the ledger rows kept as {report.days} daily totals for the report)"
+            f"; {report.days} daily-total rows written, so the report keeps their figures"
         )
         return 0
 

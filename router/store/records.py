@@ -143,7 +143,7 @@ class PurgeReport:
     requests: int
     batches: int
     ledger: int
-    days: int = 0  # daily totals (of ledger_days) the ledger rows were rolled into
+    days: int = 0  # daily-total rows (ledger_days) written: inserted, or added to
 
     @property
     def total(self) -> int:
