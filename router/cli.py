@@ -335,7 +335,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(
             f"{verb} {report.requests} finished requests, {report.batches} done batches and"
             f" {report.ledger} ledger rows older than {format_duration(age)}"
-            f"; {report.days} daily-total rows written, so the report keeps their figures"
+            f"; the ledger rows go into {report.days} daily-total rows, so the report keeps their figures"
         )
         return 0
 
