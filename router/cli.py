@@ -199,11 +199,35 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import cost_summary
+    import json
+    import time
+
+    from .report import build_report, render_text
+    from .units import parse_duration
+
+    try:
+        age = parse_duration(args.since) if args.since else None
+    except ValueError as exc:
+        raise RouterError(f"--since: {exc}") from None
 
     async def body(router: Any) -> int:
-        summary = await cost_summary(router.store, router.config)
-        print(summary.render())
+        now = time.time()
+        report = await build_report(
+            router.store, router.config, since=None if age is None else now - age, now=now
+        )
+        if args.html:
+            from .report_html import render_html
+
+            page = render_html(report)
+            try:
+                await asyncio.to_thread(Path(args.html).write_text, page, encoding="utf-8")
+            except OSError as exc:
+                raise RouterError(f"--html {args.html}: cannot write: {exc.strerror or exc}") from None
+            print(f"wrote the report to {args.html}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(report.to_json(), indent=2))
+        elif not args.html:
+            print(render_text(report))
         return 0
 
     return _with_router(args, body)
@@ -312,10 +336,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     async def body(router: Any) -> int:
         age = given if given is not None else router.config.store.retention
-        report = await router.store.purge(before=time.time() - age)
+        report = await router.store.purge(before=time.time() - age, dry_run=args.dry_run)
+        verb = "would purge" if args.dry_run else "purged"
         print(
-            f"purged {report.requests} finished requests, {report.batches} done batches and"
+            f"{verb} {report.requests} finished requests, {report.batches} done batches and"
             f" {report.ledger} ledger rows older than {format_duration(age)}"
+            f"; the ledger rows go into {report.days} daily-total rows, so the report keeps their figures"
         )
         return 0
 
@@ -410,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("purge", help="delete finished requests, done batches and ledger rows past an age")
     p.add_argument("--older-than", help="a duration such as 30d (default: [store] retention)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be purged, change nothing")
     p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser(
@@ -428,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", action="store_true", help="also poll open batches afterwards")
     p.set_defaults(func=cmd_flush)
 
-    p = sub.add_parser("report", help="cost per lane against sending everything real time")
+    p = sub.add_parser("report", help="cost per lane, day and tag against sending everything real time")
+    p.add_argument("--since", help="only from the UTC day this long ago, e.g. 30d (default: all history)")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--html", metavar="FILE", help="write the report as one self-contained HTML page")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

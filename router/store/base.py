@@ -236,8 +236,14 @@ class StoreEngine(Protocol):
     async def release_lease(self, owner: str, *, name: str = ...) -> bool:
         """Give the lease up, if `owner` holds it."""
 
-    async def purge(self, *, before: float) -> PurgeReport:
-        """Delete finished requests, done batches and ledger rows older than `before`."""
+    async def purge(self, *, before: float, dry_run: bool = False) -> PurgeReport:
+        """Delete finished requests, done batches and ledger rows older than `before`, the ledger
+        rows added to daily totals first; a `dry_run` counts the same and changes nothing."""
+
+    async def history_rows(self, since_day: float) -> list[dict[str, Any]]:
+        """Ledger sums and the daily totals of purged rows together, from the UTC day starting at
+        `since_day` on, by day, lane, model, class, tag ('' for none), result type and duplicate
+        flag (the keys of records.HISTORY_FIELDS)."""
 
     # Figures for metrics and `status` (read-only, one statement each)
 

@@ -138,15 +138,24 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class PurgeReport:
-    """Rows a purge deleted."""
+    """Rows a purge deleted (or, for a dry run, would delete)."""
 
     requests: int
     batches: int
     ledger: int
+    days: int = 0  # daily-total rows (ledger_days) written: inserted, or added to
 
     @property
     def total(self) -> int:
         return self.requests + self.batches + self.ledger
+
+
+class DryRun(Exception):
+    """Raised inside the purge's transaction to roll it back, carrying what it did."""
+
+    def __init__(self, report: PurgeReport) -> None:
+        super().__init__("dry run")
+        self.report = report
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +189,19 @@ def request_id_from(custom_id: str) -> int | None:
 _TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
 LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
 LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)
+
+# The keys of history_rows' rows: ledger sums and daily rollups by UTC day (its start, epoch
+# seconds), lane, model, class and tag ('' for none), result type and duplicate flag, with
+# the real-time calls that were deadline escalations and the requests that missed a deadline.
+HISTORY_FIELDS = (
+    "day",
+    "lane",
+    "model",
+    "class",
+    "tag",
+    "result_type",
+    "duplicate",
+    *_TOKEN_SUMS,
+    "escalated",
+    "missed",
+)

@@ -40,6 +40,7 @@ from ..records import (
     AtRisk,
     BatchClaim,
     BatchRow,
+    DryRun,
     FinalRow,
     IngestStats,
     Lease,
@@ -665,15 +666,26 @@ class PostgresStore(FigureOps):
     async def release_lease(self, owner: str, *, name: str = DRIVER) -> bool:
         return _count(await self._execute("release_lease", sql.RELEASE_LEASE, name, owner)) == 1
 
-    async def purge(self, *, before: float) -> PurgeReport:
+    async def purge(self, *, before: float, dry_run: bool = False) -> PurgeReport:
+        """The ledger rows and the purged requests' missed deadlines go into the daily totals
+        first (`ledger_days`); a `dry_run` rolls the transaction back."""
+
         async def fn(conn: Conn) -> PurgeReport:
+            days = _count(await conn.execute(sql.ROLL_UP_MISSED, before))
+            days += _count(await conn.execute(sql.ROLL_UP_LEDGER, before))
             requests = int(await conn.fetchval(sql.PURGE_REQUESTS, before))
             batches = _count(await conn.execute(sql.PURGE_BATCHES, before))
             ledger = _count(await conn.execute(sql.PURGE_LEDGER, before))
+            report = PurgeReport(requests, batches, ledger, days)
+            if dry_run:
+                raise DryRun(report)
             crash_point("purge.before_commit")
-            return PurgeReport(requests, batches, ledger)
+            return report
 
-        return await self._run("purge", fn)
+        try:
+            return await self._run("purge", fn)
+        except DryRun as done:
+            return done.report
 
 
 async def _end_read(pool: asyncpg.Pool, conn: Conn, transaction: Transaction) -> None:

@@ -1,6 +1,8 @@
 """The PostgreSQL engine's read-only figures for metrics scrapes and `status` (router/observe.py).
 
 One statement each; every app on the database shows up, since the figures come from the rows.
+The report's history reads the ledger rows still kept with the daily totals of purged ones
+(`ledger_days`, which the purge fills: sql.py), summed alike, so a purge changes no figure.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from ..leases import DRIVER, is_held
-from ..records import LEDGER_FIGURE_FIELDS, BatchRow, Lease
+from ..records import HISTORY_FIELDS, LEDGER_FIGURE_FIELDS, BatchRow, Lease
+from .sql import ANSWERED_BY, DAY_OF, ESCALATED_CALLS, MISSED_DEADLINE
 
 if TYPE_CHECKING:
     from ..group_commit import GroupCommitter
@@ -42,6 +45,27 @@ BATCHES_AFTER = (
     " next_poll_at FROM batches WHERE id > $1 ORDER BY id"
 )
 LAST_BATCH_ID = "SELECT COALESCE(max(id), 0) FROM batches"
+_TOKENS = "input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read"
+HISTORY_ROWS = f"""
+SELECT day, lane, model, class, tag, result_type, duplicate, sum(calls)::bigint,
+    sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_write_5m)::bigint,
+    sum(cache_write_1h)::bigint, sum(cache_read)::bigint, sum(escalated)::bigint, sum(missed)::bigint
+FROM (
+    SELECT {DAY_OF.format("at")} AS day, lane, model, COALESCE(class, '') AS class,
+        COALESCE(tag, '') AS tag, result_type, duplicate, calls, {_TOKENS},
+        {ESCALATED_CALLS} AS escalated, 0 AS missed
+    FROM ledger WHERE at >= $1
+    UNION ALL
+    SELECT day, lane, model, class, tag, result_type, duplicate, calls, {_TOKENS}, escalated, missed
+    FROM ledger_days WHERE day >= $1
+    UNION ALL
+    SELECT {DAY_OF.format("finished_at")}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),
+        COALESCE(outcome, ''), 0, 0, 0, 0, 0, 0, 0, 0, 1
+    FROM requests WHERE {MISSED_DEADLINE} AND finished_at >= $1
+) AS h
+GROUP BY day, lane, model, class, tag, result_type, duplicate
+ORDER BY day, lane, model, class, tag, result_type, duplicate
+"""
 
 
 class FigureOps:
@@ -72,6 +96,11 @@ class FigureOps:
         await self._group.commit_ledger()  # this process's queued entries count too
         rows = await self._fetch("ledger_figures", LEDGER_FIGURES, today_since)
         return [dict(zip(LEDGER_FIGURE_FIELDS, tuple(r), strict=True)) for r in rows]
+
+    async def history_rows(self, since_day: float) -> list[dict[str, Any]]:
+        await self._group.commit_ledger()  # this process's queued entries count too
+        rows = await self._fetch("history_rows", HISTORY_ROWS, float(since_day))
+        return [dict(zip(HISTORY_FIELDS, tuple(r), strict=True)) for r in rows]
 
     async def turnaround_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
         ((total, seconds, within),) = await self._fetch(

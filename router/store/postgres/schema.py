@@ -120,6 +120,31 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE queue = 'pending' AND deadline_at IS NOT NULL;
     CREATE INDEX requests_escalated ON requests (escalated_at) WHERE queue = 'escalated';
     """,
+    # Daily totals of purged ledger rows, so the cost report's history outlives retention
+    # (the purge rolls rows in; figures.py reads them with the rows still kept). Class and tag
+    # are '' for none: the primary key needs values that compare equal. `escalated` counts the
+    # real-time calls that were deadline escalations, `missed` the purged requests that
+    # finished after their deadline (or failed for it).
+    """
+    CREATE TABLE ledger_days (
+        day            DOUBLE PRECISION NOT NULL,  -- start of the UTC day, epoch seconds
+        lane           TEXT    NOT NULL,
+        model          TEXT    NOT NULL,
+        class          TEXT    NOT NULL DEFAULT '',
+        tag            TEXT    NOT NULL DEFAULT '',
+        result_type    TEXT    NOT NULL,
+        duplicate      INTEGER NOT NULL DEFAULT 0,
+        calls          BIGINT  NOT NULL DEFAULT 0,
+        input_tokens   BIGINT  NOT NULL DEFAULT 0,
+        output_tokens  BIGINT  NOT NULL DEFAULT 0,
+        cache_write_5m BIGINT  NOT NULL DEFAULT 0,
+        cache_write_1h BIGINT  NOT NULL DEFAULT 0,
+        cache_read     BIGINT  NOT NULL DEFAULT 0,
+        escalated      BIGINT  NOT NULL DEFAULT 0,
+        missed         BIGINT  NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, lane, model, class, tag, result_type, duplicate)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -208,6 +208,46 @@ PURGE_BATCHES = (
 )
 PURGE_LEDGER = "DELETE FROM ledger WHERE at < $1"
 
+# The report's history (figures.py) and the purge's daily totals of it (`ledger_days`).
+# The start of the UTC day of a time, in epoch seconds.
+DAY_OF = "(floor(({0}) / 86400) * 86400)"
+# A ledger row's deadline escalations: real-time calls of a stored request.
+ESCALATED_CALLS = "CASE WHEN lane = 'realtime' AND request_id IS NOT NULL THEN calls ELSE 0 END"
+# A final request that missed its deadline: answered after it, or failed for it.
+MISSED_DEADLINE = (
+    "deadline_at IS NOT NULL AND state IN ('succeeded', 'failed')"
+    " AND (finished_at > deadline_at OR outcome = 'deadline')"
+)
+# The lane that answered a request, as its ledger row says.
+ANSWERED_BY = "CASE WHEN escalated_at IS NOT NULL THEN 'realtime' ELSE 'batch' END"
+_DAY_KEY = "day, lane, model, class, tag, result_type, duplicate"
+_DAY_SUMS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m",
+    "cache_write_1h",
+    "cache_read",
+    "escalated",
+    "missed",
+)
+_ADD_TO_DAY = f" ON CONFLICT ({_DAY_KEY}) DO UPDATE SET " + ", ".join(
+    f"{c} = ledger_days.{c} + excluded.{c}" for c in _DAY_SUMS
+)
+ROLL_UP_LEDGER = (
+    f"INSERT INTO ledger_days ({_DAY_KEY}, {', '.join(_DAY_SUMS)})"
+    f" SELECT {DAY_OF.format('at')}, lane, model, COALESCE(class, ''), COALESCE(tag, ''), result_type,"
+    " duplicate, sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_write_5m),"
+    f" sum(cache_write_1h), sum(cache_read), sum({ESCALATED_CALLS}), 0"
+    f" FROM ledger WHERE at < $1 GROUP BY 1, 2, 3, 4, 5, 6, 7{_ADD_TO_DAY}"
+)
+ROLL_UP_MISSED = (
+    f"INSERT INTO ledger_days ({_DAY_KEY}, missed)"
+    f" SELECT {DAY_OF.format('finished_at')}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),"
+    f" COALESCE(outcome, ''), 0, count(*) FROM requests WHERE {PURGEABLE} AND {MISSED_DEADLINE}"
+    f" GROUP BY 1, 2, 3, 4, 5, 6{_ADD_TO_DAY}"
+)
+
 NOTIFY = "SELECT pg_notify($1, $2)"
 # Taken by every transaction that gives out completion numbers, just before it does; held to
 # its commit, so numbers become visible in the order they were given (engine.py).

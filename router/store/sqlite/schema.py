@@ -166,6 +166,31 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT RAISE(ABORT, 'this request has a completion, so it is final (schema 8)');
     END;
     """,
+    # Daily totals of purged ledger rows, so the cost report's history outlives retention
+    # (purge.py rolls rows in; history.py reads them with the rows still kept). Class and tag
+    # are '' for none: the primary key needs values that compare equal. `escalated` counts the
+    # real-time calls that were deadline escalations, `missed` the purged requests that
+    # finished after their deadline (or failed for it).
+    """
+    CREATE TABLE ledger_days (
+        day            REAL    NOT NULL,       -- start of the UTC day, epoch seconds
+        lane           TEXT    NOT NULL,
+        model          TEXT    NOT NULL,
+        class          TEXT    NOT NULL DEFAULT '',
+        tag            TEXT    NOT NULL DEFAULT '',
+        result_type    TEXT    NOT NULL,
+        duplicate      INTEGER NOT NULL DEFAULT 0,
+        calls          INTEGER NOT NULL DEFAULT 0,
+        input_tokens   INTEGER NOT NULL DEFAULT 0,
+        output_tokens  INTEGER NOT NULL DEFAULT 0,
+        cache_write_5m INTEGER NOT NULL DEFAULT 0,
+        cache_write_1h INTEGER NOT NULL DEFAULT 0,
+        cache_read     INTEGER NOT NULL DEFAULT 0,
+        escalated      INTEGER NOT NULL DEFAULT 0,
+        missed         INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, lane, model, class, tag, result_type, duplicate)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

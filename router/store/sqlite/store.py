@@ -42,6 +42,7 @@ from ..records import (
 from .connections import fold_completions
 from .deadlines import DeadlineOps
 from .failures import StoreErrors
+from .history import HistoryOps
 from .ingest import (
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
@@ -119,7 +120,7 @@ def _uri(path: Path) -> str:
     return path.absolute().as_uri() + "?mode=rw"
 
 
-class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
     """Async access to the router's SQLite database. Open with `await Store.open(path)`.
 
     Each mixin holds the operations of one concept, with their SQL (see connections.py).
