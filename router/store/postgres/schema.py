@@ -98,6 +98,15 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at  DOUBLE PRECISION NOT NULL  -- wall-clock time; renewed well before it passes
     );
     """,
+    # Prompt caching: each deferred request's cacheable prefix (router/prefix.py), so a flush
+    # keeps a group together, primes a cold one, and the report sums cache tokens by group.
+    """
+    ALTER TABLE requests ADD COLUMN prefix_key TEXT;                  -- NULL: no marked prefix
+    ALTER TABLE requests ADD COLUMN prefix_tokens INTEGER;            -- estimate, uncalibrated
+    ALTER TABLE requests ADD COLUMN ttl_1h_delta INTEGER NOT NULL DEFAULT 0;  -- bytes of the 1 h rewrite
+    -- Whether a group is warm (a request of it ended within the TTL) or has one in flight.
+    CREATE INDEX requests_by_prefix ON requests (prefix_key, id) WHERE prefix_key IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

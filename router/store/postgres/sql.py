@@ -43,6 +43,12 @@ SELECT u.key, COALESCE(ins.id, r.id) AS id, ins.id IS NOT NULL AS created,
 FROM u LEFT JOIN ins USING (key) LEFT JOIN requests r ON r.key = u.key
 """
 STORED_KEYS = "SELECT key, id, false, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
+# The cacheable prefix of requests ENQUEUE just created (only groups that have one run it).
+SET_PREFIXES = """
+UPDATE requests r SET prefix_key = u.prefix_key, prefix_tokens = u.prefix_tokens, ttl_1h_delta = u.delta
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[]) AS u(id, prefix_key, prefix_tokens, delta)
+WHERE r.id = u.id
+"""
 
 # The class filter: $1 is NULL for every class.
 PENDING_STATS = (

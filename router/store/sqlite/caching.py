@@ -1,0 +1,80 @@
+"""Store reads for prompt caching: pending prefix groups, their warmth, and cache figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..records import CACHE_FIGURE_FIELDS, PendingGroup
+from .connections import Connections
+from .sql import chunks
+
+# Cache tokens one ledger row returned.
+_CACHED = "(l.cache_read + l.cache_write_5m + l.cache_write_1h)"
+
+
+class CacheOps(Connections):
+    """Reads behind cache-aware flushing and the cache report (a mixin of `Store`)."""
+
+    async def pending_groups(self, latencies: Sequence[str] | None = None) -> list[PendingGroup]:
+        """Pending requests by class, model and prefix key."""
+        where, args = "", tuple[str, ...]()
+        if latencies is not None:
+            where = f" AND class IN ({','.join('?' * len(latencies))})" if latencies else " AND 0"
+            args = tuple(latencies)
+        async with self._reader.execute(
+            "SELECT class, model, prefix_key, COUNT(*), SUM(size), MIN(created_at), MIN(deadline_at),"
+            f" MAX(prefix_tokens) FROM requests WHERE state = 'pending'{where}"
+            " GROUP BY class, model, prefix_key ORDER BY MIN(id)",
+            args,
+        ) as cur:
+            return [
+                PendingGroup(str(c), str(m), k, int(n), int(b), float(o), d, t)
+                for c, m, k, n, b, o, d, t in await cur.fetchall()
+            ]
+
+    async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
+        """For each of `keys` stored: (when a request with it last succeeded, or None; whether
+        one is claimed or in a batch). A result not yet folded into its row is read from
+        `completions`."""
+        status: dict[str, tuple[float | None, bool]] = {}
+        for part in chunks(list(dict.fromkeys(keys))):
+            marks = ",".join("?" * len(part))
+            async with self._reader.execute(
+                "SELECT r.prefix_key,"
+                " MAX(CASE WHEN COALESCE(c.state, r.state) = 'succeeded'"
+                " THEN COALESCE(c.finished_at, r.finished_at) END),"
+                " MAX(c.state IS NULL AND r.state IN ('submitting', 'submitted'))"
+                " FROM requests r LEFT JOIN completions c ON c.request_id = r.id"
+                f" WHERE r.prefix_key IN ({marks}) GROUP BY r.prefix_key",
+                part,
+            ) as cur:
+                for key, succeeded_at, flying in await cur.fetchall():
+                    status[str(key)] = (succeeded_at, bool(flying))
+        return status
+
+    async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
+        """Per model: cache tokens returned and tokens estimated, over the latest `limit` batch
+        results of marked requests that read or wrote the cache."""
+        async with self._reader.execute(
+            f"SELECT model, SUM(cached), SUM(estimate) FROM ("
+            f" SELECT l.model, {_CACHED} AS cached, r.prefix_tokens AS estimate"
+            " FROM ledger l JOIN requests r ON r.id = l.request_id"
+            f" WHERE l.lane = 'batch' AND r.prefix_tokens > 0 AND {_CACHED} > 0"
+            " ORDER BY l.id DESC LIMIT ?) GROUP BY model",
+            (limit,),
+        ) as cur:
+            return {str(m): (int(c), int(e)) for m, c, e in await cur.fetchall()}
+
+    async def cache_figures(self) -> list[dict[str, Any]]:
+        """Cache tokens of billed batch results of requests with a prefix key (CACHE_FIGURE_FIELDS)."""
+        async with self._reader.execute(
+            f"SELECT l.model, l.tag, r.prefix_key, MAX(r.prefix_tokens), {_CACHED} AS cached,"
+            " SUM(l.calls), SUM(l.cache_read > 0), SUM(l.input_tokens), SUM(l.output_tokens),"
+            " SUM(l.cache_write_5m), SUM(l.cache_write_1h), SUM(l.cache_read)"
+            " FROM ledger l JOIN requests r ON r.id = l.request_id"
+            " WHERE l.lane = 'batch' AND l.duplicate = 0 AND l.result_type = 'succeeded'"
+            " AND r.prefix_key IS NOT NULL"
+            " GROUP BY l.model, l.tag, r.prefix_key, cached ORDER BY r.prefix_key, l.tag, cached"
+        ) as cur:
+            return [dict(zip(CACHE_FIGURE_FIELDS, tuple(row), strict=True)) for row in await cur.fetchall()]
