@@ -193,11 +193,14 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import cost_summary
+    from .report import cache_section, cost_summary
 
     async def body(router: Any) -> int:
         summary = await cost_summary(router.store, router.config)
         print(summary.render())
+        cache = await cache_section(router.store, router.config)
+        if cache:
+            print(cache)
         return 0
 
     return _with_router(args, body)

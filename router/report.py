@@ -33,3 +33,14 @@ def summary_of(rows: Iterable[Mapping[str, Any]], config: RouterConfig) -> CostS
             row["model"], usage, row["lane"], requests=row["requests"], duplicate=bool(row["duplicate"])
         )
     return summary
+
+
+# ---------------------------------------------------------------- prompt cache (router/cache_report.py)
+
+
+async def cache_section(store: StoreEngine, config: RouterConfig) -> str:
+    """The report's prompt-cache section, per prefix group and per tag ("" when no deferred
+    request marked a cacheable prefix)."""
+    from .cache_report import cache_report
+
+    return (await cache_report(store, config)).render()

@@ -6,18 +6,23 @@ batch's custom_ids and the TTLs of each request's cache breakpoints, in body ord
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
 from router import Router
+from router.cache_report import cache_report
 from router.emulator import Emulator
 from router.store import custom_id_for
 from tests.engine import creates, quiet_router
-from tests.stores import raw_rows
+from tests.stores import raw_rows, store_toml
 
 BOTH_ENGINES = True
 
@@ -204,3 +209,36 @@ async def test_a_young_group_waits_within_its_deadline(make_router: Any, emulato
     assert (await router.flush("evals")).requests == 0
     emulator.clock.advance(301)
     assert (await router.flush("evals")).requests == 3
+
+
+async def test_the_report_shows_cache_figures_per_group_and_tag(
+    make_router: Any, emulator: Emulator, store_location: str, tmp_path: Path
+) -> None:
+    router = await make_router(priming="batch")
+    for i in range(25):
+        await router.messages.submit(**graded(f"a{i}"), tag="judge")
+    for i in range(4):  # ~350 tokens: below the minimum, never cached
+        await router.messages.submit(**graded(f"s{i}", rubric=RUBRIC[:1400]), tag="short")
+    for _ in range(2):  # the primer, then the rest
+        await router.flush("evals")
+        emulator.end_batches()
+        await router.poll()
+    report = await cache_report(router.store, router.config)
+    judge, short = report.tags
+    assert (judge.name, judge.requests, judge.hits, judge.uncached_prefix) == ("judge", 25, 24, 0)
+    # One 1-hour write (2 x input) and 24 reads (0.1 x), at the batch price: 8.8 % of list.
+    assert judge.prefix_pct is not None and round(judge.prefix_pct, 1) == 8.8
+    assert (short.requests, short.too_short) == (4, 4)
+    # The CLI, in a process of its own, prints the section.
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(f"[store]\n{store_toml(store_location)}\n" + CLASSES.format(ttl="1h", priming="batch"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "-c", str(cfg), "report",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Prompt cache" in text
+    assert re.search(r"^  judge\s+claude-sonnet-4-5\s+25\s+96\.0%.*8\.8%$", text, re.MULTILINE), text
+    assert "not cacheable (too short): 4 request(s) in 1 group(s)" in text
