@@ -16,6 +16,8 @@ For each group (requests sharing a cacheable prefix, router/prefix.py) and each 
 
 from __future__ import annotations
 
+import fnmatch
+import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -196,3 +198,58 @@ def report_of(rows: Iterable[Mapping[str, Any]], prices: PriceTable, calibration
     for name, tag_line in tags.items():
         tag_line.model = next(iter(models[name])) if len(models[name]) == 1 else "(several)"
     return CacheReport(list(groups.values()), sorted(tags.values(), key=lambda t: t.name), total)
+
+
+async def typical_prefixes(store: StoreEngine, config: RouterConfig, limit: int = 5000) -> str:
+    """`validate --store`: the typical marked prefix of each class, tag and model among the
+    latest `limit` stored requests (the median of their calibrated estimates) against the
+    model's minimum cacheable length, naming the rules that route that tag to that class."""
+    prices = PriceTable.bundled().with_overrides(config.pricing)
+    calibration = Calibration.from_sums(await store.cache_calibration())
+    sizes: dict[tuple[str, str | None, str], list[int]] = {}
+    for latency, tag, model, tokens in await store.prefix_sizes(limit):
+        sizes.setdefault((latency, tag, model), []).append(calibration.tokens(model, tokens))
+    title = f"Typical cached prefixes (median of the latest {limit:,} stored requests that mark one)"
+    if not sizes:
+        return f"{title}\n  (none stored yet: prefix sizes are known once requests are stored)\n"
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for (latency, tag, model), values in sorted(sizes.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        typical = int(statistics.median(values))
+        minimum = prices.min_cacheable(model)
+        rules = [
+            f"rules[{i}]"
+            for i, rule in enumerate(config.rules)
+            if tag is not None
+            and rule.class_ == latency
+            and fnmatch.fnmatchcase(tag, rule.tag)
+            and (rule.model is None or fnmatch.fnmatchcase(model, rule.model))
+        ]
+        rows.append(
+            (
+                latency,
+                tag or "-",
+                ", ".join(rules) or "-",
+                model,
+                f"{len(values):,}",
+                f"{typical:,}",
+                f"{minimum:,}" if minimum is not None else "?",
+            )
+        )
+        if minimum is not None and typical < minimum:
+            named = (
+                f"class {latency}"
+                + (f", tag {tag}" if tag else "")
+                + (f" ({', '.join(rules)})" if rules else "")
+            )
+            notes.append(
+                f"  note: {named}: the typical marked prefix (~{typical:,} tokens) is below {model}'s minimum"
+                f" cacheable length ({minimum:,}); such requests are sent as they are, never cached"
+            )
+    header = ("class", "tag", "rules", "model", "requests", "typical tokens", "minimum")
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [title]
+    for row in (header, *rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        lines.append("  " + "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in pairs))
+    return "\n".join([*lines, *notes]) + "\n"

@@ -17,9 +17,10 @@ from typing import Any
 import anthropic
 import pytest
 
-from router import Router
+from router import Router, RouterConfig
 from router.cache_report import cache_report
 from router.emulator import Emulator
+from router.policy import format_effective_policy
 from router.store import custom_id_for
 from tests.engine import creates, quiet_router
 from tests.stores import raw_rows, store_toml
@@ -242,3 +243,39 @@ async def test_the_report_shows_cache_figures_per_group_and_tag(
     assert "Prompt cache" in text
     assert re.search(r"^  judge\s+claude-sonnet-4-5\s+25\s+96\.0%.*8\.8%$", text, re.MULTILINE), text
     assert "not cacheable (too short): 4 request(s) in 1 group(s)" in text
+
+
+async def test_validate_names_short_prefixes_by_class_and_rule(
+    make_router: Any, store_location: str, tmp_path: Path
+) -> None:
+    rules = '[[rules]]\ntag = "judge-*"\nclass = "evals"\n'
+    router = await make_router()
+    for i in range(3):  # ~350 tokens, where Sonnet 4.5 caches 1,024 or more
+        await router.messages.submit(**graded(f"s{i}", rubric=RUBRIC[:1400]), tag="judge-short")
+    await router.messages.submit(**graded("long"), tag="judge-long")
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        f"[store]\n{store_toml(store_location)}\n" + CLASSES.format(ttl="1h", priming="batch") + rules
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", "validate", str(cfg), "--store",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    notes = [line for line in out.decode().splitlines() if "below" in line]
+    assert notes == [
+        "  note: class evals, tag judge-short (rules[0]): the typical marked prefix (~357 tokens) is below"
+        " claude-sonnet-4-5's minimum cacheable length (1,024); such requests are sent as they are,"
+        " never cached"
+    ]
+
+
+def test_validate_names_a_class_with_priming_and_no_deadline_room() -> None:
+    config = RouterConfig.from_toml_text(
+        '[classes.quick]\nroute = "batch"\ndeadline = "2h"\ncache_priming = "batch"\n'
+        '[classes.slow]\nroute = "batch"\ndeadline = "1d"\ncache_priming = "batch"\n'
+    )
+    text = format_effective_policy(config, "x.toml")
+    assert 'note: quick: cache_priming = "batch" but its deadline 2h leaves no room for priming' in text
+    assert "note: slow" not in text

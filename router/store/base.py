@@ -110,6 +110,9 @@ class StoreEngine(Protocol):
         """Per model, over the latest `limit` batch results that read or wrote the cache: the
         cache tokens returned and the prefix tokens estimated for those requests."""
 
+    async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:
+        """(class, tag, model, estimated prefix tokens) of the latest `limit` requests that mark one."""
+
     async def cache_figures(self) -> list[dict[str, Any]]:
         """Cache tokens of billed batch results of requests with a prefix key (CACHE_FIGURE_FIELDS)."""
 

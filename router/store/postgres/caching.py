@@ -64,3 +64,7 @@ FROM ledger l JOIN requests r ON r.id = l.request_id
 WHERE l.lane = 'batch' AND l.duplicate = 0 AND l.result_type = 'succeeded' AND r.prefix_key IS NOT NULL
 GROUP BY l.model, l.tag, r.prefix_key, cached ORDER BY r.prefix_key, l.tag, cached
 """
+
+PREFIX_SIZES = """
+SELECT class, tag, model, prefix_tokens FROM requests WHERE prefix_key IS NOT NULL ORDER BY id DESC LIMIT $1
+"""

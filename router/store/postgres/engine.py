@@ -392,6 +392,10 @@ class PostgresStore(FigureOps):
         rows = await self._fetch("cache_calibration", caching.CALIBRATION, limit)
         return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
+    async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:
+        rows = await self._fetch("prefix_sizes", caching.PREFIX_SIZES, limit)
+        return [(str(r[0]), r[1], str(r[2]), int(r[3] or 0)) for r in rows]
+
     async def cache_figures(self) -> list[dict[str, Any]]:
         if self._ledger.entries:
             await self._commit_ledger(self._ledger.take())

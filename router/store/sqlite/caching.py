@@ -66,6 +66,15 @@ class CacheOps(Connections):
         ) as cur:
             return {str(m): (int(c), int(e)) for m, c, e in await cur.fetchall()}
 
+    async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:
+        """(class, tag, model, estimated prefix tokens) of the latest `limit` requests that mark one."""
+        async with self._reader.execute(
+            "SELECT class, tag, model, prefix_tokens FROM requests WHERE prefix_key IS NOT NULL"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [(str(c), t, str(m), int(n or 0)) for c, t, m, n in await cur.fetchall()]
+
     async def cache_figures(self) -> list[dict[str, Any]]:
         """Cache tokens of billed batch results of requests with a prefix key (CACHE_FIGURE_FIELDS)."""
         async with self._reader.execute(
