@@ -15,7 +15,7 @@ from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
 from .config import LatencyClass
-from .grouping import Calibration, ClaimJob, FlushPlan, plan_flush, uses_groups
+from .grouping import Calibration, ClaimJob, FlushPlan, plan_flush
 from .logs import get_logger
 from .prefix import rewrite_ttl_1h
 from .pricing import PriceTable
@@ -167,12 +167,17 @@ async def flush(
     jobs: list[ClaimJob | None] = [None]  # None: the oldest pending requests, in id order
     if cache is not None:
         groups = await store.pending_groups(latencies)
-        if uses_groups(groups):
-            keys = [g.prefix_key for g in groups if g.prefix_key is not None]
+        if groups:  # else no pending request marks a prefix: claim plainly, in id order
+            names = (
+                list(latencies)
+                if latencies is not None
+                else [n for n, c in cache.classes.items() if c.is_batch]
+            )
             report.plan = plan_flush(
                 groups,
                 cache.classes,
-                status=await store.prefix_status(keys),
+                latencies=names,
+                status=await store.prefix_status([g.prefix_key for g in groups]),
                 now=now,
                 turnaround=cache.turnaround,
                 margin=cache.margin,

@@ -77,15 +77,11 @@ class Calibration:
         return round(estimate * self.factors.get(model, 1.0))
 
 
-def uses_groups(groups: Sequence[PendingGroup]) -> bool:
-    """Whether any pending request marks a prefix (else a flush claims plainly, in id order)."""
-    return any(g.prefix_key is not None for g in groups)
-
-
 def plan_flush(
     groups: Sequence[PendingGroup],
     classes: Mapping[str, LatencyClass],
     *,
+    latencies: Sequence[str],
     status: Mapping[str, tuple[float | None, bool]],
     now: float,
     turnaround: Callable[[str], float],
@@ -93,17 +89,16 @@ def plan_flush(
     prices: PriceTable,
     calibration: Calibration,
 ) -> FlushPlan:
-    """The claims of a flush of `groups` (pending, of the flush's classes, oldest first)."""
+    """The claims of a flush of the classes `latencies`, whose pending prefix groups are
+    `groups` (oldest first); their requests that mark no prefix go as they are."""
     plan = FlushPlan()
     modes: dict[str, list[str]] = {"1h": [], "keep": []}  # classes by the TTL they send
     ready: dict[str, list[str]] = {"1h": [], "keep": []}
     primers: dict[str, list[str]] = {"1h": [], "keep": []}
     as_is: dict[str, list[str]] = {"1h": [NO_PREFIX], "keep": [NO_PREFIX]}
-    for name in dict.fromkeys(g.latency for g in groups):
+    for name in latencies:
         modes[classes[name].cache_ttl].append(name)
     for g in groups:
-        if g.prefix_key is None:
-            continue
         cls = classes[g.latency]
         mode = cls.cache_ttl
         key = g.prefix_key

@@ -100,7 +100,7 @@ class StoreEngine(Protocol):
     # Prompt caching (router/grouping.py, router/cache_report.py)
 
     async def pending_groups(self, latencies: Sequence[str] | None = None) -> list[PendingGroup]:
-        """Pending requests by class, model and prefix key."""
+        """Pending requests that mark a prefix, by class, model and prefix key, oldest first."""
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
         """For each of `keys` stored: (when a request with it last succeeded, or None; whether

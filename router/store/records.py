@@ -88,12 +88,11 @@ class BatchClaim:
 
 @dataclass(frozen=True, slots=True)
 class PendingGroup:
-    """Pending requests of one class and model that share a cacheable prefix (`prefix_key`),
-    or, with `prefix_key` None, those of the class and model that mark none."""
+    """Pending requests of one class and model that share a cacheable prefix (`prefix_key`)."""
 
     latency: str
     model: str
-    prefix_key: str | None
+    prefix_key: str
     requests: int
     bytes: int
     oldest_at: float

@@ -35,7 +35,8 @@ SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 PENDING_GROUPS = """
 SELECT class, model, prefix_key, count(*)::bigint, sum(size)::bigint, min(created_at), min(deadline_at),
     max(prefix_tokens)
-FROM requests WHERE state = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))
+FROM requests
+WHERE state = 'pending' AND prefix_key IS NOT NULL AND ($1::text[] IS NULL OR class = ANY($1::text[]))
 GROUP BY class, model, prefix_key ORDER BY min(id)
 """
 

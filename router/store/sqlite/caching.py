@@ -17,14 +17,15 @@ class CacheOps(Connections):
     """Reads behind cache-aware flushing and the cache report (a mixin of `Store`)."""
 
     async def pending_groups(self, latencies: Sequence[str] | None = None) -> list[PendingGroup]:
-        """Pending requests by class, model and prefix key."""
+        """Pending requests that mark a prefix, by class, model and prefix key, oldest first."""
         where, args = "", tuple[str, ...]()
         if latencies is not None:
             where = f" AND class IN ({','.join('?' * len(latencies))})" if latencies else " AND 0"
             args = tuple(latencies)
         async with self._reader.execute(
             "SELECT class, model, prefix_key, COUNT(*), SUM(size), MIN(created_at), MIN(deadline_at),"
-            f" MAX(prefix_tokens) FROM requests WHERE state = 'pending'{where}"
+            " MAX(prefix_tokens) FROM requests WHERE state = 'pending' AND prefix_key IS NOT NULL"
+            f"{where}"
             " GROUP BY class, model, prefix_key ORDER BY MIN(id)",
             args,
         ) as cur:

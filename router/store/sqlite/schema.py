@@ -174,6 +174,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE requests ADD COLUMN ttl_1h_delta INTEGER NOT NULL DEFAULT 0;  -- bytes of the 1 h rewrite
     -- Whether a group is warm (a request of it ended within the TTL) or has one in flight.
     CREATE INDEX requests_by_prefix ON requests (prefix_key, id) WHERE prefix_key IS NOT NULL;
+    -- A flush's prefix groups, read without touching the pending requests that mark none.
+    CREATE INDEX requests_pending_prefix ON requests (class, prefix_key)
+        WHERE state = 'pending' AND prefix_key IS NOT NULL;
     """,
 )
 
