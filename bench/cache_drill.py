@@ -20,6 +20,7 @@ Costs come from the usage the emulator returned, through the router's ledger and
 router/cache_report.py.
 
     .venv/bin/python bench/cache_drill.py [--requests 2000] [--others 500] [--batch-seconds 1200]
+        [--variants a b c c5 d] [--db-dir DIR]
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ class Figures:
     seconds: float  # wall time of the variant
 
 
-async def run_variant(name: str, *, requests: int, others: int, batch_seconds: float, seed: int) -> Figures:
+async def run_variant(
+    name: str, *, requests: int, others: int, batch_seconds: float, seed: int, db_dir: Path | None = None
+) -> Figures:
     what, mark, ttl, priming, other_jobs = VARIANTS[name]
     rng = random.Random(seed)
     jobs = [(TAG, rubric(0), requests)] + [(f"other{j}", rubric(j), others) for j in range(1, other_jobs + 1)]
@@ -122,7 +125,8 @@ async def run_variant(name: str, *, requests: int, others: int, batch_seconds: f
         rng.shuffle(arrivals)  # the jobs' requests arrive interleaved
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "drill.db"
+        db = (db_dir or Path(tmp)) / f"drill-{name}.db"
+        db.unlink(missing_ok=True)
         config = RouterConfig.from_toml_text(
             CONFIG.format(db=db, ttl=ttl, priming=priming, turnaround=batch_seconds)
         )
@@ -234,6 +238,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 others=args.others,
                 batch_seconds=args.batch_seconds,
                 seed=args.seed,
+                db_dir=args.db_dir,
             )
         )
         print(f"  ran {name} in {rows[-1].seconds:.1f} s", file=sys.stderr)
@@ -255,6 +260,11 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=1200.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--db-dir",
+        type=Path,
+        help="keep each variant's database here (drill-VARIANT.db), for `hybrid-router report`",
+    )
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -206,49 +206,41 @@ async def flush(
             )
             if claim is None:
                 break
-            if not await _create(store, client, claim, report, now, first_poll_after, in_flight):
+            crash_point("flush.after_claim")
+            if in_flight is not None:
+                in_flight.add(claim.batch_id)
+            upload = Upload()
+            try:
+                batch = await create_batch(client, store, claim, upload)
+            except Exception as exc:  # not only API errors: a create refused before sending is certain too
+                report.failure = exc
+                if is_certain_failure(exc, body_started=upload.body_started):
+                    released = await store.release_batch(claim.batch_id)
+                    report.released += released
+                    log.warning("batch_create_failed", error=describe_failure(exc), requests=released)
+                else:
+                    report.uncertain += 1
+                    report.uncertain_ids.append(claim.batch_id)
+                    log.warning(
+                        "batch_create_uncertain", error=describe_failure(exc), local_batch=claim.batch_id
+                    )
                 return report  # the API is unhappy: leave the rest for the next flush
+            finally:
+                if in_flight is not None:
+                    in_flight.discard(claim.batch_id)
+            crash_point("flush.after_create")
+            await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
+            crash_point("flush.after_mark_submitted")
+            report.batches.append(batch.id)
+            report.requests += claim.request_count
+            log.info(
+                "batch_submitted",
+                batch_id=batch.id,
+                requests=claim.request_count,
+                body_bytes=claim.body_bytes,
+            )
             if job is not None and job.primers:
                 report.primers += claim.request_count
             if job is not None and job.once:
                 break
     return report
-
-
-async def _create(
-    store: StoreEngine,
-    client: anthropic.AsyncAnthropic,
-    claim: BatchClaim,
-    report: FlushReport,
-    now: float,
-    first_poll_after: float,
-    in_flight: set[int] | None,
-) -> bool:
-    """Create the claimed batch and record it; False when the create failed (see report)."""
-    crash_point("flush.after_claim")
-    if in_flight is not None:
-        in_flight.add(claim.batch_id)
-    upload = Upload()
-    try:
-        batch = await create_batch(client, store, claim, upload)
-    except Exception as exc:  # not only API errors: a create refused before sending is certain too
-        report.failure = exc
-        if is_certain_failure(exc, body_started=upload.body_started):
-            released = await store.release_batch(claim.batch_id)
-            report.released += released
-            log.warning("batch_create_failed", error=describe_failure(exc), requests=released)
-        else:
-            report.uncertain += 1
-            report.uncertain_ids.append(claim.batch_id)
-            log.warning("batch_create_uncertain", error=describe_failure(exc), local_batch=claim.batch_id)
-        return False
-    finally:
-        if in_flight is not None:
-            in_flight.discard(claim.batch_id)
-    crash_point("flush.after_create")
-    await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
-    crash_point("flush.after_mark_submitted")
-    report.batches.append(batch.id)
-    report.requests += claim.request_count
-    log.info("batch_submitted", batch_id=batch.id, requests=claim.request_count, body_bytes=claim.body_bytes)
-    return True

@@ -40,17 +40,22 @@ WHERE state = 'pending' AND prefix_key IS NOT NULL AND ($1::text[] IS NULL OR cl
 GROUP BY class, model, prefix_key ORDER BY min(id)
 """
 
+# Each key's latest STATUS_DEPTH requests ($2), as on SQLite (sqlite/caching.py).
 PREFIX_STATUS = """
-SELECT prefix_key, max(finished_at) FILTER (WHERE state = 'succeeded'),
-    bool_or(state IN ('submitting', 'submitted'))
-FROM requests WHERE prefix_key = ANY($1::text[]) GROUP BY prefix_key
+SELECT k.prefix_key, max(r.finished_at) FILTER (WHERE r.state = 'succeeded'),
+    bool_or(r.state IN ('submitting', 'submitted'))
+FROM unnest($1::text[]) AS k(prefix_key)
+CROSS JOIN LATERAL (
+    SELECT state, finished_at FROM requests WHERE prefix_key = k.prefix_key ORDER BY id DESC LIMIT $2
+) AS r
+GROUP BY k.prefix_key
 """
 
 _CACHED = "(l.cache_read + l.cache_write_5m + l.cache_write_1h)"
 CALIBRATION = f"""
 SELECT model, sum(cached)::bigint, sum(estimate)::bigint FROM (
     SELECT l.model, {_CACHED} AS cached, r.prefix_tokens AS estimate
-    FROM ledger l JOIN requests r ON r.id = l.request_id
+    FROM (SELECT * FROM ledger ORDER BY id DESC LIMIT $2) AS l JOIN requests r ON r.id = l.request_id
     WHERE l.lane = 'batch' AND r.prefix_tokens > 0 AND {_CACHED} > 0
     ORDER BY l.id DESC LIMIT $1
 ) AS recent GROUP BY model

@@ -46,6 +46,7 @@ from ..records import (
     StoredResult,
     Ticket,
 )
+from ..sqlite.caching import CALIBRATION_DEPTH, STATUS_DEPTH
 from ..sqlite.ingest import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from ..sqlite.ledger import LedgerBuffer, LedgerRow, ledger_row
 from ..sqlite.missing import missing_line
@@ -385,11 +386,12 @@ class PostgresStore(FigureOps):
         return [PendingGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7]) for r in rows]
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
-        rows = await self._fetch("prefix_status", caching.PREFIX_STATUS, list(dict.fromkeys(keys)))
+        keys = list(dict.fromkeys(keys))
+        rows = await self._fetch("prefix_status", caching.PREFIX_STATUS, keys, STATUS_DEPTH)
         return {str(r[0]): (r[1], bool(r[2])) for r in rows}
 
     async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
-        rows = await self._fetch("cache_calibration", caching.CALIBRATION, limit)
+        rows = await self._fetch("cache_calibration", caching.CALIBRATION, limit, CALIBRATION_DEPTH)
         return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
     async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:

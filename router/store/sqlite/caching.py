@@ -7,8 +7,11 @@ from typing import Any
 
 from ..records import CACHE_FIGURE_FIELDS, PendingGroup
 from .connections import Connections
-from .sql import chunks
 
+# How many of a prefix's latest requests say whether it is warm or has one in flight, and how
+# many of the latest ledger rows calibrate the estimate: bounded reads, whatever the history.
+STATUS_DEPTH = 1000
+CALIBRATION_DEPTH = 20_000
 # Cache tokens one ledger row returned.
 _CACHED = "(l.cache_read + l.cache_write_5m + l.cache_write_1h)"
 
@@ -36,22 +39,22 @@ class CacheOps(Connections):
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
         """For each of `keys` stored: (when a request with it last succeeded, or None; whether
-        one is claimed or in a batch). A result not yet folded into its row is read from
-        `completions`."""
+        one is claimed or in a batch), among its latest `STATUS_DEPTH` requests (a long-lived
+        prefix's old requests are long finished). A result not yet folded into its row is read
+        from `completions`."""
         status: dict[str, tuple[float | None, bool]] = {}
-        for part in chunks(list(dict.fromkeys(keys))):
-            marks = ",".join("?" * len(part))
+        for key in dict.fromkeys(keys):
             async with self._reader.execute(
-                "SELECT r.prefix_key,"
-                " MAX(CASE WHEN COALESCE(c.state, r.state) = 'succeeded'"
+                "SELECT MAX(CASE WHEN COALESCE(c.state, r.state) = 'succeeded'"
                 " THEN COALESCE(c.finished_at, r.finished_at) END),"
-                " MAX(c.state IS NULL AND r.state IN ('submitting', 'submitted'))"
-                " FROM requests r LEFT JOIN completions c ON c.request_id = r.id"
-                f" WHERE r.prefix_key IN ({marks}) GROUP BY r.prefix_key",
-                part,
+                " MAX(c.state IS NULL AND r.state IN ('submitting', 'submitted')), COUNT(*)"
+                " FROM (SELECT id, state, finished_at FROM requests WHERE prefix_key = ?"
+                " ORDER BY id DESC LIMIT ?) r LEFT JOIN completions c ON c.request_id = r.id",
+                (key, STATUS_DEPTH),
             ) as cur:
-                for key, succeeded_at, flying in await cur.fetchall():
-                    status[str(key)] = (succeeded_at, bool(flying))
+                succeeded_at, flying, count = await cur.fetchone() or (None, 0, 0)
+            if count:
+                status[key] = (succeeded_at, bool(flying))
         return status
 
     async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
@@ -60,10 +63,10 @@ class CacheOps(Connections):
         async with self._reader.execute(
             f"SELECT model, SUM(cached), SUM(estimate) FROM ("
             f" SELECT l.model, {_CACHED} AS cached, r.prefix_tokens AS estimate"
-            " FROM ledger l JOIN requests r ON r.id = l.request_id"
+            " FROM (SELECT * FROM ledger ORDER BY id DESC LIMIT ?) l JOIN requests r ON r.id = l.request_id"
             f" WHERE l.lane = 'batch' AND r.prefix_tokens > 0 AND {_CACHED} > 0"
             " ORDER BY l.id DESC LIMIT ?) GROUP BY model",
-            (limit,),
+            (CALIBRATION_DEPTH, limit),
         ) as cur:
             return {str(m): (int(c), int(e)) for m, c, e in await cur.fetchall()}
 
