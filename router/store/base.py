@@ -103,8 +103,8 @@ class StoreEngine(Protocol):
         """Pending requests that mark a prefix, by class, model and prefix key, oldest first."""
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
-        """For each of `keys` stored: (when a request with it last succeeded, or None; whether
-        one is claimed or in a batch)."""
+        """For each of `keys`: (when a request with it last succeeded, or None; whether one is
+        claimed or in a batch)."""
 
     async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
         """Per model, over the latest `limit` batch results that read or wrote the cache: the

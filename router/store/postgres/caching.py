@@ -40,15 +40,14 @@ WHERE state = 'pending' AND prefix_key IS NOT NULL AND ($1::text[] IS NULL OR cl
 GROUP BY class, model, prefix_key ORDER BY min(id)
 """
 
-# Each key's latest STATUS_DEPTH requests ($2), as on SQLite (sqlite/caching.py).
+# Two index probes a key (requests_prefix_finished, requests_prefix_in_flight).
 PREFIX_STATUS = """
-SELECT k.prefix_key, max(r.finished_at) FILTER (WHERE r.state = 'succeeded'),
-    bool_or(r.state IN ('submitting', 'submitted'))
+SELECT k.prefix_key,
+    (SELECT finished_at FROM requests
+     WHERE prefix_key = k.prefix_key AND finished_at IS NOT NULL AND state = 'succeeded'
+     ORDER BY finished_at DESC LIMIT 1),
+    EXISTS (SELECT 1 FROM requests WHERE prefix_key = k.prefix_key AND state IN ('submitting', 'submitted'))
 FROM unnest($1::text[]) AS k(prefix_key)
-CROSS JOIN LATERAL (
-    SELECT state, finished_at FROM requests WHERE prefix_key = k.prefix_key ORDER BY id DESC LIMIT $2
-) AS r
-GROUP BY k.prefix_key
 """
 
 _CACHED = "(l.cache_read + l.cache_write_5m + l.cache_write_1h)"

@@ -46,7 +46,7 @@ from ..records import (
     StoredResult,
     Ticket,
 )
-from ..sqlite.caching import CALIBRATION_DEPTH, STATUS_DEPTH
+from ..sqlite.caching import CALIBRATION_DEPTH
 from ..sqlite.ingest import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from ..sqlite.ledger import LedgerBuffer, LedgerRow, ledger_row
 from ..sqlite.missing import missing_line
@@ -386,8 +386,7 @@ class PostgresStore(FigureOps):
         return [PendingGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7]) for r in rows]
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
-        keys = list(dict.fromkeys(keys))
-        rows = await self._fetch("prefix_status", caching.PREFIX_STATUS, keys, STATUS_DEPTH)
+        rows = await self._fetch("prefix_status", caching.PREFIX_STATUS, list(dict.fromkeys(keys)))
         return {str(r[0]): (r[1], bool(r[2])) for r in rows}
 
     async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:

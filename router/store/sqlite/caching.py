@@ -8,9 +8,7 @@ from typing import Any
 from ..records import CACHE_FIGURE_FIELDS, PendingGroup
 from .connections import Connections
 
-# How many of a prefix's latest requests say whether it is warm or has one in flight, and how
-# many of the latest ledger rows calibrate the estimate: bounded reads, whatever the history.
-STATUS_DEPTH = 1000
+# How many of the latest ledger rows calibrate the estimate: a bounded read, whatever the history.
 CALIBRATION_DEPTH = 20_000
 # Cache tokens one ledger row returned.
 _CACHED = "(l.cache_read + l.cache_write_5m + l.cache_write_1h)"
@@ -38,23 +36,20 @@ class CacheOps(Connections):
             ]
 
     async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
-        """For each of `keys` stored: (when a request with it last succeeded, or None; whether
-        one is claimed or in a batch), among its latest `STATUS_DEPTH` requests (a long-lived
-        prefix's old requests are long finished). A result not yet folded into its row is read
-        from `completions`."""
+        """For each of `keys`: (when a request with it last succeeded, or None; whether one is
+        claimed or in a batch). Two index probes a key, whatever its history. A batch's results
+        count once its ingest is done (finish_batch folds them into their rows)."""
         status: dict[str, tuple[float | None, bool]] = {}
         for key in dict.fromkeys(keys):
             async with self._reader.execute(
-                "SELECT MAX(CASE WHEN COALESCE(c.state, r.state) = 'succeeded'"
-                " THEN COALESCE(c.finished_at, r.finished_at) END),"
-                " MAX(c.state IS NULL AND r.state IN ('submitting', 'submitted')), COUNT(*)"
-                " FROM (SELECT id, state, finished_at FROM requests WHERE prefix_key = ?"
-                " ORDER BY id DESC LIMIT ?) r LEFT JOIN completions c ON c.request_id = r.id",
-                (key, STATUS_DEPTH),
+                "SELECT (SELECT finished_at FROM requests WHERE prefix_key = ?1 AND finished_at IS NOT NULL"
+                " AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1),"
+                " EXISTS (SELECT 1 FROM requests WHERE prefix_key = ?1"
+                " AND state IN ('submitting', 'submitted'))",
+                (key,),
             ) as cur:
-                succeeded_at, flying, count = await cur.fetchone() or (None, 0, 0)
-            if count:
-                status[key] = (succeeded_at, bool(flying))
+                succeeded_at, flying = await cur.fetchone() or (None, 0)
+            status[key] = (succeeded_at, bool(flying))
         return status
 
     async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
