@@ -7,15 +7,19 @@ Content-Length (the API may not accept a chunked upload).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anthropic
 from anthropic.types.messages import MessageBatch
 
 from ._crashpoints import crash_point
+from .config import LatencyClass
+from .grouping import Calibration, ClaimJob, FlushPlan, plan_flush
 from .logs import get_logger
-from .store import BODY_HEAD, BODY_TAIL, BatchClaim, StoreEngine, custom_id_for
+from .prefix import rewrite_ttl_1h
+from .pricing import PriceTable
+from .store import BODY_HEAD, BODY_TAIL, BatchClaim, ClaimSelector, StoreEngine, custom_id_for
 
 log = get_logger(__name__)
 
@@ -36,6 +40,20 @@ class FlushReport:
     uncertain: int = 0  # batches whose create answer was lost (reconciled later)
     failure: BaseException | None = None  # why the flush stopped early, for the caller's backoff
     uncertain_ids: list[int] = field(default_factory=list)  # their local batch ids
+    primers: int = 0  # requests sent ahead of their prefix group (router/grouping.py)
+    plan: FlushPlan | None = None  # how prefix groups were handled (None: no request marks one)
+
+
+@dataclass(frozen=True)
+class CacheContext:
+    """What a cache-aware flush needs besides the store: the classes' cache settings, the
+    batch turnaround estimate per model and the deadline margin, and the model table (the
+    minimum cacheable prefix)."""
+
+    classes: Mapping[str, LatencyClass]
+    turnaround: Callable[[str], float]
+    margin: float
+    prices: PriceTable
 
 
 @dataclass
@@ -62,6 +80,8 @@ async def stream_body(
     async for rows in store.iter_claimed(claim.batch_id):
         parts: list[bytes] = []
         for request_id, params in rows:
+            if claim.ttl_1h:  # the stored params stay as the caller sent them
+                params = rewrite_ttl_1h(params)
             if not first:
                 parts.append(b",")
             first = False
@@ -136,44 +156,91 @@ async def flush(
     first_poll_after: float,
     max_batches: int | None = None,
     in_flight: set[int] | None = None,
+    cache: CacheContext | None = None,
 ) -> FlushReport:
     """Claim pending requests into as many batches as needed and create them.
 
-    `in_flight` holds the local ids of batches being created right now, so that
-    reconciliation leaves them alone."""
+    With `cache`, requests that mark a cacheable prefix are grouped, primed and sent with the
+    TTL their class asks for (router/grouping.py). `in_flight` holds the local ids of batches
+    being created right now, so that reconciliation leaves them alone."""
     report = FlushReport()
-    while max_batches is None or len(report.batches) + report.uncertain < max_batches:
-        claim = await store.claim_batch(
-            latencies=latencies, max_requests=max_requests, max_bytes=max_bytes, now=now
-        )
-        if claim is None:
-            break
-        crash_point("flush.after_claim")
-        if in_flight is not None:
-            in_flight.add(claim.batch_id)
-        upload = Upload()
-        try:
-            batch = await create_batch(client, store, claim, upload)
-        except Exception as exc:  # not only API errors: a create refused before sending is certain too
-            report.failure = exc
-            if is_certain_failure(exc, body_started=upload.body_started):
-                released = await store.release_batch(claim.batch_id)
-                report.released += released
-                log.warning("batch_create_failed", error=describe_failure(exc), requests=released)
-            else:
-                report.uncertain += 1
-                report.uncertain_ids.append(claim.batch_id)
-                log.warning("batch_create_uncertain", error=describe_failure(exc), local_batch=claim.batch_id)
-            break  # the API is unhappy: leave the rest for the next flush
-        finally:
+    jobs: list[ClaimJob | None] = [None]  # None: the oldest pending requests, in id order
+    if cache is not None:
+        groups = await store.pending_groups(latencies)
+        if groups:  # else no pending request marks a prefix: claim plainly, in id order
+            names = (
+                list(latencies)
+                if latencies is not None
+                else [n for n, c in cache.classes.items() if c.is_batch]
+            )
+            report.plan = plan_flush(
+                groups,
+                cache.classes,
+                latencies=names,
+                status=await store.prefix_status([g.prefix_key for g in groups]),
+                now=now,
+                turnaround=cache.turnaround,
+                margin=cache.margin,
+                prices=cache.prices,
+                calibration=Calibration.from_sums(await store.cache_calibration()),
+            )
+            jobs = list(report.plan.jobs)
+            if report.plan.held or report.plan.too_short:
+                log.info(
+                    "flush_cache_plan",
+                    primed=len(report.plan.primed),
+                    waiting=len(report.plan.waiting),
+                    awaiting_primer=len(report.plan.awaiting_primer),
+                    too_short=len(report.plan.too_short),
+                )
+    for job in jobs:
+        job_latencies = latencies if job is None else job.latencies
+        select: ClaimSelector | None = None if job is None else job.select
+        while max_batches is None or len(report.batches) + report.uncertain < max_batches:
+            claim = await store.claim_batch(
+                latencies=job_latencies,
+                max_requests=max_requests,
+                max_bytes=max_bytes,
+                now=now,
+                select=select,
+            )
+            if claim is None:
+                break
+            crash_point("flush.after_claim")
             if in_flight is not None:
-                in_flight.discard(claim.batch_id)
-        crash_point("flush.after_create")
-        await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
-        crash_point("flush.after_mark_submitted")
-        report.batches.append(batch.id)
-        report.requests += claim.request_count
-        log.info(
-            "batch_submitted", batch_id=batch.id, requests=claim.request_count, body_bytes=claim.body_bytes
-        )
+                in_flight.add(claim.batch_id)
+            upload = Upload()
+            try:
+                batch = await create_batch(client, store, claim, upload)
+            except Exception as exc:  # not only API errors: a create refused before sending is certain too
+                report.failure = exc
+                if is_certain_failure(exc, body_started=upload.body_started):
+                    released = await store.release_batch(claim.batch_id)
+                    report.released += released
+                    log.warning("batch_create_failed", error=describe_failure(exc), requests=released)
+                else:
+                    report.uncertain += 1
+                    report.uncertain_ids.append(claim.batch_id)
+                    log.warning(
+                        "batch_create_uncertain", error=describe_failure(exc), local_batch=claim.batch_id
+                    )
+                return report  # the API is unhappy: leave the rest for the next flush
+            finally:
+                if in_flight is not None:
+                    in_flight.discard(claim.batch_id)
+            crash_point("flush.after_create")
+            await store.mark_submitted(claim.batch_id, batch.id, now=now, next_poll_at=now + first_poll_after)
+            crash_point("flush.after_mark_submitted")
+            report.batches.append(batch.id)
+            report.requests += claim.request_count
+            log.info(
+                "batch_submitted",
+                batch_id=batch.id,
+                requests=claim.request_count,
+                body_bytes=claim.body_bytes,
+            )
+            if job is not None and job.primers:
+                report.primers += claim.request_count
+            if job is not None and job.once:
+                break
     return report

@@ -17,6 +17,7 @@ from .errors import DeadlineError, InvalidRequestError, RouterError
 from .logs import get_logger
 from .outcomes import Outcome, outcome_of
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
+from .prefix import identify
 from .store import NewRequest, entry_bytes
 from .store.bodies import BODY_FIXED
 
@@ -163,6 +164,7 @@ def _build(
         params=body,
         created_at=now,
         deadline_at=now + cls.deadline if cls.deadline is not None else None,
+        prefix=identify(body),
     )
     return request, cls
 

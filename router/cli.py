@@ -147,6 +147,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             config, source = RouterConfig.default(), f"the built-in defaults; {_NO_CONFIG}"
     print(format_effective_policy(config, source))
+    if args.store:  # the typical cached prefix needs stored requests: read them
+        from .cache_report import typical_prefixes
+        from .client import Router
+
+        async def prefixes() -> str:
+            async with Router(config, scheduler=False, create_store=False) as router:
+                return await typical_prefixes(router.store, config)
+
+        print(asyncio.run(prefixes()), end="")
     return 0
 
 
@@ -202,6 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from .cache_report import cache_report
     from .report import build_report, render_text
     from .units import parse_duration
 
@@ -224,10 +234,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise RouterError(f"--html {args.html}: cannot write: {exc.strerror or exc}") from None
             print(f"wrote the report to {args.html}", file=sys.stderr)
+        cache = await cache_report(router.store, router.config)
         if args.json:
-            print(json.dumps(report.to_json(), indent=2))
+            print(json.dumps({**report.to_json(), "cache": cache.to_json()}, indent=2))
         elif not args.html:
             print(render_text(report))
+            if text := cache.render():
+                print(text)
         return 0
 
     return _with_router(args, body)
@@ -416,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file and print the effective policy")
     p.add_argument("config_file", nargs="?", metavar="FILE", help="the file (default: the --config lookup)")
     p.add_argument("--preset", choices=preset_names(), help="check a shipped preset instead of a file")
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="also read the configured store: the typical cached prefix per class and tag, against"
+        " the model's minimum cacheable length",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("daemon", help="flush, poll, reconcile, escalate and purge one database until stopped")

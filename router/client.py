@@ -29,6 +29,8 @@ from .logs import get_logger
 from .outcomes import Outcome, outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
+from .prefix import identify
+from .pricing import PriceTable
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -93,6 +95,8 @@ class Router:
         self._settled: set[int] = set()
         self.settled_before = float("-inf")
         self._enqueued_since_check: dict[str, int] = {}
+        self._held_classes: set[str] = set()  # classes whose last flush held prefix groups back
+        self._prices: PriceTable | None = None
         self.messages = Messages(self)
         self.results = Results(self)
 
@@ -278,11 +282,28 @@ class Router:
                 now=self.clock(),
                 first_poll_after=self.config.batch.poll_interval,
                 in_flight=self._creating,
+                cache=self._cache_context(),
             )
+        # Held prefix groups go once a primer ends or they have waited: the next poll that
+        # ends a batch flushes these classes again (see poll()).
+        if report.plan is not None and report.plan.held:
+            self._held_classes.update(names)
+        else:
+            self._held_classes.difference_update(names)
         self._settled.update(report.uncertain_ids)
         if report.batches:
             log.info("flush_done", batches=len(report.batches), requests=report.requests)
         return report
+
+    def _cache_context(self) -> batcher.CacheContext:
+        if self._prices is None:
+            self._prices = PriceTable.bundled().with_overrides(self.config.pricing)
+        return batcher.CacheContext(
+            classes=self.config.classes,
+            turnaround=self._turnaround.estimate,
+            margin=self.config.batch.deadline_margin,
+            prices=self._prices,
+        )
 
     @property
     def polling(self) -> bool:
@@ -301,6 +322,9 @@ class Router:
             await self._waiters.delivered()
         if report.ended:
             await self._turnaround.refresh()
+            if self._scheduler is not None:
+                for name in sorted(self._held_classes):
+                    self._scheduler.flush_now(name)
         return report
 
     async def escalate(self) -> EscalationReport:
@@ -443,6 +467,7 @@ class Router:
             params=body,
             created_at=now,
             deadline_at=now + cls.deadline if cls.deadline is not None else None,
+            prefix=identify(body),
         )
         # A batch that cannot finish before the deadline is no option: go real time at once.
         at_risk = self.deadline_risk(request, cls)

@@ -429,6 +429,10 @@ _BATCH_ONLY = (
     "max_wait",
     "on_deadline_risk",
     "max_attempts",
+    "cache_ttl",
+    "cache_group_wait",
+    "cache_priming",
+    "cache_prime_min",
 )
 _TRIGGERS = ("every", "cron", "max_pending", "max_pending_bytes", "max_wait")
 
@@ -451,6 +455,15 @@ class LatencyClass(BaseModel):
     max_attempts: Annotated[int, _int_field(1, 100)] = 3
     on_rate_limit: Literal["fail", "defer"] = "fail"
     defer_class: OptionalClassName = None
+    # Prompt caching of deferred requests that mark a prefix (router/grouping.py): "1h" sends
+    # their cache marks with the 1-hour TTL (the stored request is left as it was), "keep"
+    # as the caller wrote them. A young prefix group may wait `cache_group_wait` for more
+    # members; a cold group of `cache_prime_min` requests or more first sends one (priming)
+    # when `cache_priming = "batch"`. Neither ever delays a request past its deadline.
+    cache_ttl: Literal["1h", "keep"] = "1h"
+    cache_group_wait: OptionalPositiveDuration = None
+    cache_priming: Literal["batch", "off"] = "batch"
+    cache_prime_min: Annotated[int, _int_field(2, 100_000)] = 20
 
     @property
     def is_batch(self) -> bool:
@@ -575,6 +588,9 @@ class ModelPrice(BaseModel):
     cache_write_5m: OptionalPrice = None
     cache_write_1h: OptionalPrice = None
     cache_read: OptionalPrice = None
+    # The shortest prefix the API caches for this model; shorter ones are silently not cached.
+    # None: the bundled table's figure (router/pricing.py), if it has one.
+    min_cacheable_tokens: Annotated[int | None, _int_field(1, 1_000_000)] = None
 
     @property
     def effective_cache_write_5m(self) -> float:

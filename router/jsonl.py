@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
+from .prefix import identify
 from .store import NewRequest, entry_bytes, states
 from .store.bodies import BODY_FIXED
 from .store.idempotency import digest_of
@@ -120,6 +121,7 @@ def _request(line: _Line, tag: str | None, now: float) -> NewRequest:
         params=line.params,
         created_at=now,
         deadline_at=now + deadline if deadline is not None else None,
+        prefix=identify(line.params),
     )
 
 

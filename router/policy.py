@@ -107,6 +107,34 @@ def _deadline_warnings(config: RouterConfig) -> list[str]:
     return out
 
 
+def _cache_rows(config: RouterConfig) -> tuple[list[tuple[str, ...]], list[str]]:
+    """The batch classes' prompt-caching settings, and notes on classes whose deadline leaves no
+    room for priming (two batch turnarounds) or for the group wait (see router/grouping.py)."""
+    batch = config.batch
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for c in config.classes.values():
+        if not c.is_batch or c.deadline is None:
+            continue
+        wait = c.cache_group_wait
+        priming = f"{c.cache_priming} (>= {c.cache_prime_min})" if c.cache_priming == "batch" else "off"
+        rows.append((c.name, c.cache_ttl, priming, format_duration(wait) if wait else "-"))
+        primed = 2 * batch.turnaround_prior + batch.deadline_margin
+        if c.cache_priming == "batch" and "cache_priming" in c.model_fields_set and c.deadline <= primed:
+            notes.append(
+                f'  note: {c.name}: cache_priming = "batch" but its deadline {format_duration(c.deadline)}'
+                " leaves no room for priming (two batch turnarounds of"
+                f" {format_duration(batch.turnaround_prior)} + margin"
+                f" {format_duration(batch.deadline_margin)}); its groups are sent unprimed"
+            )
+        if wait is not None and c.deadline <= wait + batch.turnaround_prior + batch.deadline_margin:
+            notes.append(
+                f"  note: {c.name}: cache_group_wait {format_duration(wait)} does not fit before its deadline"
+                f" {format_duration(c.deadline)} with one batch turnaround and the margin; groups do not wait"
+            )
+    return rows, notes
+
+
 def format_effective_policy(config: RouterConfig, source: str) -> str:
     """Plain-text tables of classes, rules, batch limits and store settings, for `hybrid-router validate`."""
     lines = [f"hybrid-router effective policy (from {source})", ""]
@@ -169,6 +197,13 @@ def format_effective_policy(config: RouterConfig, source: str) -> str:
         ],
     )
     lines.append("")
+
+    cache_rows, cache_notes = _cache_rows(config)
+    if cache_rows:
+        lines.append("Prompt caching (requests that mark a cacheable prefix; batch classes)")
+        lines += _table(("class", "cache_ttl", "cache_priming", "cache_group_wait"), cache_rows)
+        lines += cache_notes
+        lines.append("")
 
     store = config.store
     if store.url is not None:  # the location is the URL without its password

@@ -48,6 +48,26 @@ _BUNDLED: dict[str, ModelPrice] = {
     "claude-3-haiku": _list_price(0.25, 1.25),
 }
 
+# The minimum cacheable prefix, in tokens, by the same keys: a marked prefix shorter than
+# this is silently not cached. From the provider tables of the Anthropic prompt-caching docs
+# (as gateway docs reproduce them, e.g. docs.orq.ai "Prompt caching").
+_MIN_CACHEABLE: dict[str, int] = {
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4": 1024,
+    "claude-opus-4-0": 1024,
+    "claude-sonnet-4-6": 2048,
+    "claude-sonnet-4-5": 1024,
+    "claude-sonnet-4": 1024,
+    "claude-sonnet-4-0": 1024,
+    "claude-sonnet-3-7": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-haiku-4-5": 4096,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
+
 # What may follow a price key in a model id: a snapshot date or an alias suffix
 # ("claude-sonnet-4-5-20250929", "claude-3-5-haiku-latest", "...@20250929"). Anything
 # else is a different model: "claude-opus-4-7" must not be priced as "claude-opus-4".
@@ -149,15 +169,17 @@ class PriceTable:
 
     def price(self, model: str) -> ModelPrice | None:
         """The price for `model`, or None when it is unknown (callers report it, never guess)."""
-        exact = self.prices.get(model)
-        if exact is not None:
-            return exact
-        best: str | None = None
-        for key in self.prices:
-            if model.startswith(key) and _VERSION_SUFFIX.fullmatch(model[len(key) :]):
-                if best is None or len(key) > len(best):
-                    best = key
-        return self.prices[best] if best is not None else None
+        key = _key_for(model, self.prices)
+        return self.prices[key] if key is not None else None
+
+    def min_cacheable(self, model: str) -> int | None:
+        """The minimum cacheable prefix of `model` in tokens: its entry's `min_cacheable_tokens`,
+        else the bundled figure; None when neither knows the model."""
+        price = self.price(model)
+        if price is not None and price.min_cacheable_tokens is not None:
+            return price.min_cacheable_tokens
+        key = _key_for(model, _MIN_CACHEABLE)
+        return _MIN_CACHEABLE[key] if key is not None else None
 
     def cost(self, model: str, usage: Any, lane: Lane) -> float | None:
         """USD for one call from its returned usage; None if the model has no price."""
@@ -165,6 +187,19 @@ class PriceTable:
         if price is None:
             return None
         return TokenCounts.from_usage(usage).price(price, lane)
+
+
+def _key_for(model: str, table: Mapping[str, object]) -> str | None:
+    """The key of `table` that names `model`: itself, else the longest key it extends by a
+    version suffix."""
+    if model in table:
+        return model
+    best: str | None = None
+    for key in table:
+        if model.startswith(key) and _VERSION_SUFFIX.fullmatch(model[len(key) :]):
+            if best is None or len(key) > len(best):
+                best = key
+    return best
 
 
 def cost(model: str, usage: Any, lane: Lane, table: PriceTable | None = None) -> float | None:

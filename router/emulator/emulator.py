@@ -71,6 +71,9 @@ class Emulator:
         )
         self.journal: list[JournalEntry] = []
         """Every API request received, in order (the `/_emulator/*` admin routes are left out)."""
+        self.journal_batches = False
+        """Whether journal entries of batches.create list each request's custom_id and cache TTLs
+        (off by default: a 100,000-request batch would keep 100,000 more tuples)."""
         self.cache = PromptCache()
         self._store = BatchStore(clock=self.clock, config=self.config, cache=self.cache, seed=seed)
         self._injector = FaultInjector(seed)

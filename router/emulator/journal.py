@@ -20,6 +20,10 @@ class JournalEntry:
     at: float
     query: str = ""
     endpoint: str | None = None
+    # An accepted batches.create, when the emulator's `journal_batches` is on: the batch id,
+    # and each request's custom_id with the TTLs of its cache_control marks as sent, in body order.
+    batch_id: str | None = None
+    batch_requests: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (as `GET /_emulator/journal` returns it)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-__all__ = ["BODY_SIZE", "DROPPED", "ENDPOINT", "REQUEST_ID", "STATUS"]
+__all__ = ["BATCH_SENT", "BODY_SIZE", "DROPPED", "ENDPOINT", "REQUEST_ID", "STATUS"]
 
 REQUEST_ID = web.RequestKey("request_id", str)
 ENDPOINT = web.RequestKey("endpoint", str)
@@ -12,3 +12,6 @@ BODY_SIZE = web.RequestKey("body_size", int)
 DROPPED = web.RequestKey("dropped", bool)
 STATUS = web.RequestKey("status", int)
 """Status of a streamed response, known before the handler returns."""
+BATCH_SENT = web.RequestKey("batch_sent", tuple)
+"""Of an accepted batches.create (with `Emulator.journal_batches`): the batch id, then each
+request's (custom_id, TTLs of its cache_control marks as sent), for the journal."""

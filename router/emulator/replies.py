@@ -117,6 +117,8 @@ class InputProfile:
 
     tokens: int
     breakpoints: tuple[Breakpoint, ...]
+    # The TTL of every cache_control as sent, in body order, cacheable or not (the journal's).
+    marks: tuple[str, ...] = ()
 
 
 def _segments(params: Mapping[str, Any]) -> Iterator[tuple[str, object]]:
@@ -155,12 +157,15 @@ def profile_input(params: Mapping[str, Any]) -> InputProfile:
     # by another request's breakpoint.
     recent: deque[tuple[bytes, int]] = deque(maxlen=LOOKBACK_BLOCKS)
     last_marked = False
+    marks: list[str] = []
     for text, cache_control in _segments(params):
         digest.update(text.encode())
         digest.update(b"\x00")
         chars += len(text)
         tokens = _tokens(chars)
         last_marked = isinstance(cache_control, dict)
+        if isinstance(cache_control, dict):
+            marks.append(str(cache_control.get("ttl", DEFAULT_TTL)))
         if isinstance(cache_control, dict) and tokens >= minimum:
             ttl = str(cache_control.get("ttl", DEFAULT_TTL))
             breakpoints.append(Breakpoint(digest.copy().digest(), tokens, ttl, _window(recent)))
@@ -168,12 +173,14 @@ def profile_input(params: Mapping[str, Any]) -> InputProfile:
         elif tokens >= minimum:
             recent.append((digest.copy().digest(), tokens))
     auto = params.get("cache_control")
+    if isinstance(auto, dict):
+        marks.append(str(auto.get("ttl", DEFAULT_TTL)))
     if isinstance(auto, dict) and chars and not last_marked and _tokens(chars) >= minimum:
         # Top-level cache_control marks the last cacheable block.
         key, tokens = recent.pop()
         ttl = str(auto.get("ttl", DEFAULT_TTL))
         breakpoints.append(Breakpoint(key, tokens, ttl, _window(recent)))
-    return InputProfile(max(1, _tokens(chars)), tuple(breakpoints))
+    return InputProfile(max(1, _tokens(chars)), tuple(breakpoints), tuple(marks))
 
 
 def _last_user_text(messages: list[Any]) -> str:

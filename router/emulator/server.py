@@ -14,7 +14,7 @@ from router.emulator.bodies import parse_batch_body, parse_json, read_body
 from router.emulator.errors import ApiError, error_response, page_limit
 from router.emulator.ids import new_id
 from router.emulator.journal import JournalEntry
-from router.emulator.keys import BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
+from router.emulator.keys import BATCH_SENT, BODY_SIZE, DROPPED, ENDPOINT, REQUEST_ID, STATUS
 from router.emulator.models import CATALOGUE
 from router.emulator.openai import routes as openai_routes
 from router.emulator.replies import message_body, plan_reply, profile_input, sse_events
@@ -93,6 +93,7 @@ class _App:
                         at=received_at,
                         query=request.query_string,
                         endpoint=request.get(ENDPOINT),
+                        **_sent(request),
                     )
                 )
 
@@ -222,6 +223,9 @@ class _App:
             requests = parse_batch_body(text, max_requests=max_requests)
         del text
         batch = self.emu._store.create(requests)
+        if self.emu.journal_batches:
+            sent = tuple((cid, plan.input.marks) for cid, plan in requests)
+            request[BATCH_SENT] = (batch.id, sent)
         return _json(batch.to_api(self._base_url(request)))
 
     async def retrieve_batch(self, request: web.Request) -> web.StreamResponse:
@@ -380,3 +384,9 @@ def build_app(emulator: Emulator) -> web.Application:
     routes.add_post("/_emulator/config", handlers.admin_set_config)
     openai_routes.add_routes(app, emulator)
     return app
+
+
+def _sent(request: web.Request) -> dict[str, Any]:
+    """The journal fields of an accepted batches.create recorded with `journal_batches`."""
+    sent = request.get(BATCH_SENT)
+    return {} if sent is None else {"batch_id": sent[0], "batch_requests": sent[1]}

@@ -10,11 +10,13 @@ from .records import (
     AtRisk,
     BatchClaim,
     BatchRow,
+    ClaimSelector,
     FinalRow,
     IngestStats,
     Lease,
     LedgerEntry,
     NewRequest,
+    PendingGroup,
     PurgeReport,
     RequestRow,
     StoredResult,
@@ -88,10 +90,36 @@ class StoreEngine(Protocol):
         """(count, bytes, oldest created_at) of pending requests, of some classes or all."""
 
     async def claim_batch(
-        self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
+        self,
+        *,
+        latencies: Sequence[str] | None,
+        max_requests: int,
+        max_bytes: int,
+        now: float,
+        select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
-        """Move the oldest pending requests that fit one batch to `submitting` under a new batch
-        intent, committed before batches.create is called; None when nothing is pending."""
+        """Move the oldest pending requests that fit one batch (or, with `select`, those it
+        picks, in its order) to `submitting` under a new batch intent, committed before
+        batches.create is called; None when nothing is pending."""
+
+    # Prompt caching (router/grouping.py, router/cache_report.py)
+
+    async def pending_groups(self, latencies: Sequence[str] | None = None) -> list[PendingGroup]:
+        """Pending requests that mark a prefix, by class, model and prefix key, oldest first."""
+
+    async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
+        """For each of `keys`: (when a request with it last succeeded, or None; whether one is
+        claimed or in a batch)."""
+
+    async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
+        """Per model, over the latest `limit` batch results that read or wrote the cache: the
+        cache tokens returned and the prefix tokens estimated for those requests."""
+
+    async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:
+        """(class, tag, model, estimated prefix tokens) of the latest `limit` requests that mark one."""
+
+    async def cache_figures(self) -> list[dict[str, Any]]:
+        """Cache tokens of billed batch results of requests with a prefix key (CACHE_FIGURE_FIELDS)."""
 
     def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """(request id, params) of a claimed batch in id order, a chunk at a time."""

@@ -9,6 +9,17 @@ from ..pricing import TokenCounts
 
 
 @dataclass(frozen=True, slots=True)
+class Prefix:
+    """The cacheable prefix a request marks (router/prefix.py): its group key (a hash of the
+    prefix, the model and what else selects the cache entry), its estimated tokens, and the
+    bytes its params grow by when every mark is rewritten to the 1-hour TTL."""
+
+    key: str
+    tokens: int
+    ttl_1h_delta: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class NewRequest:
     """A deferred request about to be stored."""
 
@@ -19,6 +30,7 @@ class NewRequest:
     params: bytes
     created_at: float
     deadline_at: float | None
+    prefix: Prefix | None = None  # None: the request marks no cacheable prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,37 @@ class BatchClaim:
     batch_id: int
     request_count: int
     body_bytes: int
+    ttl_1h: bool = False  # the body is sent with every cache mark at the 1-hour TTL
+
+
+@dataclass(frozen=True, slots=True)
+class PendingGroup:
+    """Pending requests of one class and model that share a cacheable prefix (`prefix_key`)."""
+
+    latency: str
+    model: str
+    prefix_key: str
+    requests: int
+    bytes: int
+    oldest_at: float
+    deadline_at: float | None  # the earliest
+    prefix_tokens: int | None  # the estimate (router/prefix.py)
+
+
+# In a ClaimSelector's groups, the requests that have no prefix key.
+NO_PREFIX = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSelector:
+    """Which pending requests a claim takes: those of `groups` (prefix keys, `NO_PREFIX` for
+    requests without one), group after group in the order given and in id order within one,
+    at most `per_group` of each (None: all). With `ttl_1h` the batch body is measured with
+    every mark rewritten to the 1-hour TTL (the `ttl_1h_delta` stored with each request)."""
+
+    groups: tuple[str, ...]
+    per_group: int | None = None
+    ttl_1h: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +248,12 @@ HISTORY_FIELDS = (
     "escalated",
     "missed",
 )
+
+# The keys of cache_figures' rows: ledgered batch results of requests with a prefix key,
+# summed by model, tag, group and the cache tokens each result returned (read + written).
+CACHE_FIGURE_FIELDS = (
+    "model", "tag", "prefix_key", "prefix_tokens", "cached", "requests", "hits",
+    "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read",
+)  # fmt: skip
+# How many of the latest ledger rows calibrate the estimate: a bounded read, whatever the history.
+CALIBRATION_DEPTH = 20_000

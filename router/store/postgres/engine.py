@@ -36,23 +36,27 @@ from ..leases import DRIVER, owner_is_dead
 from ..ledger import LedgerRow, ledger_row
 from ..missing import missing_line
 from ..records import (
+    CACHE_FIGURE_FIELDS,
+    CALIBRATION_DEPTH,
     LEDGER_TOTAL_FIELDS,
     AtRisk,
     BatchClaim,
     BatchRow,
+    ClaimSelector,
     DryRun,
     FinalRow,
     IngestStats,
     Lease,
     LedgerEntry,
     NewRequest,
+    PendingGroup,
     PurgeReport,
     RequestRow,
     StoredResult,
     Ticket,
 )
 from ..verdicts import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
-from . import ingest, sql
+from . import caching, ingest, sql
 from .connect import Location, Retrier, create_pool, is_transient, parse_location
 from .figures import FigureOps
 from .notify import CHANNEL, CompletionSignal
@@ -286,6 +290,17 @@ class PostgresStore(FigureOps):
                 known = [key for key in first if key not in created]
                 if known:
                     stored = {row[0]: row for row in await conn.fetch(sql.STORED_KEYS, known)}
+                prefixed = [
+                    (created[r.key], r.prefix) for r in unique if r.prefix is not None and r.key in created
+                ]
+                if prefixed:
+                    await conn.execute(
+                        sql.SET_PREFIXES,
+                        [rid for rid, _ in prefixed],
+                        [p.key for _, p in prefixed],
+                        [p.tokens for _, p in prefixed],
+                        [p.ttl_1h_delta for _, p in prefixed],
+                    )
             if ledger:
                 await conn.execute(sql.LEDGER_INSERT, *columns)
             crash_point("enqueue.before_commit")
@@ -329,7 +344,13 @@ class PostgresStore(FigureOps):
         return int(row[0]), int(row[1]), row[2]
 
     async def claim_batch(
-        self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
+        self,
+        *,
+        latencies: Sequence[str] | None,
+        max_requests: int,
+        max_bytes: int,
+        now: float,
+        select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
         classes = None if latencies is None else list(latencies)
 
@@ -337,19 +358,56 @@ class PostgresStore(FigureOps):
             await conn.execute(sql.CLAIM_MEMORY)
             batch_id = int(await conn.fetchval(sql.NEW_INTENT, now))
             budget = max_bytes - sql.BODY_BUDGET
-            row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget)
+            if select is None:
+                row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget)
+            else:
+                row = await conn.fetchrow(
+                    caching.CLAIM_SELECTED,
+                    batch_id,
+                    classes,
+                    max_requests,
+                    budget,
+                    list(select.groups),
+                    select.per_group,
+                    select.ttl_1h,
+                )
             count, total = (0, 0) if row is None else row
             if count == 0:
                 raise _NothingClaimed
             body = batch_body_bytes(int(total))
             await conn.execute(sql.SET_INTENT_SIZE, batch_id, count, body)
             crash_point("claim.before_commit")
-            return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
+            ttl_1h = select is not None and select.ttl_1h
+            return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body, ttl_1h=ttl_1h)
 
         try:
             return await self._run("claim_batch", fn)
         except _NothingClaimed:
             return None
+
+    # ------------------------------------------------------------------ prompt caching
+
+    async def pending_groups(self, latencies: Sequence[str] | None = None) -> list[PendingGroup]:
+        classes = None if latencies is None else list(latencies)
+        rows = await self._fetch("pending_groups", caching.PENDING_GROUPS, classes)
+        return [PendingGroup(r[0], r[1], r[2], int(r[3]), int(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    async def prefix_status(self, keys: Sequence[str]) -> dict[str, tuple[float | None, bool]]:
+        rows = await self._fetch("prefix_status", caching.PREFIX_STATUS, list(dict.fromkeys(keys)))
+        return {str(r[0]): (r[1], bool(r[2])) for r in rows}
+
+    async def cache_calibration(self, limit: int = 2000) -> dict[str, tuple[int, int]]:
+        rows = await self._fetch("cache_calibration", caching.CALIBRATION, limit, CALIBRATION_DEPTH)
+        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+    async def prefix_sizes(self, limit: int = 5000) -> list[tuple[str, str | None, str, int]]:
+        rows = await self._fetch("prefix_sizes", caching.PREFIX_SIZES, limit)
+        return [(str(r[0]), r[1], str(r[2]), int(r[3] or 0)) for r in rows]
+
+    async def cache_figures(self) -> list[dict[str, Any]]:
+        await self._group.commit_ledger()
+        rows = await self._fetch("cache_figures", caching.CACHE_FIGURES)
+        return [dict(zip(CACHE_FIGURE_FIELDS, tuple(r), strict=True)) for r in rows]
 
     async def iter_claimed(self, batch_id: int, chunk: int = 2000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """(request id, params) of a claimed batch in id order, `chunk` rows at a time from one

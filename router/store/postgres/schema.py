@@ -145,6 +145,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, lane, model, class, tag, result_type, duplicate)
     );
     """,
+    # Prompt caching: each deferred request's cacheable prefix (router/prefix.py), so a flush
+    # keeps a group together, primes a cold one, and the report sums cache tokens by group.
+    # No index names `state` (the flush's HOT update): `queue` and `finished_at` stand in.
+    """
+    ALTER TABLE requests ADD COLUMN prefix_key TEXT;                  -- NULL: no marked prefix
+    ALTER TABLE requests ADD COLUMN prefix_tokens INTEGER;            -- estimate, uncalibrated
+    ALTER TABLE requests ADD COLUMN ttl_1h_delta INTEGER NOT NULL DEFAULT 0;  -- bytes of the 1 h rewrite
+    -- Whether a group is warm (a request of it succeeded within the TTL) or has one in flight.
+    CREATE INDEX requests_prefix_finished ON requests (prefix_key, finished_at)
+        WHERE prefix_key IS NOT NULL AND finished_at IS NOT NULL;
+    CREATE INDEX requests_prefix_in_flight ON requests (prefix_key)
+        WHERE prefix_key IS NOT NULL AND queue IS NULL AND finished_at IS NULL;
+    -- A flush's prefix groups, read without touching the pending requests that mark none.
+    CREATE INDEX requests_pending_prefix ON requests (class, prefix_key)
+        WHERE queue = 'pending' AND prefix_key IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

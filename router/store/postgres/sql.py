@@ -36,6 +36,12 @@ WITH u AS (
 SELECT key, id FROM ins
 """
 STORED_KEYS = "SELECT key, id, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
+# The cacheable prefix of requests ENQUEUE just created (only groups that have one run it).
+SET_PREFIXES = """
+UPDATE requests r SET prefix_key = u.prefix_key, prefix_tokens = u.prefix_tokens, ttl_1h_delta = u.delta
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[]) AS u(id, prefix_key, prefix_tokens, delta)
+WHERE r.id = u.id
+"""
 
 # `queue` is the state where a partial index lists the row ('pending', 'escalated'; see
 # schema.py): a query names it for the index to serve it. The class filter: $1 NULL for all.

@@ -32,6 +32,7 @@ from ..records import (
     LEDGER_TOTAL_FIELDS,
     BatchClaim,
     BatchRow,
+    ClaimSelector,
     FinalRow,
     IngestStats,
     LedgerEntry,
@@ -39,6 +40,7 @@ from ..records import (
     RequestRow,
     Ticket,
 )
+from .caching import CacheOps
 from .connections import fold_completions
 from .deadlines import DeadlineOps
 from .failures import StoreErrors
@@ -120,7 +122,7 @@ def _uri(path: Path) -> str:
     return path.absolute().as_uri() + "?mode=rw"
 
 
-class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+class Store(CacheOps, DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
     """Async access to the router's SQLite database. Open with `await Store.open(path)`.
 
     Each mixin holds the operations of one concept, with their SQL (see connections.py).
@@ -259,6 +261,9 @@ class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps,
                     states.PENDING,
                     r.created_at,
                     r.deadline_at,
+                    r.prefix.key if r.prefix is not None else None,
+                    r.prefix.tokens if r.prefix is not None else None,
+                    r.prefix.ttl_1h_delta if r.prefix is not None else 0,
                 )
             )
         try:  # BEGIN inside: a cancelled BEGIN may still have run
@@ -270,7 +275,8 @@ class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps,
                 await w.executemany(
                     # params live in request_params, so state changes rewrite small rows.
                     "INSERT INTO requests (key, class, tag, model, params, digest, size, state, created_at,"
-                    " deadline_at) VALUES (?,?,?,?,x'',?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                    " deadline_at, prefix_key, prefix_tokens, ttl_1h_delta)"
+                    " VALUES (?,?,?,?,x'',?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
                     rows,
                 )
                 found: dict[str, tuple[int, bytes, str, float | None]] = {}
@@ -327,14 +333,56 @@ class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps,
 
     @_store_errors
     async def claim_batch(
-        self, *, latencies: Sequence[str] | None, max_requests: int, max_bytes: int, now: float
+        self,
+        *,
+        latencies: Sequence[str] | None,
+        max_requests: int,
+        max_bytes: int,
+        now: float,
+        select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
-        """Move the oldest pending requests that fit one batch to `submitting` under a new batch row.
+        """Move the oldest pending requests that fit one batch (or those `select` picks) to
+        `submitting` under a new batch row.
 
         The intent (the batch row) is committed before batches.create is called, so a crash
         after the call can be reconciled instead of blindly resubmitted.
         """
         where, args = _class_filter(latencies)
+        entry = f"size + {ENTRY_OVERHEAD} + length(id)"
+        if select is not None and select.ttl_1h:
+            entry += " + ttl_1h_delta"
+        if select is None:
+            pick = f"""
+                        SELECT id FROM (
+                            SELECT id, SUM({entry})
+                                       OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
+                            FROM requests WHERE state = 'pending'{where}
+                            ORDER BY id LIMIT ?
+                        ) WHERE total <= ?"""
+            pick_args: tuple[Any, ...] = (*args, max_requests, max_bytes - BODY_FIXED)
+        else:
+            # Group after group in the selector's order; ROW_NUMBER caps each group (primers).
+            pick = f"""
+                        SELECT id FROM (
+                            SELECT id, SUM({entry}) OVER (ORDER BY pos, id ROWS UNBOUNDED PRECEDING) AS total
+                            FROM (
+                                SELECT r.id, r.size, r.ttl_1h_delta, g.pos,
+                                    ROW_NUMBER() OVER (PARTITION BY g.pos ORDER BY r.id) AS nth
+                                FROM requests r JOIN (
+                                    SELECT CAST(key AS INTEGER) AS pos, value AS prefix FROM json_each(?)
+                                ) g ON COALESCE(r.prefix_key, '') = g.prefix
+                                WHERE r.state = 'pending'{where}
+                            ) WHERE ? IS NULL OR nth <= ?
+                            ORDER BY pos, id LIMIT ?
+                        ) WHERE total <= ?"""
+            pick_args = (
+                json.dumps(list(select.groups)),
+                *args,
+                select.per_group,
+                select.per_group,
+                max_requests,
+                max_bytes - BODY_FIXED,
+            )
         async with self._write_lock:
             w = self._writer
             try:  # BEGIN inside: a cancelled BEGIN may still have run
@@ -346,20 +394,11 @@ class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps,
                 batch_id = cur.lastrowid
                 assert batch_id is not None
                 await w.execute(
-                    f"""
-                    UPDATE requests SET state = 'submitting', batch_id = ?
-                    WHERE id IN (
-                        SELECT id FROM (
-                            SELECT id, SUM(size + {ENTRY_OVERHEAD} + length(id))
-                                       OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
-                            FROM requests WHERE state = 'pending'{where}
-                            ORDER BY id LIMIT ?
-                        ) WHERE total <= ?
-                    )""",
-                    (batch_id, *args, max_requests, max_bytes - BODY_FIXED),
+                    f"UPDATE requests SET state = 'submitting', batch_id = ? WHERE id IN ({pick})",
+                    (batch_id, *pick_args),
                 )
                 async with w.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(size + {ENTRY_OVERHEAD} + length(id)), 0)"
+                    f"SELECT COUNT(*), COALESCE(SUM({entry}), 0)"
                     " FROM requests WHERE batch_id = ? AND state = 'submitting'",
                     (batch_id,),
                 ) as c:
@@ -377,7 +416,8 @@ class Store(DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps,
             except BaseException:
                 await rollback(w)
                 raise
-        return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body)
+        ttl_1h = select is not None and select.ttl_1h
+        return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body, ttl_1h=ttl_1h)
 
     async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time.
