@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from router.emulator.cache import PromptCache
 from router.emulator.clock import Clock
-from router.emulator.config import EmulatorConfig
+from router.emulator.config import EmulatorConfig, OutcomeConfig
 from router.emulator.errors import ApiError, error_body
 from router.emulator.ids import new_id
 from router.emulator.replies import ReplyPlan, message_body
@@ -291,6 +291,31 @@ class BatchStore:
         counts[kind] = len(requests)
         return [_line(custom_id, {"type": kind}) for custom_id, _ in requests], counts
 
+    @staticmethod
+    def _outcome(
+        custom_id: str, plan: ReplyPlan, draw: float | None, outcomes: OutcomeConfig
+    ) -> dict[str, Any] | None:
+        """The errored or expired result of a request, or None when it succeeds.
+
+        `draw` is its share of the random outcome rates (None: no rates are set).
+        """
+        error_type = plan.error_type
+        expired = plan.expire
+        if error_type is None and not expired and draw is not None:
+            if draw < outcomes.expired:
+                expired = True
+            else:
+                draw -= outcomes.expired
+                for kind, rate in outcomes.errored.items():
+                    if draw < rate:
+                        error_type = kind
+                        break
+                    draw -= rate
+        if error_type is not None:
+            message = f"Emulated {error_type} for request '{custom_id}'"
+            return {"type": "errored", "error": error_body(error_type, message, new_id("req_emu_"))}
+        return {"type": "expired"} if expired else None
+
     def _process(
         self, batch: StoredBatch, requests: list[tuple[str, ReplyPlan]], at: float
     ) -> tuple[list[bytes], dict[str, int]]:
@@ -299,35 +324,17 @@ class BatchStore:
         random_outcomes = outcomes.expired > 0 or any(rate > 0 for rate in outcomes.errored.values())
         counts = dict.fromkeys(_RESULT_TYPES, 0)
         lines: list[bytes] = []
-        width = max(1, batch.parallelism)
+        width = batch.parallelism
         for start in range(0, len(requests), width):
             wave = requests[start : start + width]
             results: list[dict[str, Any] | None] = []
-            runs: list[ReplyPlan] = []
             for custom_id, plan in wave:
-                error_type = plan.error_type
-                expired = plan.expire
-                if error_type is None and not expired and random_outcomes:
-                    draw = draws.random()
-                    if draw < outcomes.expired:
-                        expired = True
-                    else:
-                        draw -= outcomes.expired
-                        for kind, rate in outcomes.errored.items():
-                            if draw < rate:
-                                error_type = kind
-                                break
-                            draw -= rate
-                if error_type is not None:
-                    message = f"Emulated {error_type} for request '{custom_id}'"
-                    error = error_body(error_type, message, new_id("req_emu_"))
-                    results.append({"type": "errored", "error": error})
-                elif expired:
-                    results.append({"type": "expired"})
-                else:
-                    results.append(None)  # succeeds: its usage comes from the wave's cache pass
-                    runs.append(plan)
-            usages = iter(self._cache.use_wave([plan.input for plan in runs], at))
+                # One draw per request that may turn out randomly, in request order, as seeded.
+                chance = plan.error_type is None and not plan.expire and random_outcomes
+                results.append(self._outcome(custom_id, plan, draws.random() if chance else None, outcomes))
+            # The succeeding requests of the wave run in parallel against the prompt cache.
+            runs = [plan.input for (_, plan), result in zip(wave, results, strict=True) if result is None]
+            usages = iter(self._cache.use_wave(runs, at))
             for (custom_id, plan), result in zip(wave, results, strict=True):
                 if result is None:
                     body = message_body(plan, new_id("msg_emu_"), next(usages), service_tier="batch")
