@@ -10,17 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import StoreSettings
-from . import states
+from . import events, states
 from .base import RetryPolicy, StoreEngine
 from .records import (
     AtRisk,
     BatchClaim,
     BatchRow,
+    Delivery,
+    EndpointFigures,
     FinalRow,
     IngestStats,
     Lease,
     LedgerEntry,
     NewRequest,
+    OutboxEvent,
+    OutboxPolicy,
     PurgeReport,
     RequestRow,
     StoredResult,
@@ -43,11 +47,15 @@ __all__ = [
     "AtRisk",
     "BatchClaim",
     "BatchRow",
+    "Delivery",
+    "EndpointFigures",
     "FinalRow",
     "IngestStats",
     "Lease",
     "LedgerEntry",
     "NewRequest",
+    "OutboxEvent",
+    "OutboxPolicy",
     "PurgeReport",
     "RequestRow",
     "RetryPolicy",
@@ -59,6 +67,7 @@ __all__ = [
     "batch_body_bytes",
     "custom_id_for",
     "entry_bytes",
+    "events",
     "open_store",
     "request_id_from",
     "states",

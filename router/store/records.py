@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -180,3 +181,64 @@ def request_id_from(custom_id: str) -> int | None:
 _TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
 LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
 LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """Which events the store writes into its outbox, in the transactions that make them happen.
+
+    `events` names the event types some webhook wants (router/webhooks/events.py). A
+    `request.completed` or `request.failed` event is written only for a request with a key of
+    the caller's whose key matches one of `request_keys` or whose tag matches one of
+    `request_tags` (globs: ``*``, ``?``). `costs` turns ledger sums (rows with the keys of
+    `LEDGER_TOTAL_FIELDS`) into (cost, saving) in USD, at the configured prices.
+    """
+
+    events: frozenset[str]
+    request_keys: tuple[str, ...] = ()
+    request_tags: tuple[str, ...] = ()
+    costs: Callable[[Sequence[Mapping[str, Any]]], tuple[float, float]] | None = None
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event as the outbox holds it; `payload` is the JSON text of its `data`."""
+
+    id: int
+    type: str
+    created_at: float
+    tag: str | None
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one endpoint (claimed for an attempt, or as listed)."""
+
+    id: int
+    event: OutboxEvent
+    endpoint: str
+    state: str  # pending | delivered | failed
+    attempts: int
+    next_at: float | None
+    last_status: int | None
+    last_error: str | None
+    updated_at: float | None
+    first_tried_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFigures:
+    """Where the deliveries to one endpoint stand, for `status` and metrics."""
+
+    endpoint: str
+    pending: int
+    retrying: int  # pending, tried and failed at least once
+    delivered: int
+    failed: int  # given up (a 4xx other than 429, or retried past the limit)
+    max_attempts: int  # attempts of the most-tried pending delivery
+    last_error: str | None
+    oldest_pending_at: float | None  # created_at of the oldest event still pending

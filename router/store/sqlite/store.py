@@ -43,7 +43,6 @@ from .failures import StoreErrors, store_error
 from .ingest import (
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
-    apply_chunk,
     final_rows,
     spans_of,
     stats_of,
@@ -53,6 +52,7 @@ from .leases import LeaseOps
 from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
 from .lookups import LookupOps
 from .missing import MissingOps
+from .outbox import OutboxOps, apply_chunk_emitting, emit_batch_closed
 from .purge import RetentionOps
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
@@ -154,7 +154,7 @@ class StoreClosedError(RouterError):
     """The store was used after close()."""
 
 
-class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, OutboxOps, RetentionOps):
     """Async access to the router's SQLite database. Open with `await Store.open(path)`.
 
     Each mixin holds the operations of one concept, with their SQL (see connections.py).
@@ -583,7 +583,8 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
         async with self._write_lock:
             outcome = await self._on_writer_thread(
                 in_transaction,
-                apply_chunk,
+                apply_chunk_emitting,
+                self._outbox,
                 batch_id,
                 data,
                 b"".join(data),
@@ -636,6 +637,7 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOp
                     (batch_id,),
                 )
                 orphans = cur.rowcount
+                await emit_batch_closed(w, self._outbox, batch_id, now)
                 await w.execute(
                     "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
                     (states.B_DONE, now, batch_id),
