@@ -13,19 +13,34 @@ from typing import Any, Final
 
 import pydantic_core
 
+from ..event_names import (
+    BATCH_ENDED,
+    EVENT_TYPES,
+    PER_REQUEST,
+    PING,
+    REQUEST_COMPLETED,
+    REQUEST_ESCALATED,
+    REQUEST_FAILED,
+    TAG_DRAINED,
+)
 from .records import OutboxPolicy
 
-BATCH_ENDED: Final = "batch.ended"
-TAG_DRAINED: Final = "tag.drained"
-REQUEST_COMPLETED: Final = "request.completed"
-REQUEST_FAILED: Final = "request.failed"
-REQUEST_ESCALATED: Final = "request.escalated"
-# Sent by `hybrid-router webhooks test`, never written to the outbox.
-PING: Final = "webhook.ping"
-
-EVENT_TYPES: Final = (BATCH_ENDED, TAG_DRAINED, REQUEST_COMPLETED, REQUEST_FAILED, REQUEST_ESCALATED)
-# Per-request events are opt-in: an `events` glob must name them ("request.*"), not just "*".
-PER_REQUEST: Final = frozenset({REQUEST_COMPLETED, REQUEST_FAILED})
+__all__ = [
+    "BATCH_ENDED",
+    "EVENT_TYPES",
+    "PER_REQUEST",
+    "PING",
+    "REQUEST_COMPLETED",
+    "REQUEST_ESCALATED",
+    "REQUEST_FAILED",
+    "TAG_DRAINED",
+    "batch_ended",
+    "is_keyed",
+    "request_escalated",
+    "request_final",
+    "tag_drained",
+    "wants_request",
+]
 
 # Keys the router makes up for calls that gave none (client.py); such requests are not "keyed".
 GENERATED_KEY_PREFIX: Final = "auto-"
