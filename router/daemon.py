@@ -252,7 +252,11 @@ class Daemon:
         # Events past retention whose deliveries are all done; pending ones are kept.
         events = await self._router.store.purge_outbox(before=before)
         log.info(
-            "purge_done", requests=report.requests, batches=report.batches, ledger=report.ledger, events=events
+            "purge_done",
+            requests=report.requests,
+            batches=report.batches,
+            ledger=report.ledger,
+            events=events,
         )
         return report
 

@@ -6,7 +6,6 @@ dispatcher's clock is the test's, so backoffs pass without sleeping."""
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
