@@ -242,3 +242,8 @@ class EndpointFigures:
     max_attempts: int  # attempts of the most-tried pending delivery
     last_error: str | None
     oldest_pending_at: float | None  # created_at of the oldest event still pending
+
+    @property
+    def failing(self) -> bool:
+        """True while a delivery to it waits to be tried again after a failed attempt."""
+        return self.retrying > 0

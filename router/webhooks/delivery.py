@@ -132,29 +132,9 @@ class Dispatcher:
         return report
 
     async def send(self, hook: WebhookSettings, msg_id: str, body: str) -> Attempt:
-        """One signed POST of `body` to `hook`, cut off after its timeout; never raises for
-        what the endpoint or the network does."""
-        headers = {
-            "content-type": "application/json",
-            "user-agent": "hybrid-router-webhooks",
-            **headers_for(hook.secret(), msg_id, body, time.time()),
-        }
-        try:
-            async with self._limit:
-                response = await self._client.post(
-                    hook.url, content=body.encode(), headers=headers, timeout=hook.timeout
-                )
-        except httpx2.TimeoutException:
-            return Attempt(None, f"no answer within {hook.timeout:g} s")
-        except httpx2.HTTPError as exc:
-            return Attempt(None, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS])
-        status = response.status_code
-        if 200 <= status < 300:
-            return Attempt(status, None)
-        if 300 <= status < 400:
-            where = response.headers.get("location", "?")
-            return Attempt(status, f"HTTP {status}: redirect to {where} not followed"[:_ERROR_CHARS])
-        return Attempt(status, f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
+        """One signed POST of `body` to `hook` (see `send_signed`), within the concurrency bound."""
+        async with self._limit:
+            return await send_signed(self._client, hook, msg_id, body)
 
     async def _deliver(self, delivery: Delivery, report: PassReport) -> None:
         now = self._clock()
@@ -195,6 +175,31 @@ class Dispatcher:
             error=attempt.error,
             state=state,
         )
+
+
+async def send_signed(client: httpx2.AsyncClient, hook: WebhookSettings, msg_id: str, body: str) -> Attempt:
+    """One signed POST of `body` to `hook`, cut off after its timeout, redirects not followed;
+    never raises for what the endpoint or the network does."""
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "hybrid-router-webhooks",
+        **headers_for(hook.secret(), msg_id, body, time.time()),
+    }
+    try:
+        response = await client.post(
+            hook.url, content=body.encode(), headers=headers, timeout=hook.timeout, follow_redirects=False
+        )
+    except httpx2.TimeoutException:
+        return Attempt(None, f"no answer within {hook.timeout:g} s")
+    except httpx2.HTTPError as exc:
+        return Attempt(None, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS])
+    status = response.status_code
+    if 200 <= status < 300:
+        return Attempt(status, None)
+    if 300 <= status < 400:
+        where = response.headers.get("location", "?")
+        return Attempt(status, f"HTTP {status}: redirect to {where} not followed"[:_ERROR_CHARS])
+    return Attempt(status, f"HTTP {status}", _retry_after(response.headers.get("retry-after")))
 
 
 def _retry_after(value: str | None) -> float | None:
