@@ -1,8 +1,8 @@
 """Delivering the outbox: each event to each endpoint that wants it, signed, at least once.
 
 A pass routes new events into deliveries, then claims the deliveries that are due and sends
-them concurrently. A claim holds a delivery for the attempt's timeout and a margin, so a
-sender that dies mid-attempt leaves it due again, and it is sent again under the same
+them concurrently. A claim holds a delivery for twice the attempt's timeout, so a sender
+that dies mid-attempt leaves it due again, and it is sent again under the same
 `webhook-id` (receivers de-duplicate on it). Timeouts, connection errors, 429 and 5xx are
 tried again after an exponential backoff with jitter, until `give_up_after` from the first
 attempt; any other answer but 2xx fails the delivery at once. Redirects are not followed.
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx2
 
+from .._crashpoints import crash_point
 from ..config import WebhookSettings
 from ..logs import get_logger
 from ..store import Delivery, OutboxEvent, StoreEngine, events
@@ -30,7 +31,6 @@ PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 
-_HOLD_MARGIN = 30.0  # past the attempt's timeout, before another sender may take it
 _ERROR_CHARS = 200
 
 
@@ -118,7 +118,9 @@ class Dispatcher:
             await self._store.route_events([e.id for e in events_], pairs, now=self._clock())
             report.routed += len(pairs)
         while True:
-            hold = max((h.timeout for h in self._hooks), default=10.0) + _HOLD_MARGIN
+            # Long enough for the slowest endpoint to time out; a sender that died mid-attempt
+            # leaves the delivery due again soon after.
+            hold = 2 * max((h.timeout for h in self._hooks), default=10.0) + 1.0
             claimed = await self._store.claim_deliveries(now=self._clock(), hold=hold, limit=self._batch)
             if not claimed:
                 break
@@ -145,7 +147,9 @@ class Dispatcher:
                 delivery.id, state=PENDING, next_at=now + 3600.0, status=None, error=missing, now=now
             )
             return
+        crash_point("webhooks.before_send")
         attempt = await self.send(hook, message_id(delivery.event), body_of(delivery.event))
+        crash_point("webhooks.after_send")
         report.sent += 1
         label = str(attempt.status) if attempt.status is not None else "error"
         report.statuses[label] = report.statuses.get(label, 0) + 1
