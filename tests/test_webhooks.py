@@ -15,6 +15,7 @@ from standardwebhooks import Webhook
 from router.config import RouterConfig, WebhookSettings
 from router.store import OutboxPolicy, StoreEngine, events
 from router.webhooks import Dispatcher, WebhookVerificationError, backoff, verify
+from tests.helpers import capture_router_logs, until
 from tests.receiver import Receiver, receiver
 from tests.test_outbox import batch_of, finish, new
 from tests.test_store_contract import NOW, line
@@ -171,3 +172,71 @@ def test_the_outbox_policy_follows_the_endpoints(monkeypatch: pytest.MonkeyPatch
     assert policy.events == {"batch.ended", "tag.drained", "request.escalated", "request.completed"}
     assert policy.request_keys == ("sku-*",)
     assert outbox_policy(RouterConfig.default()) is None
+
+
+# SQLite only: on PostgreSQL, observe.take fails in turnaround_buckets (GroupingError), outside
+# this feature; the endpoint figures themselves are checked on both engines above.
+@pytest.mark.sqlite_only
+async def test_status_and_metrics_mark_an_endpoint_that_keeps_failing(
+    store: StoreEngine, hook: Receiver
+) -> None:
+    from prometheus_client.samples import Sample
+    from rich.console import Console
+
+    from router import observe
+    from router.metrics import DaemonView, families
+    from router.status import render
+
+    await drained_events(store, ["a"])
+    hook.answer = lambda n: 503
+    dispatcher = Dispatcher(store, [settings(hook.url, events=["tag.drained"])], clock=Clock())
+    try:
+        with capture_router_logs() as logs:
+            await dispatcher.run_once()
+    finally:
+        await dispatcher.close()
+    snapshot = await observe.take(store, RouterConfig.default())
+    (figures,) = snapshot.webhooks
+    assert figures.failing and figures.retrying == 1 and figures.last_error == "HTTP 503"
+    assert snapshot.to_json()["webhooks"][0]["failing"] is True
+    console = Console(record=True, width=160)
+    console.print(render(snapshot))
+    screen = console.export_text()
+    assert "webhooks" in screen and "failing" in screen and "HTTP 503" in screen
+    samples: list[Sample] = [
+        s for f in families(snapshot, DaemonView(owner="x", last_poll_age=None)) for s in f.samples
+    ]
+    assert Sample("hybrid_router_webhook_endpoint_failing", {"endpoint": hook.url}, 1.0) in samples
+    assert any(
+        s.name == "hybrid_router_webhook_deliveries" and s.labels["state"] == "retrying" and s.value == 1
+        for s in samples
+    )
+    # The secret is in no log record.
+    assert logs and SECRET.removeprefix("whsec_") not in repr(logs)
+
+
+async def test_an_inline_flusher_delivers_from_its_own_scheduler(
+    config: RouterConfig, sdk: Any, emulator: Any, hook: Receiver
+) -> None:
+    from router import Router
+    from tests.helpers import MODEL, run_batches
+
+    endpoint = settings(hook.url, events=["tag.drained"])
+    inline = config.model_copy(
+        update={
+            "webhooks": (endpoint,),
+            "router": config.router.model_copy(update={"webhook_interval": 0.05}),
+        }
+    )
+    async with Router(inline, anthropic=sdk, clock=emulator.clock.now) as router:
+        assert router.webhooks is not None  # flusher = "inline": this process delivers
+        await router.messages.submit(
+            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}], latency="daily", tag="t"
+        )
+        await run_batches(router, emulator)
+
+        async def arrived() -> bool:
+            return len(hook.got) == 1
+
+        await until(arrived)
+    assert hook.got[0].payload["data"] == {**hook.got[0].payload["data"], "tag": "t", "requests": 1}
