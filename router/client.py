@@ -182,6 +182,8 @@ class Router:
             self._daemon_watch = None
         if self._scheduler is not None:
             self._scheduler.shutdown()
+            if self._webhooks is not None:
+                self._webhooks.stop()  # a hanging receiver must not hold up the shutdown
             await self._scheduler.drain()  # let a running flush record the batch it created
             self._scheduler = None
         if self._webhooks is not None:
@@ -206,6 +208,8 @@ class Router:
         it before it gives up its lease."""
         if self._scheduler is not None:
             self._scheduler.shutdown()
+            if self._webhooks is not None:
+                self._webhooks.stop()
             await self._scheduler.drain()
         for _ in range(2):  # a job that started just before the shutdown takes its lock next
             async with self._poll_lock:

@@ -240,3 +240,37 @@ async def test_an_inline_flusher_delivers_from_its_own_scheduler(
 
         await until(arrived)
     assert hook.got[0].payload["data"] == {**hook.got[0].payload["data"], "tag": "t", "requests": 1}
+
+
+async def test_a_receiver_that_hangs_holds_up_neither_flushing_nor_polling(
+    config: RouterConfig, sdk: Any, emulator: Any, hook: Receiver
+) -> None:
+    from router import Router
+    from tests.helpers import MODEL, run_batches
+
+    hook.answer = lambda n: "hang"
+    endpoint = settings(hook.url, events=["tag.drained"], timeout="1h")
+    inline = config.model_copy(
+        update={
+            "webhooks": (endpoint,),
+            "router": config.router.model_copy(update={"webhook_interval": 0.05}),
+        }
+    )
+    async with Router(inline, anthropic=sdk, clock=emulator.clock.now) as router:
+        ask = {
+            "model": MODEL,
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "x"}],
+            "latency": "daily",
+        }
+        await router.messages.submit(**ask, tag="first", key="k1")
+        await run_batches(router, emulator)
+
+        async def hanging() -> bool:
+            return len(hook.got) == 1
+
+        await until(hanging)  # the delivery of tag "first" waits on the receiver
+        await router.messages.submit(**ask, tag="second", key="k2")
+        await run_batches(router, emulator)  # flush and poll go on meanwhile
+        assert (await router.store.get_by_key("k2")).state == "succeeded"  # type: ignore[union-attr]
+        assert len(hook.got) == 1  # still the one delivery, still unanswered

@@ -104,7 +104,16 @@ class Dispatcher:
         self._client = client or httpx2.AsyncClient(follow_redirects=False, trust_env=False)
         self._limit = asyncio.Semaphore(concurrency)
         self._batch = batch
+        self._sending: set[asyncio.Task[None]] = set()
+        self._stopped = False
         self.totals = PassReport()
+
+    def stop(self) -> None:
+        """Cut off the sends in flight and start no more: a receiver that hangs must not hold
+        up a shutdown. What was cut off is still claimed, and is due again once its hold ends."""
+        self._stopped = True
+        for task in self._sending:
+            task.cancel()
 
     async def close(self) -> None:
         if self._own_client:
@@ -113,6 +122,8 @@ class Dispatcher:
     async def run_once(self) -> PassReport:
         """Route new events, then send every delivery due now (in rounds of `batch`)."""
         report = PassReport()
+        if self._stopped:
+            return report
         while events_ := await self._store.unrouted_events():
             pairs = routes(self._hooks, events_)
             await self._store.route_events([e.id for e in events_], pairs, now=self._clock())
@@ -124,8 +135,13 @@ class Dispatcher:
             claimed = await self._store.claim_deliveries(now=self._clock(), hold=hold, limit=self._batch)
             if not claimed:
                 break
-            await asyncio.gather(*(self._deliver(d, report) for d in claimed))
-            if len(claimed) < self._batch:
+            tasks = [asyncio.ensure_future(self._deliver(d, report)) for d in claimed]
+            self._sending.update(tasks)
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                self._sending.difference_update(tasks)
+            if len(claimed) < self._batch or self._stopped:
                 break
         for name in ("routed", "sent", "delivered", "retrying", "failed"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(report, name))
