@@ -8,8 +8,8 @@ store's `OutboxPolicy` wants the event. `OutboxOps` holds the delivery side.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -23,8 +23,9 @@ from ..records import (
     OutboxPolicy,
 )
 from .connections import Connections
-from .ingest import apply_chunk
 from .sql import chunks
+
+T = TypeVar("T")
 
 _INSERT = "INSERT INTO outbox (type, created_at, tag, payload) VALUES (?, ?, ?, ?)"
 _UNFINISHED = "('pending', 'submitting', 'submitted', 'escalated')"
@@ -387,10 +388,11 @@ class OutboxOps(Connections):
         return gone
 
 
-def apply_chunk_emitting(
-    c: sqlite3.Connection, policy: OutboxPolicy | None, *args: Any, **kwargs: Any
-) -> Any:
-    """ingest.apply_chunk, then the chunk's request events, in the same transaction."""
-    outcome = apply_chunk(c, *args, **kwargs)
+def with_ingest_events(
+    c: sqlite3.Connection, apply: Callable[..., T], policy: OutboxPolicy | None, *args: Any, **kwargs: Any
+) -> T:
+    """`apply(c, *args, **kwargs)` (ingest.apply_chunk), then the chunk's request events, in the
+    same transaction."""
+    outcome = apply(c, *args, **kwargs)
     emit_ingest_events(c, policy, kwargs["now"])
     return outcome

@@ -43,6 +43,7 @@ from .failures import StoreErrors, store_error
 from .ingest import (
     READ_FINAL_ROWS,
     SCRATCH_SCHEMA,
+    apply_chunk,
     final_rows,
     spans_of,
     stats_of,
@@ -52,7 +53,7 @@ from .leases import LeaseOps
 from .ledger import LedgerBuffer, LedgerRow, insert_ledger, insert_ledger_json, ledger_row
 from .lookups import LookupOps
 from .missing import MissingOps
-from .outbox import OutboxOps, apply_chunk_emitting, emit_batch_closed
+from .outbox import OutboxOps, emit_batch_closed, with_ingest_events
 from .purge import RetentionOps
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
@@ -583,7 +584,8 @@ class Store(DeadlineOps, IntentOps, LeaseOps, LookupOps, MissingOps, OutboxOps, 
         async with self._write_lock:
             outcome = await self._on_writer_thread(
                 in_transaction,
-                apply_chunk_emitting,
+                with_ingest_events,
+                apply_chunk,
                 self._outbox,
                 batch_id,
                 data,
