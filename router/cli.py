@@ -66,7 +66,7 @@ def _require_api_key(command: str) -> None:
 
 
 # Commands that read (or purge) what is stored: a mistyped path must not create an empty database.
-EXISTING_STORE_ONLY = frozenset({"status", "report", "results", "purge"})
+EXISTING_STORE_ONLY = frozenset({"status", "report", "results", "purge", "webhooks"})
 
 
 def _with_router(args: argparse.Namespace, body: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
@@ -146,7 +146,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             config, source = load_config(path), str(path)
         else:
             config, source = RouterConfig.default(), f"the built-in defaults; {_NO_CONFIG}"
+    from .webhooks.commands import describe_endpoints
+
     print(format_effective_policy(config, source))
+    print("\n".join(describe_endpoints(config)))
     if args.store:  # the typical cached prefix needs stored requests: read them
         from .cache_report import typical_prefixes
         from .client import Router
@@ -361,6 +364,28 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return _with_router(args, body)
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from .webhooks import commands
+
+    if args.action == "test":
+        hook = commands.ping(args.url, args.secret_env, _load(args, announce=False))
+        code, line = asyncio.run(commands.test_endpoint(hook))
+        print(line)
+        return code
+    if args.action == "list" and args.limit < 1:
+        raise RouterError(f"webhooks list --limit: expected a number of at least 1, got {args.limit}")
+
+    async def body(router: Any) -> int:
+        if args.action == "list":
+            print(await commands.list_deliveries(router.store, limit=args.limit))
+            return 0
+        code, lines = await commands.replay(router.store, router.config, args.id)
+        print("\n".join(lines))
+        return code
+
+    return _with_router(args, body)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -496,6 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help='write {"custom_id": key, "result": ...} lines to this file ("-": stdout)')
     p.add_argument("--keys", nargs="+", metavar="KEY", help="only these keys (default: every finished one)")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("webhooks", help="webhook deliveries: list them, replay an event, ping an endpoint")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="recent deliveries and their status, and each endpoint's state")
+    a.add_argument("--limit", type=int, default=50, help="how many deliveries (default 50)")
+    a = actions.add_parser("replay", help="send a stored event again now, with the same webhook-id")
+    a.add_argument("id", metavar="ID", help="the event's number (webhooks list) or its webhook-id")
+    a = actions.add_parser("test", help="send a signed webhook.ping to URL")
+    a.add_argument("url", metavar="URL", help="a [[webhooks]] url, or any URL with --secret-env")
+    a.add_argument(
+        "--secret-env", metavar="VAR", help="the environment variable holding the secret to sign with"
+    )
+    for action in actions.choices.values():
+        _add_common_options(action, default=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_webhooks)
 
     # Every command takes the common options after its name too. SUPPRESS: an option left out
     # after the command must not overwrite the one given before it.

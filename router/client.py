@@ -37,6 +37,7 @@ from .scheduler import RouterScheduler
 from .store import NewRequest, RequestRow, StoreEngine, Ticket, entry_bytes, open_store, states
 from .store.bodies import BODY_FIXED
 from .watcher import CompletionListener, CompletionWatcher
+from .webhooks import Dispatcher, outbox_policy
 
 log = get_logger(__name__)
 
@@ -80,6 +81,7 @@ class Router:
         self._estimator: TurnaroundEstimator | None = None
         self._escalator: Escalator | None = None
         self._daemon_watch: DaemonWatch | None = None
+        self._webhooks: Dispatcher | None = None
         # None: run the scheduler when [router] flusher = "inline"; CLI one-shot commands pass False.
         self._run_scheduler = scheduler
         self._create_store = create_store
@@ -121,6 +123,7 @@ class Router:
             return
         cfg = self.config
         self._store = await open_store(cfg.store, create=self._create_store)
+        self._store.set_outbox(outbox_policy(cfg))
         self._client = self._given_client or build_anthropic_client(self.config)
         self._realtime = RealtimeLane(
             self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
@@ -171,6 +174,9 @@ class Router:
             housekeeping=housekeeping,
             housekeeping_every=housekeeping_every,
         )
+        if cfg.webhooks:
+            self._webhooks = Dispatcher(self.store, cfg.webhooks)
+            self._scheduler.every(cfg.router.webhook_interval, self._scheduled_delivery, "webhooks")
         self._scheduler.start()
         return self._scheduler
 
@@ -180,8 +186,13 @@ class Router:
             self._daemon_watch = None
         if self._scheduler is not None:
             self._scheduler.shutdown()
+            if self._webhooks is not None:
+                self._webhooks.stop()  # a hanging receiver must not hold up the shutdown
             await self._scheduler.drain()  # let a running flush record the batch it created
             self._scheduler = None
+        if self._webhooks is not None:
+            await self._webhooks.close()
+            self._webhooks = None
         if self._escalator is not None:
             await self._escalator.stop()
             self._escalator = None
@@ -201,6 +212,8 @@ class Router:
         it before it gives up its lease."""
         if self._scheduler is not None:
             self._scheduler.shutdown()
+            if self._webhooks is not None:
+                self._webhooks.stop()
             await self._scheduler.drain()
         for _ in range(2):  # a job that started just before the shutdown takes its lock next
             async with self._poll_lock:
@@ -339,6 +352,20 @@ class Router:
     async def drain_escalations(self) -> None:
         """Wait for the real-time sends of escalated requests in progress here (before exiting)."""
         await self._deadlines.drain()
+
+    @property
+    def webhooks(self) -> Dispatcher | None:
+        """The webhook deliverer this process runs (with the scheduler, when [[webhooks]] exist)."""
+        return self._webhooks
+
+    async def _scheduled_delivery(self) -> None:
+        # Its own job: a receiver that hangs holds up only this, never a flush or a poll.
+        if self._webhooks is None:
+            return
+        try:
+            await self._webhooks.run_once()
+        except Exception as exc:
+            log.error("webhook_delivery_failed", error=str(exc))
 
     async def _scheduled_escalate(self) -> None:
         try:

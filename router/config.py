@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from router import event_names
 from router.errors import ConfigError
 from router.units import DURATION_FORM, SIZE_FORM, format_duration, format_size, parse_duration, parse_size
 
@@ -43,6 +44,7 @@ __all__ = [
     "RouterSettings",
     "Rule",
     "StoreSettings",
+    "WebhookSettings",
     "load_config",
 ]
 
@@ -356,6 +358,8 @@ class RouterSettings(BaseModel):
     # The daemon's lease on the database: a crashed daemon's lease lapses after this long
     # (sooner on the same host, where a dead holder is recognised at once).
     lease_ttl: PositiveDuration = 15.0
+    # How often the scheduler delivers the webhook outbox ([[webhooks]]).
+    webhook_interval: PositiveDuration = 1.0
 
 
 LISTEN_FORM = 'an address like "127.0.0.1:9464" (host:port; IPv6 in brackets, "[::1]:9464")'
@@ -417,6 +421,111 @@ class DaemonSettings(BaseModel):
                     ]
                 )
         return self
+
+
+_WEBHOOK_URL_FORM = 'an https URL like "https://example.com/hooks/hybrid-router"'
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def event_glob_matches(glob: str, event: str) -> bool:
+    """True when an `events` glob takes `event`. Per-request events are opt-in: only a glob
+    that spells out their "request." prefix takes them ("request.*"), never a bare "*"."""
+    import fnmatch
+
+    if event in event_names.PER_REQUEST and not glob.startswith("request."):
+        return False
+    return fnmatch.fnmatchcase(event, glob)
+
+
+class WebhookSettings(BaseModel):
+    """One `[[webhooks]]` endpoint: where events go, which ones, and the environment variable
+    holding its signing secret (the secret itself is never in the file)."""
+
+    model_config = _FROZEN
+
+    url: str
+    events: tuple[str, ...] = ("*",)
+    tags: tuple[str, ...] = ()  # globs: events about a tag go only for matching tags
+    keys: tuple[str, ...] = ()  # globs: which keyed requests get request.completed/failed
+    secret_env: str
+    timeout: PositiveDuration = 10.0
+    allow_http: StrictBool = False
+    # Retries: exponential backoff with jitter from retry_initial, each wait at most
+    # retry_max, until give_up_after from the first attempt.
+    retry_initial: PositiveDuration = 5.0
+    retry_max: PositiveDuration = 3600.0
+    give_up_after: PositiveDuration = _DAY
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected {_WEBHOOK_URL_FORM}, got {_show(value)}")
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected {_WEBHOOK_URL_FORM} (http or https), got {_show(value)}")
+        return value.strip()
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _check_events(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(
+                f'expected a list of event names or globs, like ["tag.drained"], got {_show(value)}'
+            )
+        for glob in value:
+            if not any(event_glob_matches(glob, name) for name in event_names.EVENT_TYPES):
+                known = ", ".join(event_names.EVENT_TYPES)
+                close = difflib.get_close_matches(glob, event_names.EVENT_TYPES, n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+                raise ValueError(f'unknown event "{glob}"{hint}; expected one of: {known}, or a glob of them')
+        return tuple(value)
+
+    @field_validator("tags", "keys", mode="before")
+    @classmethod
+    def _check_globs(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f'expected a list of globs, like ["nightly-*"], got {_show(value)}')
+        return tuple(value)
+
+    @field_validator("secret_env", mode="before")
+    @classmethod
+    def _check_secret_env(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                f'expected the name of an environment variable, like "HOOK_SECRET", got {_show(value)}'
+            )
+        if not os.environ.get(value):
+            raise ValueError(
+                f"the environment variable {value} is not set (it holds this endpoint's signing secret,"
+                ' a "whsec_..." string)'
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_scheme(self) -> WebhookSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not self.allow_http and not is_loopback(parts.hostname or ""):
+            raise _Problems(
+                [
+                    (
+                        ("url",),
+                        f"{self.url} is plain http to another host; expected an https URL,"
+                        " or allow_http = true",
+                    )
+                ]
+            )
+        return self
+
+    def secret(self) -> str:
+        """The signing secret, read from the environment now (never stored)."""
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise ConfigError(f"webhook {self.url}: the environment variable {self.secret_env} is not set")
+        return value
+
+    def wants(self, event: str) -> bool:
+        return any(event_glob_matches(glob, event) for glob in self.events)
 
 
 _BATCH_ONLY = (
@@ -633,6 +742,7 @@ class RouterConfig(BaseModel):
     classes: Mapping[str, LatencyClass] = Field(default_factory=_default_classes)
     rules: tuple[Rule, ...] = ()
     pricing: Mapping[str, ModelPrice] = Field(default_factory=dict)
+    webhooks: tuple[WebhookSettings, ...] = ()
     source: Path | None = None
 
     @model_validator(mode="before")
@@ -827,7 +937,7 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "router": RouterSettings,
     "daemon": DaemonSettings,
 }
-_TOP_KEYS = (*_SECTIONS, "classes", "rules", "pricing")
+_TOP_KEYS = (*_SECTIONS, "classes", "rules", "pricing", "webhooks")
 
 
 def _unknown_key(path: tuple[PathPart, ...], key: str, valid: Iterable[str]) -> Problem:
@@ -871,12 +981,13 @@ def _check_keys(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
                 name: _filter_table(table, (key, name), valid, problems) if isinstance(table, dict) else table
                 for name, table in data[key].items()
             }
-    if isinstance(data.get("rules"), list):
-        rule_keys = _field_keys(Rule)
-        data["rules"] = [
-            _filter_table(table, ("rules", index), rule_keys, problems) if isinstance(table, dict) else table
-            for index, table in enumerate(data["rules"])
-        ]
+    for key, model in (("rules", Rule), ("webhooks", WebhookSettings)):
+        if isinstance(data.get(key), list):
+            valid = _field_keys(model)
+            data[key] = [
+                _filter_table(table, (key, index), valid, problems) if isinstance(table, dict) else table
+                for index, table in enumerate(data[key])
+            ]
     return data
 
 
@@ -888,11 +999,16 @@ _MISSING_FORMS = {
     "output": "expected a price in USD per million tokens, a number like 15.0",
     "tag": 'expected a tag glob like "nightly-*"',
     "class": 'expected the name of a class, like "daily"',
+    "url": f"expected {_WEBHOOK_URL_FORM}",
+    "secret_env": (
+        'expected the name of the environment variable holding the signing secret, like "HOOK_SECRET"'
+    ),
 }
 _TABLE_FORMS = {
     "classes": 'expected a table of classes, like [classes.daily] with route = "batch"',
     "rules": 'expected an array of tables, written [[rules]] with tag = "..." and class = "..."',
     "pricing": 'expected a table of model prices, like [pricing."claude-sonnet-4-5"]',
+    "webhooks": 'expected an array of tables, written [[webhooks]] with url = "..." and secret_env = "..."',
 }
 
 
@@ -922,7 +1038,8 @@ def _pydantic_problems(exc: ValidationError) -> list[Problem]:
             else:
                 message = f"expected a table{got}"
         elif kind in ("tuple_type", "list_type"):
-            message = f"{_TABLE_FORMS['rules']}{got}"
+            form = _TABLE_FORMS["webhooks" if loc and loc[0] == "webhooks" else "rules"]
+            message = f"{form}{got}"
         elif kind in ("string_type", "path_type"):
             message = f"expected a string{got}"
         elif kind == "extra_forbidden":

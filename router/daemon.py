@@ -247,8 +247,17 @@ class Daemon:
     async def purge(self) -> PurgeReport:
         """Drop what is past `[store] retention` (finished requests, done batches, ledger rows)."""
         assert self._router is not None
-        report = await self._router.store.purge(before=time.time() - self.config.store.retention)
-        log.info("purge_done", requests=report.requests, batches=report.batches, ledger=report.ledger)
+        before = time.time() - self.config.store.retention
+        report = await self._router.store.purge(before=before)
+        # Events past retention whose deliveries are all done; pending ones are kept.
+        events = await self._router.store.purge_outbox(before=before)
+        log.info(
+            "purge_done",
+            requests=report.requests,
+            batches=report.batches,
+            ledger=report.ledger,
+            events=events,
+        )
         return report
 
     async def _scheduled_purge(self) -> None:

@@ -125,7 +125,40 @@ def families(snapshot: Snapshot, daemon: DaemonView) -> list[Metric]:
         "hybrid_router_last_poll_age_seconds", "Seconds since this daemon's last poll finished (NaN: none)"
     )
     poll_age.add_metric([], daemon.last_poll_age if daemon.last_poll_age is not None else math.nan)
-    return [answers, by_state, oldest, open_batches, turnaround, escalations, cost, saved, held, poll_age]
+    deliveries = GaugeMetricFamily(
+        "hybrid_router_webhook_deliveries",
+        "Webhook deliveries in the store by endpoint and state (pending, retrying: pending after a"
+        " failed attempt, delivered, failed: given up)",
+        labels=["endpoint", "state"],
+    )
+    failing = GaugeMetricFamily(
+        "hybrid_router_webhook_endpoint_failing",
+        "1 while an endpoint has a delivery waiting to be tried again after a failed attempt",
+        labels=["endpoint"],
+    )
+    for w in snapshot.webhooks:
+        for state, n in (
+            ("pending", w.pending),
+            ("retrying", w.retrying),
+            ("delivered", w.delivered),
+            ("failed", w.failed),
+        ):
+            deliveries.add_metric([w.endpoint, state], n)
+        failing.add_metric([w.endpoint], 1.0 if w.failing else 0.0)
+    return [
+        answers,
+        by_state,
+        oldest,
+        open_batches,
+        turnaround,
+        escalations,
+        cost,
+        saved,
+        held,
+        poll_age,
+        deliveries,
+        failing,
+    ]
 
 
 def _bound(value: float) -> str:

@@ -8,7 +8,7 @@ totals over what the store still holds: a purge past `[store] retention` lowers 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from .config import LatencyClass, RouterConfig
 from .cron import cron_trigger
 from .pricing import CostSummary
 from .report import summary_of
-from .store import Lease, StoreEngine, states
+from .store import EndpointFigures, Lease, StoreEngine, states
 from .units import format_duration
 
 # Every request state, in the order of its life (DESIGN.md section 4).
@@ -95,6 +95,7 @@ class Snapshot:
     today: CostSummary  # ledger rows from local midnight on
     today_since: float
     turnarounds: Turnarounds
+    webhooks: list[EndpointFigures] = field(default_factory=list)  # deliveries per endpoint
 
     @property
     def states(self) -> dict[str, int]:
@@ -157,6 +158,20 @@ class Snapshot:
                 for b in self.batches
             ],
             "lease": lease,
+            "webhooks": [
+                {
+                    "endpoint": w.endpoint,
+                    "failing": w.failing,
+                    "pending": w.pending,
+                    "retrying": w.retrying,
+                    "delivered": w.delivered,
+                    "failed": w.failed,
+                    "max_attempts": w.max_attempts,
+                    "last_error": w.last_error,
+                    "oldest_pending_seconds": _age(self.at, w.oldest_pending_at),
+                }
+                for w in self.webhooks
+            ],
             "spend_today": _spend(self.today) | {"since": self.today_since},
             "spend_total": _spend(self.cost),
         }
@@ -296,4 +311,5 @@ async def take(store: StoreEngine, config: RouterConfig, *, now: float | None = 
         today=summary_of([row for row in billed if row["today"]], config),
         today_since=today_since,
         turnarounds=Turnarounds(TURNAROUND_BUCKETS, within, count, total),
+        webhooks=await store.endpoint_figures(),
     )

@@ -125,6 +125,25 @@ def _spend(snapshot: Snapshot) -> RenderableType:
     )
 
 
+def _webhooks(snapshot: Snapshot) -> RenderableType:
+    table = _table(
+        "webhooks", "endpoint", "state", "pending", "retrying", "delivered", "failed", "last error"
+    )
+    table.columns[1].justify = table.columns[6].justify = "left"
+    for w in snapshot.webhooks:
+        state = Text("failing", style="bold red") if w.failing else Text("ok", style="green")
+        table.add_row(
+            w.endpoint,
+            state,
+            f"{w.pending:,}",
+            f"{w.retrying:,}",
+            f"{w.delivered:,}",
+            f"{w.failed:,}",
+            (w.last_error or "-") if w.failing or w.failed else "-",
+        )
+    return table
+
+
 def render(snapshot: Snapshot) -> RenderableType:
     """One screen of the snapshot."""
     head = Text.assemble(
@@ -142,6 +161,7 @@ def render(snapshot: Snapshot) -> RenderableType:
         _flushes(snapshot),
         gap,
         _batches(snapshot),
+        *((gap, _webhooks(snapshot)) if snapshot.webhooks else ()),
         gap,
         _spend(snapshot),
     )

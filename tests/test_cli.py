@@ -27,7 +27,7 @@ from tests.helpers import MODEL
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ["cost-saver", "default", "latency-first", "realtime-only"]
 # What a command must be given besides the options, to parse at all.
-REQUIRED = {"enqueue": ["requests.jsonl"]}
+REQUIRED = {"enqueue": ["requests.jsonl"], "webhooks": ["list"]}
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:

@@ -528,3 +528,13 @@ async def test_a_reader_of_completed_since_misses_nothing_while_two_stores_compl
         await reader
         await other.close()
     assert sorted(seen) == sorted(ids)  # every completion read, none twice
+
+
+async def test_turnaround_buckets_count_each_batch_once(store: StoreEngine) -> None:
+    assert await store.turnaround_buckets([60.0, 600.0]) == ([0, 0], 0, 0.0)
+    fast, _ = await submitted_batch(store, 2)
+    await store.record_turnaround(fast, 30.0)
+    slow, _ = await submitted_batch(store, 2, api_id="msgbatch_2")
+    await store.record_turnaround(slow, 300.0)
+    within, total, seconds = await store.turnaround_buckets([60.0, 600.0])
+    assert (within, total, seconds) == ([1, 2], 2, 330.0)

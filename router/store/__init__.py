@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..config import StoreSettings
-from . import states
+from . import events, states
 from .base import RetryPolicy, StoreClosedError, StoreEngine
 from .bodies import BODY_HEAD, BODY_TAIL, batch_body_bytes, entry_bytes
 from .records import (
@@ -19,11 +19,15 @@ from .records import (
     BatchClaim,
     BatchRow,
     ClaimSelector,
+    Delivery,
+    EndpointFigures,
     FinalRow,
     IngestStats,
     Lease,
     LedgerEntry,
     NewRequest,
+    OutboxEvent,
+    OutboxPolicy,
     PendingGroup,
     Prefix,
     PurgeReport,
@@ -43,11 +47,15 @@ __all__ = [
     "BatchClaim",
     "BatchRow",
     "ClaimSelector",
+    "Delivery",
+    "EndpointFigures",
     "FinalRow",
     "IngestStats",
     "Lease",
     "LedgerEntry",
     "NewRequest",
+    "OutboxEvent",
+    "OutboxPolicy",
     "PendingGroup",
     "Prefix",
     "PurgeReport",
@@ -61,6 +69,7 @@ __all__ = [
     "batch_body_bytes",
     "custom_id_for",
     "entry_bytes",
+    "events",
     "open_store",
     "request_id_from",
     "states",

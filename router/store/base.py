@@ -11,11 +11,15 @@ from .records import (
     BatchClaim,
     BatchRow,
     ClaimSelector,
+    Delivery,
+    EndpointFigures,
     FinalRow,
     IngestStats,
     Lease,
     LedgerEntry,
     NewRequest,
+    OutboxEvent,
+    OutboxPolicy,
     PendingGroup,
     PurgeReport,
     RequestRow,
@@ -293,3 +297,49 @@ class StoreEngine(Protocol):
 
     async def last_batch_id(self) -> int:
         """The highest batch id (0 if none)."""
+
+    # The webhook outbox (router/webhooks/). Events are written by the operations above, in the
+    # transactions of the changes they announce, when the policy wants them.
+
+    def set_outbox(self, policy: OutboxPolicy | None) -> None:
+        """Which events to write from now on (None: none)."""
+
+    async def unrouted_events(self, limit: int = 1000) -> list[OutboxEvent]:
+        """Events whose deliveries are not made yet, oldest first."""
+
+    async def route_events(
+        self, event_ids: Sequence[int], deliveries: Sequence[tuple[int, str]], *, now: float
+    ) -> None:
+        """In one transaction: a pending delivery per (event id, endpoint) not made already, and
+        `event_ids` marked routed."""
+
+    async def claim_deliveries(self, *, now: float, hold: float, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries due at `now`, each with one more attempt counted and held (not due)
+        until `now + hold`, so that no other sender takes it meanwhile."""
+
+    async def record_delivery(
+        self,
+        delivery_id: int,
+        *,
+        state: str,
+        next_at: float | None,
+        status: int | None,
+        error: str | None,
+        now: float,
+    ) -> None:
+        """Record an attempt's outcome: `state` pending (tried again at `next_at`), delivered or failed."""
+
+    async def list_deliveries(self, limit: int = 50, event_id: int | None = None) -> list[Delivery]:
+        """The most recent deliveries (of one event), newest first."""
+
+    async def outbox_event(self, event_id: int) -> OutboxEvent | None:
+        """The event of this id, if the outbox still holds it."""
+
+    async def endpoint_figures(self) -> list[EndpointFigures]:
+        """Deliveries by endpoint and state, for `status` and metrics."""
+
+    async def outbox_counts(self) -> dict[str, int]:
+        """Events held, by type."""
+
+    async def purge_outbox(self, *, before: float) -> int:
+        """Delete events older than `before` with no delivery pending, and their deliveries."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -257,3 +258,78 @@ CACHE_FIGURE_FIELDS = (
 )  # fmt: skip
 # How many of the latest ledger rows calibrate the estimate: a bounded read, whatever the history.
 CALIBRATION_DEPTH = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """Which events the store writes into its outbox, in the transactions that make them happen.
+
+    `events` names the event types some webhook wants (router/webhooks/events.py). A
+    `request.completed` or `request.failed` event is written only for a request with a key of
+    the caller's whose key matches one of `request_keys` or whose tag matches one of
+    `request_tags` (globs: ``*``, ``?``). `costs` turns ledger sums (rows with the keys of
+    `LEDGER_TOTAL_FIELDS`) into (cost, saving) in USD, at the configured prices.
+    """
+
+    events: frozenset[str]
+    request_keys: tuple[str, ...] = ()
+    request_tags: tuple[str, ...] = ()
+    costs: Callable[[Sequence[Mapping[str, Any]]], tuple[float, float]] | None = None
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """An event as the outbox holds it; `payload` is the JSON text of its `data`."""
+
+    id: int
+    type: str
+    created_at: float
+    tag: str | None
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event on its way to one endpoint (claimed for an attempt, or as listed)."""
+
+    id: int
+    event: OutboxEvent
+    endpoint: str
+    state: str  # pending | delivered | failed
+    attempts: int
+    next_at: float | None
+    last_status: int | None
+    last_error: str | None
+    updated_at: float | None
+    first_tried_at: float | None
+
+
+def delivery_of(row: Sequence[Any]) -> Delivery:
+    """A Delivery from a row of `_DELIVERY_COLUMNS` (both engines select them in this order)."""
+    did, endpoint, state, attempts, next_at, status, error, updated, first, eid, kind, at, tag, payload = row
+    event = OutboxEvent(int(eid), str(kind), float(at), tag, str(payload))
+    return Delivery(
+        int(did), event, str(endpoint), str(state), int(attempts), next_at, status, error, updated, first
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointFigures:
+    """Where the deliveries to one endpoint stand, for `status` and metrics."""
+
+    endpoint: str
+    pending: int
+    retrying: int  # pending, tried and failed at least once
+    delivered: int
+    failed: int  # given up (a 4xx other than 429, or retried past the limit)
+    max_attempts: int  # attempts of the most-tried pending delivery
+    last_error: str | None
+    oldest_pending_at: float | None  # created_at of the oldest event still pending
+
+    @property
+    def failing(self) -> bool:
+        """True while a delivery to it waits to be tried again after a failed attempt."""
+        return self.retrying > 0

@@ -56,10 +56,11 @@ from ..records import (
     Ticket,
 )
 from ..verdicts import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
-from . import caching, ingest, sql
+from . import caching, ingest, outbox, sql
 from .connect import Location, Retrier, create_pool, is_transient, parse_location
 from .figures import FigureOps
 from .notify import CHANNEL, CompletionSignal
+from .outbox import OutboxOps
 from .schema import COMPLETION_LOCK, migrate
 
 log = get_logger(__name__)
@@ -85,7 +86,7 @@ def _columns(rows: Sequence[LedgerRow]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in sql.LEDGER_TYPES]
 
 
-class PostgresStore(FigureOps):
+class PostgresStore(FigureOps, OutboxOps):
     """Async access to the router's PostgreSQL database. Open with `await PostgresStore.open(url)`."""
 
     def __init__(self, location: Location, pool: asyncpg.Pool, *, retry_for: float) -> None:
@@ -533,6 +534,7 @@ class PostgresStore(FigureOps):
                 completion_lock=COMPLETION_LOCK,
                 channel=CHANNEL,
             )
+            await outbox.emit_ingest_events(conn, self._outbox, done, now)
             crash_point("apply.before_commit")
             return counts, done
 
@@ -551,6 +553,7 @@ class PostgresStore(FigureOps):
         async def fn(conn: Conn) -> int:
             orphans = _count(await conn.execute(sql.UNANSWERED_RELEASED, batch_id))
             await conn.execute(sql.BATCH_DONE, batch_id, now)
+            await outbox.emit_batch_closed(conn, self._outbox, batch_id, now)
             return orphans
 
         return await self._run("finish_batch", fn)
@@ -564,6 +567,7 @@ class PostgresStore(FigureOps):
                 seqs = await conn.fetch(sql.FAIL_MISSING, batch_id, now, ids, lines)
                 await conn.execute(sql.NOTIFY, CHANNEL, str(max(int(r[0]) for r in seqs)))
             await conn.execute(sql.BATCH_DONE, batch_id, now)
+            await outbox.emit_batch_closed(conn, self._outbox, batch_id, now)
             return ids
 
         return await self._run("fail_missing", fn)
@@ -629,7 +633,9 @@ class PostgresStore(FigureOps):
         ids, from_states = [r.id for r in rows], [r.state for r in rows]
 
         async def fn(conn: Conn) -> list[int]:
-            return [int(r[0]) for r in await conn.fetch(sql.ESCALATE, now, ids, from_states)]
+            won = [int(r[0]) for r in await conn.fetch(sql.ESCALATE, now, ids, from_states)]
+            await outbox.emit_escalated(conn, self._outbox, rows, won, now)
+            return won
 
         won = set(await self._run("mark_escalated", fn))
         return [r.id for r in rows if r.id in won]
@@ -671,6 +677,7 @@ class PostgresStore(FigureOps):
                 return False
             if columns is not None:
                 await conn.execute(sql.LEDGER_INSERT, *columns)
+            await outbox.emit_request_final(conn, self._outbox, request_id, now)
             await conn.execute(sql.NOTIFY, CHANNEL, str(seq))
             return True
 

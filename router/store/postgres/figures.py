@@ -35,11 +35,12 @@ LEDGER_FIGURES = (
     " sum(cache_write_1h)::bigint, sum(cache_read)::bigint"
     " FROM ledger GROUP BY lane, model, class, result_type, duplicate, today"
 )
-TURNAROUND_BUCKETS = (
-    "SELECT count(*), COALESCE(sum(seconds), 0.0),"
-    " ARRAY(SELECT count(*) FILTER (WHERE s.seconds <= b) FROM unnest($1::float8[]) AS b)"
-    " FROM (SELECT max(seconds) AS seconds FROM turnarounds GROUP BY batch_id) AS s"
-)
+TURNAROUND_BUCKETS = """
+WITH s AS (SELECT max(seconds) AS seconds FROM turnarounds GROUP BY batch_id)
+SELECT (SELECT count(*) FROM s), (SELECT COALESCE(sum(seconds), 0.0) FROM s),
+    ARRAY(SELECT (SELECT count(*) FROM s WHERE s.seconds <= u.b)
+          FROM unnest($1::float8[]) WITH ORDINALITY AS u(b, i) ORDER BY u.i)
+"""
 BATCHES_AFTER = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
     " next_poll_at FROM batches WHERE id > $1 ORDER BY id"

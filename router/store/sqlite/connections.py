@@ -11,6 +11,7 @@ import contextlib
 
 import aiosqlite
 
+from ..records import OutboxPolicy
 from .ingest import FOLD_COMPLETIONS
 from .sql import NEXT_DONE_SEQ
 
@@ -20,6 +21,8 @@ class Connections:
 
     # The read-only connection: sees committed data, never blocks the writer (WAL).
     _reader: aiosqlite.Connection
+    # Which events the outbox takes (outbox.py); None: none.
+    _outbox: OutboxPolicy | None = None
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         """The writer connection inside `BEGIN IMMEDIATE`; commits on exit, rolls back on error."""

@@ -11,6 +11,7 @@ from ..ledger import ledger_row
 from ..records import AtRisk, LedgerEntry
 from .connections import Connections, next_done_seq
 from .ledger import insert_ledger
+from .outbox import emit_escalated, emit_request_final
 from .sql import NOT_COMPLETED, RESULT_INSERT, chunks, not_completed
 
 # Pending requests by their own index; submitted ones through the batches still open, each by
@@ -52,6 +53,7 @@ class DeadlineOps(Connections):
                 )
                 if cur.rowcount == 1:
                     won.append(row.id)
+            await emit_escalated(w, self._outbox, rows, won, now)
         return won
 
     async def take_over_stale(self, *, before: float, now: float, limit: int = 1000) -> list[int]:
@@ -116,6 +118,7 @@ class DeadlineOps(Connections):
             await w.execute(RESULT_INSERT, (seq, line))
             if ledger is not None:
                 await insert_ledger(w, [ledger_row(ledger)])
+            await emit_request_final(w, self._outbox, request_id, now)
         return True
 
     async def still_in_batch(self, batch_id: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .. import states
 from ..missing import missing_line
 from .connections import Connections, fold_completions, next_done_seq
+from .outbox import emit_batch_closed
 from .sql import NOT_COMPLETED, RESULT_INSERT
 
 
@@ -32,6 +33,7 @@ class MissingOps(Connections):
                 RESULT_INSERT, [(seq + n, missing_line(rid, reason)) for n, rid in enumerate(ids)]
             )
             await fold_completions(w)  # what the broken-off ingests of this batch did complete
+            await emit_batch_closed(w, self._outbox, batch_id, now)
             await w.execute(
                 "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
                 (states.B_DONE, now, batch_id),

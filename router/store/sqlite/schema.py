@@ -206,6 +206,42 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_pending_prefix ON requests (class, prefix_key)
         WHERE state = 'pending' AND prefix_key IS NOT NULL;
     """,
+    # The webhook outbox. An event is written in the transaction of the change it announces;
+    # the deliveries of each event to each endpoint are routed from it, and tried until
+    # delivered or given up. tag_drains remembers, per tag, the highest request id its last
+    # tag.drained event covered, so the next one covers only requests stored after it.
+    """
+    CREATE TABLE outbox (
+        id         INTEGER PRIMARY KEY,
+        type       TEXT    NOT NULL,           -- batch.ended, tag.drained, request.completed, ...
+        created_at REAL    NOT NULL,
+        tag        TEXT,                       -- the tag the event is about, for endpoints' tag globs
+        payload    TEXT    NOT NULL,           -- the event's data, as JSON text
+        routed     INTEGER NOT NULL DEFAULT 0  -- 1 once its deliveries exist
+    );
+    CREATE INDEX outbox_unrouted ON outbox (id) WHERE routed = 0;
+    CREATE TABLE deliveries (
+        id             INTEGER PRIMARY KEY,
+        event_id       INTEGER NOT NULL,
+        endpoint       TEXT    NOT NULL,       -- the endpoint's url
+        state          TEXT    NOT NULL,       -- pending | delivered | failed
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        next_at        REAL,                   -- when a pending delivery is tried next
+        last_status    INTEGER,                -- the HTTP status of the last attempt
+        last_error     TEXT,
+        first_tried_at REAL,
+        updated_at     REAL,
+        UNIQUE (event_id, endpoint)
+    );
+    CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'pending';
+    CREATE TABLE tag_drains (
+        tag        TEXT PRIMARY KEY,
+        last_id    INTEGER NOT NULL,           -- the highest request id the last tag.drained covered
+        drained_at REAL    NOT NULL
+    );
+    -- A tag's requests by id: tag and id never change, so no state change touches this index.
+    CREATE INDEX requests_by_tag ON requests (tag, id) WHERE tag IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

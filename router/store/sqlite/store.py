@@ -58,6 +58,7 @@ from .leases import LeaseOps
 from .ledger import insert_ledger, insert_ledger_json
 from .lookups import LookupOps
 from .missing import MissingOps
+from .outbox import OutboxOps, emit_batch_closed, with_ingest_events
 from .purge import RetentionOps
 from .schema import MIGRATIONS, SCHEMA_VERSION
 from .sql import (
@@ -122,7 +123,9 @@ def _uri(path: Path) -> str:
     return path.absolute().as_uri() + "?mode=rw"
 
 
-class Store(CacheOps, DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, RetentionOps):
+class Store(
+    CacheOps, DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, MissingOps, OutboxOps, RetentionOps
+):
     """Async access to the router's SQLite database. Open with `await Store.open(path)`.
 
     Each mixin holds the operations of one concept, with their SQL (see connections.py).
@@ -526,7 +529,9 @@ class Store(CacheOps, DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, M
         async with self._write_lock:
             outcome = await self._on_writer_thread(
                 in_transaction,
+                with_ingest_events,
                 apply_chunk,
+                self._outbox,
                 batch_id,
                 data,
                 b"".join(data),
@@ -579,6 +584,7 @@ class Store(CacheOps, DeadlineOps, HistoryOps, IntentOps, LeaseOps, LookupOps, M
                     (batch_id,),
                 )
                 orphans = cur.rowcount
+                await emit_batch_closed(w, self._outbox, batch_id, now)
                 await w.execute(
                     "UPDATE batches SET state = ?, ended_at = COALESCE(ended_at, ?) WHERE id = ?",
                     (states.B_DONE, now, batch_id),
