@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args
 
 from anthropic.types.content_block_param import ContentBlockParam
 
@@ -71,14 +71,16 @@ def _union_members(union: object) -> Iterator[Any]:
 
 def _uncacheable_block_types() -> frozenset[str]:
     # The content blocks whose SDK param type has no cache_control field: the API refuses one there.
+    # Read from the TypedDicts' keys and raw annotations: evaluating them costs 0.15 s at import.
     kinds: set[str] = set()
     for member in _union_members(ContentBlockParam):
-        hints = get_type_hints(member)
-        if "cache_control" not in hints:
-            kinds.update(arg for arg in get_args(hints.get("type")) if isinstance(arg, str))
+        if "cache_control" in member.__required_keys__ | member.__optional_keys__:
+            continue
+        kinds.update(_LITERAL.findall(str(member.__annotations__.get("type", ""))))
     return frozenset(kinds)
 
 
+_LITERAL = re.compile(r"Literal\[['\"]([a-z_]+)['\"]\]")
 UNCACHEABLE_BLOCK_TYPES = _uncacheable_block_types()
 
 
