@@ -183,6 +183,17 @@ def profile_input(params: Mapping[str, Any]) -> InputProfile:
     return InputProfile(max(1, _tokens(chars)), tuple(breakpoints), tuple(marks))
 
 
+def cut_to_words(text: str, limit: int | None) -> tuple[str, int, bool]:
+    """`text` cut after its `limit`-th word (a word a token): (text, words, whether it was cut)."""
+    words = 0
+    for words, word in enumerate(_WORD.finditer(text), start=1):
+        if limit is not None and words == limit:
+            if word.end() < len(text.rstrip()):
+                return text[: word.end()], words, True
+            break
+    return text, words, False
+
+
 def _last_user_text(messages: list[Any]) -> str:
     for message in reversed(messages):
         if message["role"] != "user":
@@ -225,15 +236,8 @@ def plan_reply(params: Mapping[str, Any], *, path: str = "messages") -> ReplyPla
                 f"expected one of {', '.join(sorted(DIRECTIVE_ERROR_TYPES))}"
             )
     text = REPLY_PREFIX + user_text[:QUOTE_CHARS]
-    max_tokens = int(params["max_tokens"])
-    words = 0
-    stop_reason = "end_turn"
-    for words, word in enumerate(_WORD.finditer(text), start=1):
-        if words == max_tokens:
-            if word.end() < len(text.rstrip()):
-                text = text[: word.end()]
-                stop_reason = "max_tokens"
-            break
+    text, words, cut = cut_to_words(text, int(params["max_tokens"]))
+    stop_reason = "max_tokens" if cut else "end_turn"
     return ReplyPlan(
         model=str(params["model"]),
         text=text,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.emulator.openai.errors import OpenAIError
-from router.emulator.replies import DIRECTIVE_ERROR_TYPES
+from router.emulator.replies import DIRECTIVE_ERROR_TYPES, cut_to_words
 
 __all__ = [
     "CHAT_FIELDS",
@@ -324,14 +324,8 @@ def plan_chat(params: Mapping[str, Any], *, prefix: str = "") -> ChatPlan:
             )
     text = REPLY_PREFIX + user_text[:QUOTE_CHARS]
     limit = params.get("max_completion_tokens") or params.get("max_tokens")
-    words = 0
-    finish_reason = "stop"
-    for words, word in enumerate(_WORD.finditer(text), start=1):
-        if limit is not None and words == limit:
-            if word.end() < len(text.rstrip()):
-                text = text[: word.end()]
-                finish_reason = "length"
-            break
+    text, words, cut = cut_to_words(text, None if limit is None else int(limit))
+    finish_reason = "length" if cut else "stop"
     return ChatPlan(
         model=str(params["model"]),
         text=text,
