@@ -92,7 +92,7 @@ class DaySpend:
 
 @dataclass(frozen=True)
 class TagFigures:
-    """One tag's calls, lane mix, cost and saving, cache hits and deadlines."""
+    """One tag's calls, lane mix, cost and saving, share of input read from the cache, and deadlines."""
 
     tag: str | None
     calls: int  # billed calls, duplicates left out
@@ -458,7 +458,7 @@ def tag_rows(report: Report) -> list[tuple[str, ...]]:
     ]
 
 
-TAG_HEADER = ("tag", "calls", "real time / batch", "cost", "saving", "cache hits", "escalated", "missed")
+TAG_HEADER = ("tag", "calls", "real time / batch", "cost", "saving", "input cached", "escalated", "missed")
 
 
 def opportunity_header(report: Report) -> tuple[str, ...]:
