@@ -237,10 +237,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise RouterError(f"--html {args.html}: cannot write: {exc.strerror or exc}") from None
             print(f"wrote the report to {args.html}", file=sys.stderr)
-        cache = await cache_report(router.store, router.config)
         if args.json:
+            cache = await cache_report(router.store, router.config)
             print(json.dumps({**report.to_json(), "cache": cache.to_json()}, indent=2))
         elif not args.html:
+            cache = await cache_report(router.store, router.config)
             print(render_text(report))
             if text := cache.render():
                 print(text)

@@ -35,7 +35,7 @@ GROUP_MAX = 4096  # requests per group
 # A ledger-only group (the real-time lane's accounting) waits this long, or until this many
 # entries, before its commit. Each commit costs the lane's cores a trip to the database;
 # committed 10 to 20 times a second they cost the real-time lane about 10 % of its throughput
-# on 2 cores with SQLite, once a second about 2 % (bench/RESULTS.md, fifth session). A crash
+# on 2 cores with SQLite, once a second about 2 % (bench/RESULTS.md, real-time lane). A crash
 # loses at most the last second of real-time accounting; this process's own reads of the
 # ledger commit the queue first (`commit_ledger`).
 LEDGER_LINGER = 1.0
