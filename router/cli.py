@@ -17,6 +17,7 @@ from .config import RouterConfig, load_config
 from .errors import ConfigError, RouterError, StoreError
 from .logs import configure_logging
 from .presets import EXAMPLE, load_preset, preset_names, write_config
+from .process import freeze_imports
 
 DEFAULT_CONFIG = "router.toml"
 CONFIG_ENV = "HYBRID_ROUTER_CONFIG"
@@ -546,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    freeze_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

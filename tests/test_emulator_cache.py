@@ -497,7 +497,7 @@ async def test_batch_parallelism_on_the_command_line(argv: list[str]) -> None:
             await sdk.close()
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C: how both commands are stopped by hand
-        returncode = await asyncio.wait_for(process.wait(), 10)
+        returncode = await asyncio.wait_for(process.wait(), 60)  # a safety net only
     assert returncode == 0
 
 

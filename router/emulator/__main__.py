@@ -12,6 +12,7 @@ from router.emulator.clock import EmulatorClock
 from router.emulator.config import DEFAULT_BATCH_PARALLELISM
 from router.emulator.emulator import serve
 from router.logs import configure_logging
+from router.process import freeze_imports
 
 
 def parallelism(text: str) -> int:
@@ -76,6 +77,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and serve until SIGINT/SIGTERM."""
+    freeze_imports()
     args = _parser().parse_args(argv)
     configure_logging("warning")  # a program of its own: its handler failures go to stderr
     with contextlib.suppress(KeyboardInterrupt):
