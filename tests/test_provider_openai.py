@@ -12,6 +12,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from router.emulator import Emulator, EmulatorClock, OutcomeConfig
+from router.pricing import PriceTable, provider_for
 from router.providers.base import RemoteBatch
 from router.providers.openai import (
     JSONL_FORMAT,
@@ -443,3 +444,58 @@ async def test_send_is_the_realtime_call(provider: OpenAIProvider) -> None:
     completion = await provider.send(ask("over real time"))
     assert isinstance(completion, ChatCompletion)
     assert completion.choices[0].message.content == "Reply to: over real time"
+
+
+# -- prices --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "prices"),
+    [
+        ("gpt-5.4", (2.5, 0.25, 15.0)),
+        ("gpt-5.4-mini", (0.75, 0.075, 4.5)),
+        ("gpt-5.4-nano-2026-03-17", (0.2, 0.02, 1.25)),  # a dated snapshot
+        ("gpt-5", (1.25, 0.125, 10.0)),
+        ("gpt-5-mini", (0.25, 0.025, 2.0)),  # not gpt-5's price
+        ("gpt-5-nano", (0.05, 0.005, 0.4)),
+        ("gpt-4.1-2025-04-14", (2.0, 0.5, 8.0)),
+        ("gpt-4.1-mini", (0.4, 0.1, 1.6)),
+        ("gpt-4.1-nano", (0.1, 0.025, 0.4)),
+        ("gpt-4o-2024-08-06", (2.5, 1.25, 10.0)),
+        ("gpt-4o-mini", (0.15, 0.075, 0.6)),
+        ("o3", (2.0, 0.5, 8.0)),
+        ("o4-mini", (1.1, 0.275, 4.4)),
+    ],
+)
+def test_openai_list_prices(model: str, prices: tuple[float, float, float]) -> None:
+    price = PriceTable.bundled().price(model)
+    assert price is not None and (price.input, price.effective_cache_read, price.output) == prices
+    assert price.effective_cache_write_5m == price.input  # OpenAI bills no cache writes
+    assert provider_for(model) == "openai"
+    assert PriceTable.bundled().min_cacheable(model) == 1024
+
+
+def test_a_models_provider_is_the_table_that_prices_it() -> None:
+    assert provider_for("claude-haiku-4-5-20251001") == "anthropic"
+    assert provider_for("gpt-4") is None and provider_for("gpt-5.4-turbo") is None
+    assert PriceTable.bundled().price("gpt-4") is None
+
+
+async def test_a_batch_line_is_priced_from_its_canonical_usage(
+    emu: Emulator, provider: OpenAIProvider
+) -> None:
+    system = {"role": "system", "content": "Background. " * 500}
+    entries = [
+        (f"r{i}", {"model": MODEL, "messages": [system, {"role": "user", "content": f"q{i}"}]})
+        for i in range(2)
+    ]
+    by_id = await results(provider, await ended(provider, emu, await create(provider, Body(entries)), 60))
+    cached = next(r["message"] for r in by_id.values() if r["message"]["usage"]["cache_read_input_tokens"])
+    usage = cached["usage"]
+    fresh = usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
+    expected = (
+        fresh * 0.75 + usage["cache_read_input_tokens"] * 0.075 + usage["completion_tokens"] * 4.5
+    ) / 1e6
+    table = PriceTable.bundled()
+    assert table.cost(cached["model"], usage, "realtime") == pytest.approx(expected)
+    assert table.cost(cached["model"], usage, "batch") == pytest.approx(expected / 2)
