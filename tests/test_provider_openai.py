@@ -23,6 +23,7 @@ from router.providers.openai import (
     frame_entry,
     jsonl_body,
 )
+from router.providers.openai.codec import canonical_line
 from router.providers.openai.errors import retry_after
 
 START = 1_700_000_000.0
@@ -499,3 +500,52 @@ async def test_a_batch_line_is_priced_from_its_canonical_usage(
     table = PriceTable.bundled()
     assert table.cost(cached["model"], usage, "realtime") == pytest.approx(expected)
     assert table.cost(cached["model"], usage, "batch") == pytest.approx(expected / 2)
+
+
+# -- the codec on lines the emulator does not write ---------------------------------------------------
+
+
+def test_codec_lines_without_an_http_answer_or_a_json_body(provider: OpenAIProvider) -> None:
+    other = canonical_line(
+        b'{"id":"x","custom_id":"r1","response":null,"error":{"code":"lost","message":"gone"}}'
+    )
+    result = json.loads(other)["result"]
+    assert result["type"] == "errored" and result["error"]["error"] == {
+        "type": "api_error",
+        "message": "gone",
+    }
+    error = provider.outcome(result)
+    assert type(error) is openai.APIError and str(error) == "gone"
+
+    response = {"status_code": 502, "request_id": "req_1", "body": "Bad gateway"}
+    text = json.dumps({"custom_id": "r2", "response": response, "error": None}).encode()
+    result = json.loads(canonical_line(text))["result"]
+    assert result["error"]["error"] == {"type": "api_error", "message": "HTTP 502"}
+    error = provider.outcome(result)
+    assert (
+        type(error) is openai.InternalServerError and error.status_code == 502 and error.body == "Bad gateway"
+    )
+
+    with pytest.raises(ValueError, match="not a batch result line"):
+        canonical_line(b"[1, 2]")
+
+
+async def test_outcome_of_a_canonical_line_from_elsewhere(provider: OpenAIProvider) -> None:
+    """A canonical errored result with no `openai` part is rebuilt from its error type."""
+    result = {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}},
+    }
+    error = provider.outcome(result)
+    assert type(error) is openai.RateLimitError and str(error) == "Error code: 429 - slow"
+    with pytest.raises(ValueError, match="expired"):
+        provider.outcome({"type": "expired"})
+
+
+async def test_outcome_without_strict_validation_is_the_same(emu: Emulator, provider: OpenAIProvider) -> None:
+    by_id = await results(provider, await ended(provider, emu, await create(provider, questions(1)), 60))
+    loose = openai.AsyncOpenAI(base_url=f"{emu.url}/v1", api_key="test", max_retries=0)
+    try:
+        assert OpenAIProvider(loose).outcome(by_id["r0"]) == provider.outcome(by_id["r0"])
+    finally:
+        await loose.close()
