@@ -549,3 +549,16 @@ async def test_outcome_without_strict_validation_is_the_same(emu: Emulator, prov
         assert OpenAIProvider(loose).outcome(by_id["r0"]) == provider.outcome(by_id["r0"])
     finally:
         await loose.close()
+
+
+async def test_results_come_in_blocks_and_a_reader_may_stop_early(
+    emu: Emulator, provider: OpenAIProvider
+) -> None:
+    done = await ended(provider, emu, await create(provider, questions(1001)), 60)
+    async with provider.result_lines(done) as blocks:
+        sizes = [len(block) async for block in blocks]
+    assert sizes == [1000, 1]
+    async with provider.result_lines(done) as blocks:
+        first = await anext(blocks)
+    assert len(first) == 1000
+    assert len(await results(provider, done)) == 1001  # the early exit left nothing half open

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -186,15 +186,17 @@ class OpenAIProvider:
         for file_id in file_ids:
             if file_id is None:
                 continue
-            async for raw in self._file_lines(file_id):
-                block.append(canonical_line(raw))
-                if len(block) >= _BLOCK_LINES:
-                    yield block
-                    block = []
+            # aclosing: a reader that stops early closes the file's stream at once.
+            async with aclosing(self._file_lines(file_id)) as lines:
+                async for raw in lines:
+                    block.append(canonical_line(raw))
+                    if len(block) >= _BLOCK_LINES:
+                        yield block
+                        block = []
         if block:
             yield block
 
-    async def _file_lines(self, file_id: str) -> AsyncIterator[bytes]:
+    async def _file_lines(self, file_id: str) -> AsyncGenerator[bytes]:
         """A file's non-blank lines as they stream in; a last line with no newline only once
         the stream has ended cleanly (a broken stream raises before it is seen)."""
         pending = b""
