@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from typing import Any, ClassVar, Literal
 
 from router.config import ModelPrice
@@ -15,6 +17,7 @@ __all__ = [
     "LaneTotals",
     "PriceTable",
     "cost",
+    "provider_for",
 ]
 
 Lane = Literal["realtime", "batch"]
@@ -68,10 +71,24 @@ _MIN_CACHEABLE: dict[str, int] = {
     "claude-3-haiku": 2048,
 }
 
+
+def _load_prices(name: str) -> dict[str, ModelPrice]:
+    """A bundled price table of router/data/ (the form of the config's [pricing] tables)."""
+    table = tomllib.loads((files("router") / "data" / name).read_text(encoding="utf-8"))
+    return {model: ModelPrice.model_validate(price) for model, price in table["pricing"].items()}
+
+
+# OpenAI's list prices, with their source and date, in router/data/prices_openai.toml.
+_OPENAI = _load_prices("prices_openai.toml")
+
+# Each provider's models: a model belongs to the provider whose table prices it.
+PROVIDER_PRICES: Mapping[str, Mapping[str, ModelPrice]] = {"anthropic": _BUNDLED, "openai": _OPENAI}
+
 # What may follow a price key in a model id: a snapshot date or an alias suffix
-# ("claude-sonnet-4-5-20250929", "claude-3-5-haiku-latest", "...@20250929"). Anything
-# else is a different model: "claude-opus-4-7" must not be priced as "claude-opus-4".
-_VERSION_SUFFIX = re.compile(r"[-@](\d{8}|latest)([-@:].*)?")
+# ("claude-sonnet-4-5-20250929", "claude-3-5-haiku-latest", "...@20250929",
+# OpenAI's "gpt-4o-2024-08-06"). Anything else is a different model: "claude-opus-4-7"
+# must not be priced as "claude-opus-4", nor "gpt-5-mini" as "gpt-5".
+_VERSION_SUFFIX = re.compile(r"[-@](\d{8}|\d{4}-\d{2}-\d{2}|latest)([-@:].*)?")
 
 
 def _count(usage: Any, name: str) -> int:
@@ -160,8 +177,8 @@ class PriceTable:
 
     @classmethod
     def bundled(cls) -> PriceTable:
-        """The public list prices shipped with hybrid-router."""
-        return cls(dict(_BUNDLED))
+        """The public list prices shipped with hybrid-router, every provider's."""
+        return cls({**_BUNDLED, **_OPENAI})
 
     def with_overrides(self, overrides: Mapping[str, ModelPrice]) -> PriceTable:
         """A table where `overrides` (e.g. `config.pricing`) replace or add entries."""
@@ -200,6 +217,14 @@ def _key_for(model: str, table: Mapping[str, object]) -> str | None:
             if best is None or len(key) > len(best):
                 best = key
     return best
+
+
+def provider_for(model: str) -> str | None:
+    """The provider whose bundled price table knows `model` ("anthropic", "openai"), else None."""
+    for provider, table in PROVIDER_PRICES.items():
+        if _key_for(model, table) is not None:
+            return provider
+    return None
 
 
 def cost(model: str, usage: Any, lane: Lane, table: PriceTable | None = None) -> float | None:

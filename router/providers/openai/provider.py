@@ -1,0 +1,301 @@
+"""`OpenAIProvider`: the OpenAI Batch API (files + batches) and chat completions behind `Provider`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx2
+import openai
+from openai._models import add_request_id, construct_type, validate_type
+from openai.types import Batch, FileObject
+from openai.types.chat import ChatCompletion
+
+from router.logs import get_logger
+from router.providers.base import BatchFormat, BatchLimits, Provider, RemoteBatch
+from router.providers.openai import errors
+from router.providers.openai.codec import STATUS_BY_ERROR_TYPE, canonical_line, provider_usage
+from router.providers.openai.framing import JSONL_FORMAT, MultipartUpload
+
+__all__ = ["INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
+
+log = get_logger(__name__)
+
+INTENT_METADATA_KEY: Final = "hybrid_router_intent"
+OPENAI_LIMITS = BatchLimits(
+    max_requests=50_000,
+    max_bytes=200 * 1024 * 1024,
+    one_model_per_batch=True,
+    # OpenAI publishes no request size limit for chat completions; the emulator's is 32 MB.
+    realtime_max_bytes=32_000_000,
+)
+_ENDED = frozenset({"completed", "expired", "cancelled", "failed"})
+_CANCELLING = frozenset({"cancelling", "cancelled"})
+_BLOCK_LINES = 1000  # canonical lines per block handed to the ingest
+_LIST_PAGE = 100  # the most `GET /v1/batches` returns a page
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRemoteBatch(RemoteBatch):
+    """A `RemoteBatch` with what OpenAI keeps besides: its status and its three files."""
+
+    status: str = ""
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+
+
+def _intent_of(metadata: Mapping[str, str] | None) -> int | None:
+    raw = (metadata or {}).get(INTENT_METADATA_KEY)
+    if raw is None or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def _failure_of(batch: Batch) -> str | None:
+    data = batch.errors.data if batch.errors is not None else None
+    if not data:
+        return None if batch.status != "failed" else "the batch failed validation"
+    parts = []
+    for error in data:
+        where = f"line {error.line}: " if error.line is not None else ""
+        parts.append(f"{where}{error.code or 'error'}: {error.message or ''}".rstrip(": "))
+    return "; ".join(parts)
+
+
+def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
+    """The engine's view of an OpenAI `Batch`."""
+    counts = batch.request_counts
+    ended_at = batch.completed_at or batch.expired_at or batch.cancelled_at or batch.failed_at
+    return OpenAIRemoteBatch(
+        id=batch.id,
+        ended=batch.status in _ENDED,
+        created_at=float(batch.created_at),
+        ended_at=float(ended_at) if ended_at is not None and batch.status in _ENDED else None,
+        cancel_requested=batch.status in _CANCELLING or batch.cancelling_at is not None,
+        request_total=counts.total if counts is not None else 0,
+        intent_id=_intent_of(batch.metadata),
+        counts=(
+            {"total": counts.total, "completed": counts.completed, "failed": counts.failed}
+            if counts is not None
+            else {}
+        ),
+        failed=batch.status == "failed",
+        failure=_failure_of(batch) if batch.status == "failed" else None,
+        status=batch.status,
+        input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+    )
+
+
+class OpenAIProvider:
+    """The OpenAI Batch API for `/v1/chat/completions`, through an `openai.AsyncOpenAI`.
+
+    A batch is two calls: the input file's upload (`files.create(purpose="batch")`,
+    streamed with an exact Content-Length), then `batches.create` with the router's
+    intent id in `metadata`. Both go with SDK retries off; see `is_certain_failure`.
+    """
+
+    name = "openai"
+    limits: BatchLimits = OPENAI_LIMITS
+    batch_format: BatchFormat = JSONL_FORMAT
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+        self._once = client.with_options(max_retries=0)
+
+    # -- real time ----------------------------------------------------------------------------
+
+    async def send(self, params: dict[str, Any]) -> Any:
+        """`chat.completions.create` with the stored params."""
+        return await self._client.chat.completions.create(**params)
+
+    # -- batches ------------------------------------------------------------------------------
+
+    async def create_batch(
+        self, body: AsyncIterator[bytes], *, length: int, intent_id: int, model: str | None
+    ) -> RemoteBatch:
+        """Upload `body` (the JSONL input file, `length` bytes) and create a batch of it.
+
+        A failed upload raises `InputFileUploadError` (from the SDK's error): no batch can
+        exist. A `batches.create` refused with an error status deletes the uploaded file
+        first; a lost answer leaves it, since the batch may exist and read it."""
+        upload = MultipartUpload.new(f"hybrid-router-{intent_id}.jsonl", length)
+        try:
+            uploaded = await self._once.post(
+                "/files",
+                content=upload.stream(body),
+                cast_to=FileObject,
+                options={
+                    "headers": {
+                        "Content-Type": upload.content_type,
+                        "Content-Length": str(upload.content_length),
+                    }
+                },
+            )
+        except Exception as exc:
+            raise errors.InputFileUploadError(
+                f"the batch input file ({length} bytes) did not upload: {exc}"
+            ) from exc
+        try:
+            batch = await self._once.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={INTENT_METADATA_KEY: str(intent_id)},
+            )
+        except openai.APIStatusError:
+            await self._delete_file(uploaded.id)
+            raise
+        log.info("openai_batch_created", batch_id=batch.id, input_file=uploaded.id, bytes=length, model=model)
+        return remote_batch(batch)
+
+    async def retrieve_batch(self, api_id: str) -> RemoteBatch:
+        return remote_batch(await self._client.batches.retrieve(api_id))
+
+    async def list_batches(self, *, since: float) -> AsyncIterator[RemoteBatch]:
+        """Batches created at or after `since`, newest first (the API's own order)."""
+        async for batch in self._client.batches.list(limit=_LIST_PAGE):
+            if batch.created_at < since:
+                return
+            yield remote_batch(batch)
+
+    async def cancel_batch(self, api_id: str) -> None:
+        await self._client.batches.cancel(api_id)
+
+    async def _files_of(self, batch: RemoteBatch) -> OpenAIRemoteBatch:
+        if isinstance(batch, OpenAIRemoteBatch):
+            return batch
+        return remote_batch(await self._client.batches.retrieve(batch.id))
+
+    @asynccontextmanager
+    async def result_lines(self, batch: RemoteBatch) -> AsyncIterator[AsyncIterator[list[bytes]]]:
+        """The output file's lines, then the error file's, as canonical lines in blocks."""
+        known = await self._files_of(batch)
+        blocks = self._blocks([known.output_file_id, known.error_file_id])
+        try:
+            yield blocks
+        finally:
+            await blocks.aclose()
+
+    async def _blocks(self, file_ids: list[str | None]) -> AsyncGenerator[list[bytes]]:
+        block: list[bytes] = []
+        for file_id in file_ids:
+            if file_id is None:
+                continue
+            # aclosing: a reader that stops early closes the file's stream at once.
+            async with aclosing(self._file_lines(file_id)) as lines:
+                async for raw in lines:
+                    block.append(canonical_line(raw))
+                    if len(block) >= _BLOCK_LINES:
+                        yield block
+                        block = []
+        if block:
+            yield block
+
+    async def _file_lines(self, file_id: str) -> AsyncGenerator[bytes]:
+        """A file's non-blank lines as they stream in; a last line with no newline only once
+        the stream has ended cleanly (a broken stream raises before it is seen)."""
+        pending = b""
+        async with self._client.files.with_streaming_response.content(file_id) as response:
+            async for chunk in response.iter_bytes():
+                pending += chunk
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield line
+        if pending.strip():
+            yield pending
+
+    async def discard_results(self, batch: RemoteBatch) -> None:
+        """Delete the batch's input, output and error files; a file already gone is fine."""
+        known = await self._files_of(batch)
+        for file_id in (known.input_file_id, known.output_file_id, known.error_file_id):
+            if file_id is not None:
+                try:
+                    await self._client.files.delete(file_id)
+                except openai.NotFoundError:
+                    pass
+
+    async def _delete_file(self, file_id: str) -> None:
+        try:
+            await self._client.files.delete(file_id)
+        except openai.OpenAIError as exc:  # the file is an orphan either way, and harmless
+            log.warning("openai_input_file_not_deleted", file_id=file_id, error=str(exc))
+
+    # -- results to the caller ----------------------------------------------------------------
+
+    def outcome(self, result: Mapping[str, Any]) -> Any:
+        """The `ChatCompletion` of a `succeeded` result (usage as OpenAI sent it), or the
+        `openai` exception an `errored` one would have raised in real time."""
+        kind = result.get("type")
+        if kind == "succeeded":
+            kept = result.get("openai")
+            request_id = kept.get("request_id") if isinstance(kept, Mapping) else None
+            return self._completion(result["message"], request_id if isinstance(request_id, str) else None)
+        if kind == "errored":
+            return self._exception(result)
+        raise ValueError(f"no outcome object for a {kind!r} result")
+
+    def _completion(self, message: Mapping[str, Any], request_id: str | None) -> ChatCompletion:
+        body = dict(message)
+        usage = body.get("usage")
+        if isinstance(usage, Mapping):
+            body["usage"] = provider_usage(usage)
+        # As the SDK parses a real-time reply: validated in strict mode, else constructed.
+        completion: object
+        if self._client._strict_response_validation:
+            completion = validate_type(type_=ChatCompletion, value=body)
+        else:
+            completion = construct_type(type_=ChatCompletion, value=body)
+        assert isinstance(completion, ChatCompletion)
+        add_request_id(completion, request_id)
+        return completion
+
+    def _exception(self, result: Mapping[str, Any]) -> openai.OpenAIError:
+        kept = result.get("openai")
+        request = httpx2.Request("POST", str(self._client.base_url).rstrip("/") + "/chat/completions")
+        if not isinstance(kept, Mapping):
+            # A canonical line the codec did not write: rebuild from the canonical error.
+            error = result.get("error")
+            inner = error.get("error") if isinstance(error, Mapping) else None
+            inner = inner if isinstance(inner, Mapping) else {}
+            kind = str(inner.get("type") or "api_error")
+            kept = {
+                "status_code": STATUS_BY_ERROR_TYPE.get(kind, 500),
+                "body": {"error": {"message": inner.get("message"), "type": kind, "param": None}},
+            }
+        status = kept.get("status_code")
+        if not isinstance(status, int):
+            # A request that failed without an HTTP answer: no status exception fits it.
+            failure = kept.get("error")
+            message = str(failure.get("message")) if isinstance(failure, Mapping) else "the request failed"
+            return openai.APIError(message, request, body=failure)
+        request_id = kept.get("request_id")
+        headers = {"x-request-id": request_id} if isinstance(request_id, str) else {}
+        response = httpx2.Response(status, request=request, json=kept.get("body"), headers=headers)
+        return self._client._make_status_error_from_response(response)
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def is_certain_failure(self, exc: BaseException, *, body_started: bool) -> bool:
+        return errors.is_certain_failure(exc, body_started=body_started)
+
+    def is_not_found(self, exc: BaseException) -> bool:
+        return errors.is_not_found(exc)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return errors.is_transient(exc)
+
+    def retry_after(self, exc: BaseException | None) -> float | None:
+        return errors.retry_after(exc)
+
+
+if TYPE_CHECKING:  # mypy proves the class implements the interface
+
+    def _implements(client: openai.AsyncOpenAI) -> Provider:
+        return OpenAIProvider(client)
