@@ -233,7 +233,7 @@ async def measured_flush(
     store = await open_location(db)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
     try:
-        from router.providers.anthropic import AnthropicProvider
+        from router.providers.anthropic.provider import AnthropicProvider
 
         api: Any = AnthropicProvider(client)
     except ImportError:  # the code before the provider interface takes the SDK client

@@ -24,7 +24,7 @@ from typing import Any
 
 from _common import MODEL, banner, median, ratio, row
 
-from router.providers.anthropic import BATCH_FORMAT
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import NewRequest, OutboxPolicy, Store, custom_id_for, events
 
 CALLERS = 1024

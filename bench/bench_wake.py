@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _common import MODEL, banner, chosen_engines, engines_argument, open_location, params_of_size, postgres
 
-from router.providers.anthropic import BATCH_FORMAT
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import NewRequest, custom_id_for
 
 PAUSE = (0.05, 0.15)  # seconds between groups, drawn at random: not in step with any poll

@@ -24,14 +24,14 @@ from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParam
 from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
-from .limits import check_realtime_size
 from .logs import get_logger
 from .outcomes import outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
 from .prefix import identify
 from .pricing import PriceTable
-from .providers.anthropic import AnthropicProvider
+from .providers.anthropic.limits import check_realtime_size
+from .providers.anthropic.provider import AnthropicProvider
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler

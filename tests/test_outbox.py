@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from router.providers.anthropic import BATCH_FORMAT
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import AtRisk, NewRequest, OutboxPolicy, StoreEngine, events
 from tests.test_store_contract import MODEL, NOW, Policy, line
 

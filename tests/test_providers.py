@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from router.emulator import Emulator
-from router.providers.anthropic import BATCH_FORMAT, AnthropicProvider
+from router.providers.anthropic.provider import BATCH_FORMAT, AnthropicProvider
 from router.providers.base import BatchFormat, Provider, RemoteBatch
 from router.store import custom_id_for
 from tests.helpers import ask
@@ -273,10 +273,8 @@ def test_outside_the_providers_and_the_emulator_only_the_drop_in_surface_imports
     }
     # The Anthropic call surface: the Messages facade, its keyword checks and types, the demo.
     assert importing == {
-        "cache_rules.py",
         "client.py",
         "create_params.py",
         "demo.py",
-        "limits.py",
         "params.py",
     }

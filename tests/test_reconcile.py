@@ -14,7 +14,7 @@ from router import Router
 from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
-from router.providers.anthropic import BATCH_FORMAT
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import Store, states
 from tests.durability import query
 from tests.helpers import ask, reply_text, run_batches

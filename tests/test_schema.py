@@ -11,7 +11,7 @@ import pytest
 
 from router.errors import RouterError
 from router.outcomes import outcome_of
-from router.providers.anthropic import AnthropicProvider
+from router.providers.anthropic.provider import AnthropicProvider
 from router.store import Store
 from router.store.sqlite import deadlines as store_deadlines
 from router.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION

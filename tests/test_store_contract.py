@@ -20,7 +20,7 @@ import pytest
 from router.config import StoreSettings
 from router.errors import InvalidRequestError
 from router.pricing import TokenCounts
-from router.providers.anthropic import BATCH_FORMAT
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import AtRisk, LedgerEntry, NewRequest, StoreEngine, custom_id_for, open_store, states
 from tests.stores import raw_rows
 
