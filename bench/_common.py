@@ -233,11 +233,17 @@ async def measured_flush(
     store = await open_location(db)
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
     try:
+        from router.providers.anthropic.provider import AnthropicProvider
+
+        api: Any = AnthropicProvider(client)
+    except ImportError:  # the code before the provider interface takes the SDK client
+        api = client
+    try:
         with RssSampler() as rss:
             start = time.perf_counter()
             report = await batcher.flush(
                 store,
-                client,
+                api,
                 latencies=None,
                 max_requests=max_requests,
                 max_bytes=256_000_000,

@@ -24,6 +24,7 @@ from typing import Any
 
 from _common import MODEL, banner, median, ratio, row
 
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import NewRequest, OutboxPolicy, Store, custom_id_for, events
 
 CALLERS = 1024
@@ -78,7 +79,9 @@ async def _ingest(folder: Path, name: str, *, policy: OutboxPolicy | None) -> fl
                 for i in range(N_BATCH)
             ]
         )
-        claim = await store.claim_batch(latencies=None, max_requests=N_BATCH, max_bytes=10**9, now=now)
+        claim = await store.claim_batch(
+            frame=BATCH_FORMAT, latencies=None, max_requests=N_BATCH, max_bytes=10**9, now=now
+        )
         assert claim is not None
         await store.mark_submitted(claim.batch_id, "msgbatch_bench", now=now, next_poll_at=now)
         store.set_outbox(policy)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from _common import MODEL, banner, chosen_engines, engines_argument, open_location, params_of_size, postgres
 
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import NewRequest, custom_id_for
 
 PAUSE = (0.05, 0.15)  # seconds between groups, drawn at random: not in step with any poll
@@ -95,7 +96,9 @@ async def run_engine(location: str, count: int, group: int) -> tuple[Times, Time
     tickets = await store.enqueue_many(
         [NewRequest(k, "daily", None, MODEL, b, now, now + 86400) for k, b in zip(keys, body, strict=True)]
     )
-    claim = await store.claim_batch(latencies=None, max_requests=count, max_bytes=256_000_000, now=now)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=count, max_bytes=256_000_000, now=now
+    )
     assert claim is not None and claim.request_count == count, claim
     await store.mark_submitted(claim.batch_id, "msgbatch_bench_wake", now=now, next_poll_at=now + 3600)
 

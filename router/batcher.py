@@ -1,8 +1,8 @@
-"""Flushing: pending rows -> batches.create, with the request body streamed from the store.
+"""Flushing: pending rows -> the provider's batch create, with the body streamed from the store.
 
 The body is never built as Python objects: each request's params are stored as the JSON
-bytes that will be sent, and the create body is streamed from SQLite with an exact
-Content-Length (the API may not accept a chunked upload).
+bytes that will be sent, and the create body is streamed from the store, framed by the
+provider's `BatchFormat`, with an exact length known before the first byte.
 """
 
 from __future__ import annotations
@@ -10,20 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import anthropic
-from anthropic.types.messages import MessageBatch
-
 from ._crashpoints import crash_point
 from .config import LatencyClass
 from .grouping import Calibration, ClaimJob, FlushPlan, plan_flush
 from .logs import get_logger
 from .prefix import rewrite_ttl_1h
 from .pricing import PriceTable
-from .store import BODY_HEAD, BODY_TAIL, BatchClaim, ClaimSelector, StoreEngine, custom_id_for
+from .providers.base import Provider, RemoteBatch
+from .store import BatchClaim, ClaimSelector, StoreEngine, custom_id_for
 
 log = get_logger(__name__)
-
-BATCHES_PATH = "/v1/messages/batches"
 
 
 class BodyLengthMismatchError(RuntimeError):
@@ -66,16 +62,19 @@ class Upload:
 
 
 async def stream_body(
-    store: StoreEngine, claim: BatchClaim, upload: Upload | None = None
+    store: StoreEngine, claim: BatchClaim, provider: Provider, upload: Upload | None = None
 ) -> AsyncIterator[bytes]:
-    """Yield the batches.create JSON body for a claim, chunk by chunk, from the store.
+    """Yield the batch body for a claim, chunk by chunk, from the store, in the provider's
+    framing.
 
     `upload`, when given, records that the body was started."""
     if upload is not None:
         upload.body_started = True
+    frame = provider.batch_format
+    head, tail, separator = frame.entry_head, frame.entry_tail, frame.separator
     sent = 0
-    yield BODY_HEAD
-    sent += len(BODY_HEAD)
+    yield frame.body_head
+    sent += len(frame.body_head)
     first = True
     async for rows in store.iter_claimed(claim.batch_id):
         parts: list[bytes] = []
@@ -83,31 +82,26 @@ async def stream_body(
             if claim.ttl_1h:  # the stored params stay as the caller sent them
                 params = rewrite_ttl_1h(params)
             if not first:
-                parts.append(b",")
+                parts.append(separator)
             first = False
-            parts.append(b'{"custom_id":"%s","params":' % custom_id_for(request_id).encode())
+            parts.append(head % custom_id_for(request_id).encode())
             parts.append(params)
-            parts.append(b"}")
+            parts.append(tail)
         chunk = b"".join(parts)
         sent += len(chunk)
         yield chunk
         crash_point("create.mid_body")
-    yield BODY_TAIL
-    sent += len(BODY_TAIL)
+    yield frame.body_tail
+    sent += len(frame.body_tail)
     if sent != claim.body_bytes:
         raise BodyLengthMismatchError(f"batch body was {sent} bytes, announced {claim.body_bytes}")
 
 
-def is_certain_failure(exc: BaseException, *, body_started: bool = True) -> bool:
-    """True when batches.create surely did not create a batch.
-
-    It did not when the API answered with an error, when the body was found to be wrong
-    before it was all sent, or when the request never got as far as its body: no
-    credentials (the SDK refuses before sending), connection refused, a name that does not
-    resolve, a connect timeout. Once the body is on its way, a timeout or a dropped
-    connection leaves it unknown: the batch may exist.
-    """
-    if not body_started or isinstance(exc, anthropic.APIStatusError):
+def is_certain_failure(provider: Provider, exc: BaseException, *, body_started: bool = True) -> bool:
+    """True when a batch create surely did not create a batch: the provider says so (the API
+    answered with an error, or the request never got as far as its body), or the body was
+    found to be wrong before it was all sent."""
+    if provider.is_certain_failure(exc, body_started=body_started):
         return True
     return any(isinstance(e, BodyLengthMismatchError) for e in _causes(exc))
 
@@ -130,24 +124,22 @@ def describe_failure(exc: BaseException) -> str:
 
 
 async def create_batch(
-    client: anthropic.AsyncAnthropic, store: StoreEngine, claim: BatchClaim, upload: Upload | None = None
-) -> MessageBatch:
-    """POST the claimed requests as one batch. SDK retries are off: a retried create could
+    provider: Provider, store: StoreEngine, claim: BatchClaim, upload: Upload | None = None
+) -> RemoteBatch:
+    """Create the claimed requests as one batch. SDK retries are off: a retried create could
     create a second batch (the API takes no idempotency key); the caller decides what to do.
     `upload` records whether the body was started (see `is_certain_failure`)."""
-    return await client.with_options(max_retries=0).post(
-        BATCHES_PATH,
-        content=stream_body(store, claim, upload),
-        cast_to=MessageBatch,
-        options={
-            "headers": {"Content-Type": "application/json", "Content-Length": str(claim.body_bytes)},
-        },
+    return await provider.create_batch(
+        stream_body(store, claim, provider, upload),
+        length=claim.body_bytes,
+        intent_id=claim.batch_id,
+        model=None,
     )
 
 
 async def flush(
     store: StoreEngine,
-    client: anthropic.AsyncAnthropic,
+    provider: Provider,
     *,
     latencies: Sequence[str] | None,
     max_requests: int,
@@ -202,6 +194,7 @@ async def flush(
                 max_requests=max_requests,
                 max_bytes=max_bytes,
                 now=now,
+                frame=provider.batch_format,
                 select=select,
             )
             if claim is None:
@@ -211,10 +204,10 @@ async def flush(
                 in_flight.add(claim.batch_id)
             upload = Upload()
             try:
-                batch = await create_batch(client, store, claim, upload)
+                batch = await create_batch(provider, store, claim, upload)
             except Exception as exc:  # not only API errors: a create refused before sending is certain too
                 report.failure = exc
-                if is_certain_failure(exc, body_started=upload.body_started):
+                if is_certain_failure(provider, exc, body_started=upload.body_started):
                     released = await store.release_batch(claim.batch_id)
                     report.released += released
                     log.warning("batch_create_failed", error=describe_failure(exc), requests=released)

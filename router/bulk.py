@@ -18,12 +18,12 @@ from .logs import get_logger
 from .outcomes import Outcome, outcome_of
 from .params import batch_params, check_key, check_keywords, check_tag, serialize
 from .prefix import identify
-from .store import NewRequest, entry_bytes
-from .store.bodies import BODY_FIXED
+from .store import NewRequest, entries_budget, entry_bytes
 
 if TYPE_CHECKING:
     from .client import Router
     from .config import LatencyClass
+    from .providers.base import Provider
 
 log = get_logger(__name__)
 
@@ -108,12 +108,12 @@ async def map_requests(
                 if escalate:  # after listening: a quick real-time answer cannot be missed
                     await router.escalate_now(escalate)
                     log.info("requests_escalated", requests=len(escalate), reason="turnaround")
-                for key, outcome in _take(listener.take(), outstanding):
+                for key, outcome in _take(listener.take(), outstanding, router.provider):
                     pending -= 1
                     yield key, outcome
             if pending == 0 and exhausted:
                 return
-            for key, outcome in _take(await listener.get(), outstanding):
+            for key, outcome in _take(await listener.get(), outstanding, router.provider):
                 pending -= 1
                 yield key, outcome
     finally:
@@ -122,10 +122,12 @@ async def map_requests(
             log.info("map_left_early", awaited=pending, stored=index)
 
 
-def _take(rows: Iterable[Any], outstanding: dict[int, int]) -> Iterable[tuple[str, Outcome]]:
+def _take(
+    rows: Iterable[Any], outstanding: dict[int, int], provider: Provider
+) -> Iterable[tuple[str, Outcome]]:
     for row in rows:
         times = outstanding.pop(row.id, 0)
-        outcome = outcome_of(row)
+        outcome = outcome_of(row, provider)
         for _ in range(times):
             yield row.key, outcome
 
@@ -149,8 +151,9 @@ def _build(
         body = serialize(params)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"item {index} (key {key!r}): {exc}") from None
-    limit = router.config.batch.max_bytes - BODY_FIXED
-    if entry_bytes(10**12, len(body)) > limit:
+    frame = router.provider.batch_format
+    limit = entries_budget(frame, router.config.batch.max_bytes)
+    if entry_bytes(frame, 10**12, len(body)) > limit:
         raise InvalidRequestError(
             f"item {index} (key {key!r}): request body is {len(body):,} bytes, more than fits in one batch"
             f" ({limit:,} bytes with the batch envelope; [batch] max_bytes)"

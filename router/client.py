@@ -24,24 +24,34 @@ from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParam
 from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
-from .limits import check_realtime_size
 from .logs import get_logger
-from .outcomes import Outcome, outcome_of, unwrap
+from .outcomes import outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
 from .prefix import identify
 from .pricing import PriceTable
+from .providers.anthropic.limits import check_realtime_size
+from .providers.anthropic.provider import AnthropicProvider
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
-from .store import NewRequest, RequestRow, StoreEngine, Ticket, entry_bytes, open_store, states
-from .store.bodies import BODY_FIXED
+from .store import (
+    NewRequest,
+    RequestRow,
+    StoreEngine,
+    Ticket,
+    entries_budget,
+    entry_bytes,
+    open_store,
+    states,
+)
 from .watcher import CompletionListener, CompletionWatcher
 from .webhooks import Dispatcher, outbox_policy
 
 log = get_logger(__name__)
 
 Clock = Callable[[], float]
+Outcome = Message | BaseException  # what a deferred request ends with: its Message or the error
 _T = TypeVar("_T")
 
 
@@ -74,6 +84,7 @@ class Router:
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
         self._client: AsyncAnthropic | None = None
+        self._provider: AnthropicProvider | None = None
         self._store: StoreEngine | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
@@ -125,10 +136,14 @@ class Router:
         self._store = await open_store(cfg.store, create=self._create_store)
         self._store.set_outbox(outbox_policy(cfg))
         self._client = self._given_client or build_anthropic_client(self.config)
+        self._provider = AnthropicProvider(self._client)
         self._realtime = RealtimeLane(
-            self._client, concurrency=cfg.anthropic.realtime_concurrency, store=self._store, clock=self.clock
+            self._provider,
+            concurrency=cfg.anthropic.realtime_concurrency,
+            store=self._store,
+            clock=self.clock,
         )
-        self._watcher = CompletionWatcher(self._store, interval=cfg.router.watch_interval)
+        self._watcher = CompletionWatcher(self._store, self._provider, interval=cfg.router.watch_interval)
         await self._watcher.start()
         self._estimator = TurnaroundEstimator(
             self._store, prior=cfg.batch.turnaround_prior, percentile=cfg.batch.turnaround_percentile
@@ -205,6 +220,7 @@ class Router:
         if self._client is not None and self._given_client is None:
             await self._client.close()
         self._client = None
+        self._provider = None
 
     async def quiesce(self) -> None:
         """Stop the scheduler starting jobs, then wait for a flush or poll already running here to
@@ -230,6 +246,11 @@ class Router:
     @property
     def anthropic(self) -> AsyncAnthropic:
         return _opened(self._client)
+
+    @property
+    def provider(self) -> AnthropicProvider:
+        """The provider the engine (flush, poll, reconcile, escalation) works through."""
+        return _opened(self._provider)
 
     @property
     def models(self) -> AsyncModels:
@@ -288,7 +309,7 @@ class Router:
                 self._enqueued_since_check[name] = 0
             report = await batcher.flush(
                 self.store,
-                self.anthropic,
+                self.provider,
                 latencies=names,
                 max_requests=self.config.batch.max_requests,
                 max_bytes=self.config.batch.max_bytes,
@@ -376,7 +397,7 @@ class Router:
     async def _poll(self, force: bool) -> poller.PollReport:
         # Lost create answers first: an adopted batch is then polled like any other.
         await reconcile.reconcile(
-            self.anthropic,
+            self.provider,
             self.store,
             now=self.clock(),
             grace=self.config.batch.reconcile_grace,
@@ -385,7 +406,7 @@ class Router:
             settled_before=self.settled_before,
         )
         return await poller.poll(
-            self.anthropic,
+            self.provider,
             self.store,
             now=self.clock(),
             base_interval=self.config.batch.poll_interval,
@@ -408,7 +429,7 @@ class Router:
             log.exception("flush_failed", latency=latency, error=str(exc))
             return
         if report.failure is not None:
-            until = self._create_backoff.failed(report.failure, self.clock())
+            until = self._create_backoff.failed(self.clock(), self.provider.retry_after(report.failure))
             log.warning("flush_backoff", latency=latency, retry_in=until - self.clock())
         elif report.batches:
             self._create_backoff.succeeded()
@@ -479,8 +500,9 @@ class Router:
     ) -> Ticket:
         params = batch_params(kwargs)
         body = serialize(params)
-        limit = self.config.batch.max_bytes - BODY_FIXED
-        if entry_bytes(10**12, len(body)) > limit:
+        frame = self.provider.batch_format
+        limit = entries_budget(frame, self.config.batch.max_bytes)
+        if entry_bytes(frame, 10**12, len(body)) > limit:
             raise InvalidRequestError(
                 f"request body is {len(body):,} bytes, more than fits in one batch ({limit:,} bytes with"
                 ' the batch envelope; [batch] max_bytes); send it with latency="realtime" or make it smaller'
@@ -520,13 +542,16 @@ class Router:
         if cls.route == "realtime":
             check_realtime_size(kwargs)
             try:
-                return await self._lane.create(kwargs, latency=cls.name, tag=tag)
+                reply = await self._lane.call(self.anthropic.messages.create, **kwargs)
             except anthropic.RateLimitError:
                 if cls.on_rate_limit != "defer" or kwargs.get("stream"):
                     raise
                 target = self.config.classes[cls.defer_class or ""]
                 log.info("request_spilled_over", latency=cls.name, to=target.name, tag=tag)
                 cls = target
+            else:
+                self._lane.record(reply, latency=cls.name, tag=tag)  # a stream has no usage to record
+                return reply
         ticket = await self._deferred_ticket(kwargs, cls, tag, key)
         return unwrap(await self._waiters.wait(ticket.request_id))
 
@@ -540,7 +565,13 @@ class Router:
             )
         check_realtime_size(kwargs)
         # No spill-over into a batch on a 429: a raw response could not be handed back from one.
-        return await self._lane.create_raw(kwargs, latency=cls.name, tag=tag)
+        response: AsyncAPIResponse[Any] = await self._lane.call(
+            self.anthropic.messages.with_raw_response.create, **kwargs
+        )
+        if not kwargs.get("stream"):
+            # The SDK caches the parse: the caller's own `await response.parse()` costs nothing more.
+            self._lane.record(await response.parse(), latency=cls.name, tag=tag)
+        return response
 
     async def _submit(self, kwargs: dict[str, Any]) -> Ticket:
         cls, tag, key = self._route(kwargs, "submit")
@@ -556,8 +587,9 @@ class Router:
         if row is None:
             raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.location}")
         if row.state in states.FINAL_STATES:
-            return outcome_of(row)
-        return await self._waiters.wait(row.id, timeout)
+            return outcome_of(row, self.provider)
+        outcome: Outcome = await self._waiters.wait(row.id, timeout)
+        return outcome
 
 
 class Messages:
@@ -687,7 +719,7 @@ class Results:
         row = await self.status(key)
         if row.state not in states.FINAL_STATES:
             return None
-        return unwrap(outcome_of(row))
+        return unwrap(outcome_of(row, self._router.provider))
 
     async def status(self, key: str) -> RequestRow:
         """The stored row of a request (state, attempts, batch), without its params."""

@@ -20,8 +20,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from anthropic import AsyncAnthropic
-
 from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
@@ -29,6 +27,8 @@ from .logs import get_logger
 from .store import PurgeReport, leases
 
 if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic  # only handed to the Router, which builds its provider
+
     from .metrics import Address, DaemonView
     from .observe import Snapshot
 

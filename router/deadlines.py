@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import anthropic
-
 from .config import RouterConfig
 from .logs import get_logger
 from .realtime import RealtimeLane
@@ -28,8 +26,6 @@ from .store import AtRisk, LedgerEntry, StoreEngine, custom_id_for, states
 log = get_logger(__name__)
 
 MIN_SAMPLES = 3  # batches of history before the estimate replaces the prior
-# Statuses after which sending the same request again may work.
-_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
 class TurnaroundEstimator:
@@ -180,23 +176,22 @@ class Escalator:
             return  # purged meanwhile
         _, latency, tag, _model, params = rows[0]
         kwargs: dict[str, Any] = json.loads(params)
+        provider = self._lane.provider
         try:
-            message = await self._lane.send(kwargs)
-        except anthropic.APIStatusError as exc:
-            if exc.status_code in _RETRYABLE_STATUS:
+            reply = await self._lane.send(kwargs)
+        except Exception as exc:
+            if provider.is_retryable(exc):
                 self._retry.add(request_id)
                 log.warning("escalation_send_failed", request_id=request_id, error=str(exc))
                 return
-            body = exc.body if isinstance(exc.body, dict) else _error_body(exc)
-            line = _line(request_id, {"type": "errored", "error": body})
+            errored = provider.error_result(exc)
+            if errored is None:
+                raise
+            line = _line(request_id, errored)
             await self._finish(request_id, line, succeeded=False, outcome="errored", ledger=None)
             return
-        except anthropic.APIConnectionError as exc:
-            self._retry.add(request_id)
-            log.warning("escalation_send_failed", request_id=request_id, error=str(exc))
-            return
-        line = _line(request_id, {"type": "succeeded", "message": json.loads(message.model_dump_json())})
-        entry = self._lane.ledger_entry(message, latency=latency, tag=tag, request_id=request_id)
+        line = _line(request_id, provider.reply_result(reply))
+        entry = self._lane.ledger_entry(reply, latency=latency, tag=tag, request_id=request_id)
         await self._finish(request_id, line, succeeded=True, outcome="succeeded", ledger=entry)
 
     async def _finish(
@@ -243,8 +238,10 @@ class Escalator:
             remaining = await self._store.still_in_batch(batch.id)
             if remaining * 2 < batch.request_count:
                 try:
-                    await self._lane.client.messages.batches.cancel(batch.api_id)
-                except anthropic.APIError as exc:
+                    await self._lane.provider.cancel_batch(batch.api_id)
+                except Exception as exc:
+                    if not self._lane.provider.is_transient(exc):
+                        raise
                     log.warning("batch_cancel_failed", batch_id=batch.api_id, error=str(exc))
                     continue
                 await self._store.update_batch(batch.id, state=states.B_CANCELING)
@@ -255,8 +252,3 @@ class Escalator:
 
 def _line(request_id: int, result: dict[str, Any]) -> bytes:
     return json.dumps({"custom_id": custom_id_for(request_id), "result": result}).encode()
-
-
-def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
-    message = exc.api_message or str(exc)
-    return {"type": "error", "error": {"type": exc.type or "api_error", "message": message}}

@@ -20,8 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
 from .prefix import identify
-from .store import NewRequest, entry_bytes, states
-from .store.bodies import BODY_FIXED
+from .store import NewRequest, entries_budget, entry_bytes, states
 from .store.idempotency import digest_of
 
 if TYPE_CHECKING:
@@ -102,8 +101,9 @@ def _parse(router: Router, number: int, text: str, latency: str | None, tag: str
         raise InvalidRequestError(
             f"class {cls.name!r} is real time; enqueue stores deferrable requests (pass --latency CLASS)"
         )
-    limit = router.config.batch.max_bytes - BODY_FIXED
-    if entry_bytes(10**12, len(body)) > limit:
+    frame = router.provider.batch_format
+    limit = entries_budget(frame, router.config.batch.max_bytes)
+    if entry_bytes(frame, 10**12, len(body)) > limit:
         raise InvalidRequestError(
             f"params are {len(body):,} bytes, more than fits in one batch"
             f" ({limit:,} bytes; [batch] max_bytes)"

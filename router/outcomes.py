@@ -1,15 +1,12 @@
-"""Turning a stored final result into what the caller gets: a Message, or the exception
-the same failure would have raised on the real-time endpoint."""
+"""Turning a stored final result into what the caller gets: the provider's reply object, or
+the exception the same failure would have raised on the real-time endpoint."""
 
 from __future__ import annotations
 
-import functools
-import typing
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar
 
-import pydantic
 import pydantic_core
-from anthropic.types import ContentBlock, Message
 
 from .errors import (
     BatchResultMissingError,
@@ -17,24 +14,33 @@ from .errors import (
     RequestCanceledError,
     RequestExpiredError,
     RouterError,
-    api_error_from_body,
 )
 from .store import RequestRow, states
 
-Outcome = Message | BaseException
+_T_co = TypeVar("_T_co", covariant=True)
+_T = TypeVar("_T")
+
+Outcome = Any  # the provider's reply object, or an exception instance
 
 
-def outcome_of(row: RequestRow) -> Outcome:
-    """The Message of a succeeded row, else the exception to raise. The row must be final."""
+class _Outcomes(Protocol[_T_co]):
+    """What outcome_of needs of a provider (router/providers/base.py: `Provider.outcome`)."""
+
+    def outcome(self, result: Mapping[str, Any]) -> _T_co: ...
+
+
+def outcome_of(row: RequestRow, provider: _Outcomes[_T]) -> _T | BaseException:
+    """The reply of a succeeded row, else the exception to raise. The row must be final.
+
+    `succeeded` and `errored` results are the provider's to decode; the kinds the router
+    writes itself (canceled, expired, deadline, missing) are decoded here."""
     if row.state not in states.FINAL_STATES or row.result is None:
         raise RouterError(f"request {row.key!r} has no result yet (state {row.state})")
     line: dict[str, Any] = pydantic_core.from_json(row.result)
     result = line.get("result") or {}
     kind = result.get("type")
-    if kind == "succeeded":
-        return message_from(result["message"])
-    if kind == "errored":
-        return api_error_from_body(result.get("error") or {})
+    if kind == "succeeded" or kind == "errored":
+        return provider.outcome(result)
     if kind == "canceled":
         return RequestCanceledError(
             f"request {row.key!r} was canceled in its batch before it was processed"
@@ -52,42 +58,7 @@ def outcome_of(row: RequestRow) -> Outcome:
     return RouterError(f"request {row.key!r} ended with an unknown result type {kind!r}")
 
 
-def message_from(data: Any) -> Message:
-    """`Message.model_validate(data)`, in about half the time.
-
-    The SDK's content block union is not a discriminated one to pydantic, which tries each of
-    its dozen members on every block (about half of a Message's validation). The blocks are
-    validated here by their `type` first; the Message validator then takes each block
-    instance as it is. Anything the fast path refuses (a block type this SDK does not know,
-    a malformed message) goes the SDK's own way, with its own result or error.
-    tests/test_outcomes.py holds the two equal, block classes and set fields included.
-    """
-    blocks = _content_blocks()
-    content = data.get("content") if isinstance(data, dict) else None
-    if blocks is not None and isinstance(content, list):
-        try:
-            return Message.model_validate({**data, "content": blocks.validate_python(content)})
-        except pydantic.ValidationError:
-            pass  # the SDK's way below raises the SDK's own error, naming the input as given
-    return Message.model_validate(data)
-
-
-@functools.cache
-def _content_blocks() -> pydantic.TypeAdapter[list[Any]] | None:
-    """The SDK's content block types as a union discriminated by `type` (None if this SDK
-    spells ContentBlock in a way we do not know: the fast path is then off)."""
-    union = typing.get_args(ContentBlock)[0] if typing.get_origin(ContentBlock) is typing.Annotated else None
-    members = typing.get_args(union)
-    if not members or not all(isinstance(m, type) and issubclass(m, pydantic.BaseModel) for m in members):
-        return None
-    discriminated: Any = typing.Annotated[typing.Union[members], pydantic.Field(discriminator="type")]  # noqa: UP007
-    try:
-        return pydantic.TypeAdapter(list[discriminated])
-    except pydantic.PydanticUserError:  # a member without a literal `type`
-        return None
-
-
-def unwrap(outcome: Outcome) -> Message:
+def unwrap(outcome: _T | BaseException) -> _T:
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome

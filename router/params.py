@@ -16,8 +16,8 @@ from anthropic import NotGiven, Omit
 from anthropic._utils._json import openapi_dumps
 from anthropic.resources.messages.messages import AsyncMessages
 
-from .cache_rules import CacheControlError, check_cache_control
 from .errors import InvalidRequestError
+from .providers.anthropic.cache_rules import CacheControlError, check_cache_control
 
 # Every keyword the installed SDK's messages.create takes, so the router follows the SDK.
 SDK_CREATE_KEYWORDS: frozenset[str] = frozenset(
@@ -85,7 +85,7 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The params object of a batch request built from create() keywords, checked.
 
     Raises InvalidRequestError naming the field for anything the Batch API would reject
-    or that cannot be deferred, `cache_control` included (`router.cache_rules`).
+    or that cannot be deferred, `cache_control` included (`router.providers.anthropic.cache_rules`).
     """
     params: dict[str, Any] = {}
     for name, value in kwargs.items():

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-
-import anthropic
-import httpx2
 
 from ._crashpoints import crash_point
 from .logs import get_logger
-from .retry import retry_after_of
+from .providers.base import Provider
 from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
 from .store.missing import RESULTS_RETENTION_SECONDS
 
@@ -53,7 +50,7 @@ def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
 
 
 async def ingest(
-    client: anthropic.AsyncAnthropic,
+    provider: Provider,
     store: StoreEngine,
     batch: BatchRow,
     *,
@@ -104,8 +101,8 @@ async def ingest(
             await collect()
 
     try:
-        async with client.messages.batches.with_streaming_response.results(batch.api_id) as response:
-            async for lines in _line_blocks(response.iter_bytes()):
+        async with provider.result_lines(batch.api_id) as blocks:
+            async for lines in blocks:
                 chunk.extend(lines)
                 while len(chunk) >= INGEST_CHUNK:
                     await apply()
@@ -131,21 +128,6 @@ async def ingest(
     return totals
 
 
-async def _line_blocks(blocks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
-    """The non-blank lines of a JSONL body, a list per block read, kept as bytes.
-
-    (httpx's `aiter_lines` decodes to str and splits in Python; the store wants bytes.) A
-    line cut by a broken stream is never yielded: the read raises first.
-    """
-    rest = b""
-    async for block in blocks:
-        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
-        rest = lines.pop()
-        yield [line for line in lines if line.strip()]
-    if rest.strip():
-        yield [rest]
-
-
 async def _abandon(tasks: collections.deque[asyncio.Task[tuple[IngestStats, list[FinalRow]]]]) -> None:
     """Stop the chunks still in flight after an error and wait for them, so nothing writes
     after ingest returned. A chunk not yet in SQLite's thread is dropped (a re-read applies
@@ -162,7 +144,7 @@ def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
 
 
 async def poll(
-    client: anthropic.AsyncAnthropic,
+    provider: Provider,
     store: StoreEngine,
     *,
     now: float,
@@ -191,25 +173,27 @@ async def poll(
             continue  # not due yet, or backing off after an error
         try:
             if batch.state in (states.B_IN_PROGRESS, states.B_CANCELING):
-                remote = await client.messages.batches.retrieve(batch.api_id)
+                remote = await provider.retrieve_batch(batch.api_id)
                 report.polled += 1
                 crash_point("poll.after_retrieve")
-                if remote.processing_status != "ended":
+                if not remote.ended:
                     age = now - (batch.submitted_at or batch.created_at)
                     delay = next_poll_delay(age, base=base_interval, ceiling=max_interval)
                     await store.update_batch(batch.id, next_poll_at=now + delay)
                     continue
-                ended_at = remote.ended_at.timestamp() if remote.ended_at else now
+                ended_at = remote.ended_at if remote.ended_at is not None else now
                 await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
-                if remote.cancel_initiated_at is None and remote.ended_at is not None:
+                if not remote.cancel_requested and remote.ended_at is not None:
                     # Both times from the API's clock; a canceled batch says nothing of turnaround.
-                    turnaround = (remote.ended_at - remote.created_at).total_seconds()
+                    # Rounded to the microsecond, the clock's resolution, which the difference
+                    # of two epoch floats blurs.
+                    turnaround = round(remote.ended_at - remote.created_at, 6)
                     await store.record_turnaround(batch.id, turnaround)
-                log.info("batch_ended", batch_id=batch.api_id, counts=remote.request_counts.model_dump())
+                log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
                 crash_point("poll.after_ended")
             with ingesting():
                 stats = await ingest(
-                    client,
+                    provider,
                     store,
                     batch,
                     now=now,
@@ -218,11 +202,13 @@ async def poll(
                     on_finished=on_finished,
                     on_final=on_final,
                 )
-        except (anthropic.APIError, httpx2.HTTPError, ValueError) as exc:
+        except Exception as exc:
             # ValueError: a results line cut mid-way. Whatever it was, the batch stays open
             # and is polled again after a backoff; what was ingested is skipped on re-read.
+            if not (provider.is_transient(exc) or isinstance(exc, ValueError)):
+                raise
             age = now - (batch.submitted_at or batch.created_at)
-            if isinstance(exc, anthropic.NotFoundError) and age >= RESULTS_RETENTION_SECONDS:
+            if provider.is_not_found(exc) and age >= RESULTS_RETENTION_SECONDS:
                 lost = await store.fail_missing(batch.id, now=now, reason=_missing_reason(batch, age))
                 log.error("batch_results_lost", batch_id=batch.api_id, requests=len(lost))
                 if lost:
@@ -230,7 +216,7 @@ async def poll(
                 report.delivered += len(lost)
                 continue
             report.errors += 1
-            delay = max(base_interval, min(retry_after_of(exc) or 0.0, max_interval))
+            delay = max(base_interval, min(provider.retry_after(exc) or 0.0, max_interval))
             await store.update_batch(batch.id, next_poll_at=now + delay)
             log.warning("batch_poll_failed", batch_id=batch.api_id, error=str(exc), retry_in=delay)
             continue

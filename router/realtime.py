@@ -1,80 +1,66 @@
-"""The real-time lane: calls go straight to POST /v1/messages through the SDK."""
+"""The real-time lane: calls go straight to the provider's real-time endpoint, a bounded
+number at a time, and their usage goes to the cost ledger."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import anthropic
-from anthropic import AsyncAPIResponse
-from anthropic.types import Message
-
-from .pricing import TokenCounts
+from .providers.base import Provider
 from .store import LedgerEntry, StoreEngine
+
+_T = TypeVar("_T")
 
 
 class RealtimeLane:
-    """Sends calls through the SDK with at most `concurrency` in flight, and records their usage."""
+    """Runs real-time calls with at most `concurrency` in flight, and records their usage."""
 
     def __init__(
         self,
-        client: anthropic.AsyncAnthropic,
+        provider: Provider,
         *,
         concurrency: int,
         store: StoreEngine | None,
         clock: Callable[[], float],
     ) -> None:
-        self.client = client
+        self.provider = provider
         self._limit = asyncio.Semaphore(concurrency)
         self._store = store
         self._clock = clock
 
-    async def create(self, kwargs: dict[str, Any], *, latency: str | None, tag: str | None) -> Any:
-        """`messages.create(**kwargs)`; a Message, or the SDK's stream when `stream=True`."""
+    async def call(self, fn: Callable[..., Awaitable[_T]], /, **kwargs: Any) -> _T:
+        """`await fn(*args, **kwargs)` within the lane's concurrency (an SDK call of the drop-in)."""
         async with self._limit:
-            reply = await self.client.messages.create(**kwargs)
-        if isinstance(reply, Message):
-            self.record(reply, latency=latency, tag=tag)
-        return reply
+            return await fn(**kwargs)
 
-    async def create_raw(
-        self, kwargs: dict[str, Any], *, latency: str | None, tag: str | None
-    ) -> AsyncAPIResponse[Any]:
-        """`messages.with_raw_response.create(**kwargs)`: the SDK's raw response, usage recorded.
-
-        The usage is read from the parsed Message; the SDK caches the parse, so the
-        caller's own `await response.parse()` costs nothing more.
-        """
-        async with self._limit:
-            response: AsyncAPIResponse[Any] = await self.client.messages.with_raw_response.create(**kwargs)
-        if not kwargs.get("stream"):
-            reply = await response.parse()
-            if isinstance(reply, Message):
-                self.record(reply, latency=latency, tag=tag)
-        return response
-
-    async def send(self, params: dict[str, Any]) -> Message:
+    async def send(self, params: dict[str, Any]) -> Any:
         """Send stored batch params real time (escalation); the caller records the usage."""
         async with self._limit:
-            reply: Message = await self.client.messages.create(**params)
-        return reply
+            return await self.provider.send(params)
 
-    def record(self, message: Message, *, latency: str | None, tag: str | None) -> None:
+    def record(self, reply: Any, *, latency: str | None, tag: str | None) -> None:
+        """Put a real-time reply's usage in the ledger (nothing for a reply without one: a stream)."""
         if self._store is not None:
-            self._store.record(self.ledger_entry(message, latency=latency, tag=tag))
+            entry = self.ledger_entry(reply, latency=latency, tag=tag)
+            if entry is not None:
+                self._store.record(entry)
 
     def ledger_entry(
-        self, message: Message, *, latency: str | None, tag: str | None, request_id: int | None = None
-    ) -> LedgerEntry:
+        self, reply: Any, *, latency: str | None, tag: str | None, request_id: int | None = None
+    ) -> LedgerEntry | None:
         """The cost-ledger row of a real-time reply, from the usage the API returned."""
+        usage = self.provider.reply_usage(reply)
+        if usage is None:
+            return None
+        model, counts = usage
         return LedgerEntry(
             at=self._clock(),
             lane="realtime",
-            model=message.model,
+            model=model,
             latency=latency,
             tag=tag,
             result_type="succeeded",
-            usage=TokenCounts.from_usage(message.usage),
+            usage=counts,
             request_id=request_id,
         )

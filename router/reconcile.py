@@ -1,4 +1,4 @@
-"""Reconciling batches whose `batches.create` answer was lost (a crash, a timeout, a dropped line).
+"""Reconciling batches whose create answer was lost (a crash, a timeout, a dropped line).
 
 The intent row (state `creating`) is committed before `batches.create`, with the request
 count and the time. When the answer never made it into the store, the batch may or may not
@@ -16,12 +16,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-import anthropic
-import httpx2
-from anthropic.types.messages import MessageBatch
-
 from ._crashpoints import crash_point
 from .logs import get_logger
+from .providers.base import Provider, RemoteBatch
 from .store import StoreEngine, states
 
 log = get_logger(__name__)
@@ -37,23 +34,18 @@ class ReconcileReport:
     listing_failed: bool = False
 
 
-def _total(batch: MessageBatch) -> int:
-    c = batch.request_counts
-    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
-
-
-async def _list_since(client: anthropic.AsyncAnthropic, since: float) -> list[MessageBatch]:
-    """Remote batches created at or after `since` (the listing is newest first)."""
-    found: list[MessageBatch] = []
-    async for batch in client.messages.batches.list(limit=100):
-        if batch.created_at.timestamp() < since or len(found) >= LIST_LIMIT:
+async def _list_since(provider: Provider, since: float) -> list[RemoteBatch]:
+    """Remote batches created at or after `since`, at most LIST_LIMIT of them."""
+    found: list[RemoteBatch] = []
+    async for batch in provider.list_batches(since=since):
+        if len(found) >= LIST_LIMIT:
             break
         found.append(batch)
     return found
 
 
 async def reconcile(
-    client: anthropic.AsyncAnthropic,
+    provider: Provider,
     store: StoreEngine,
     *,
     now: float,
@@ -81,8 +73,10 @@ async def reconcile(
     if not due:
         return report
     try:
-        remote = await _list_since(client, min(b.created_at for b in due) - CLOCK_SKEW)
-    except (anthropic.APIError, httpx2.HTTPError) as exc:
+        remote = await _list_since(provider, min(b.created_at for b in due) - CLOCK_SKEW)
+    except Exception as exc:
+        if not provider.is_transient(exc):
+            raise
         report.listing_failed = True
         log.warning("reconcile_list_failed", error=str(exc), intents=len(due))
         for intent in due:
@@ -103,8 +97,8 @@ async def reconcile(
                 b
                 for b in candidates
                 if b.id not in taken
-                and _total(b) == intent.request_count
-                and low <= b.created_at.timestamp() <= high
+                and b.request_total == intent.request_count
+                and low <= b.created_at <= high
             ),
             None,
         )

@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-import anthropic
-
 Decision = Literal["resubmit", "fail"]
 
 RESUBMIT: Final = "resubmit"
@@ -82,7 +80,8 @@ def should_resubmit(
 class Backoff:
     """Exponential backoff for one kind of API call, honouring `retry-after`.
 
-    `failed(exc, now)` records a failure and returns the earliest time to try again;
+    `failed(now, retry_after)` records a failure and returns the earliest time to try again
+    (`retry_after`: the seconds the API asked to wait, if it did);
     `ready(now)` says whether that time has come; `succeeded()` resets it.
     """
 
@@ -95,32 +94,14 @@ class Backoff:
     def ready(self, now: float) -> bool:
         return now >= self.not_before
 
-    def failed(self, exc: BaseException | None, now: float) -> float:
+    def failed(self, now: float, retry_after: float | None = None) -> float:
         self.failures += 1
         delay = min(self.ceiling, self.base * 2 ** (self.failures - 1))
-        hinted = retry_after_of(exc)
-        if hinted is not None:
-            delay = max(delay, min(hinted, self.ceiling))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.ceiling))
         self.not_before = now + delay
         return self.not_before
 
     def succeeded(self) -> None:
         self.failures = 0
         self.not_before = -math.inf
-
-
-def retry_after_of(exc: BaseException | None) -> float | None:
-    """Seconds from an API error's `retry-after` (or `retry-after-ms`) header, if any."""
-    if not isinstance(exc, anthropic.APIStatusError):
-        return None
-    headers = exc.response.headers
-    millis = headers.get("retry-after-ms")
-    try:
-        if millis is not None:
-            return max(0.0, float(millis) / 1000.0)
-        seconds = headers.get("retry-after")
-        if seconds is not None:
-            return max(0.0, float(seconds))
-    except ValueError:
-        return None
-    return None

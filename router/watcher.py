@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from .errors import RouterError
 from .logs import get_logger
 from .outcomes import Outcome, outcome_of
+from .providers.base import Provider
 from .store import FinalRow, RequestRow, StoreEngine, states
 
 log = get_logger(__name__)
@@ -25,8 +26,10 @@ DELIVER_SLICE = 64  # callers woken per event-loop turn by the delivery task
 class CompletionWatcher:
     """Maps request ids to the futures waiting on them and resolves them from the store."""
 
-    def __init__(self, store: StoreEngine, *, interval: float) -> None:
+    def __init__(self, store: StoreEngine, provider: Provider, *, interval: float) -> None:
+        """`provider` decodes the results of succeeded and errored requests."""
         self._store = store
+        self._provider = provider
         self._interval = interval
         # Futures get the final row's values; each caller builds its RequestRow and Message in
         # its own task, so a chunk of 10,000 completions leaves no 10,000 objects for the
@@ -159,7 +162,7 @@ class CompletionWatcher:
             # rows, which the garbage collector then walked in every full collection.
             del rows
             values = await asyncio.wait_for(fut, timeout) if timeout is not None else await fut
-            return outcome_of(RequestRow._make(values))
+            return outcome_of(RequestRow._make(values), self._provider)
         finally:
             futures = self._waiters.get(request_id)
             if futures is not None:

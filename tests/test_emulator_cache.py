@@ -23,8 +23,8 @@ from anthropic.types import Message, Usage
 from anthropic.types.messages import MessageBatchIndividualResponse
 
 from router import InvalidRequestError, Router
-from router.cache_rules import min_cacheable_tokens
 from router.emulator import DEFAULT_BATCH_PARALLELISM, Emulator, EmulatorClock
+from router.providers.anthropic.cache_rules import min_cacheable_tokens
 
 BOTH_ENGINES = True  # the call-time checks below store nothing, on either engine
 

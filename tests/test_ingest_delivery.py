@@ -14,7 +14,7 @@ import pytest
 
 from router import Router
 from router.emulator import Emulator
-from router.poller import _line_blocks
+from router.providers.lines import line_blocks
 from router.retry import should_resubmit
 from router.store import IngestStats, RequestRow
 from tests.durability import query
@@ -65,7 +65,7 @@ async def test_line_blocks_split_lines_across_reads_and_drop_blanks() -> None:
         for block in (b'{"a":1}\n{"b"', b":2}\n\n", b"  \n", b'{"c":3}'):
             yield block
 
-    got = [line async for lines in _line_blocks(reads()) for line in lines]
+    got = [line async for lines in line_blocks(reads()) for line in lines]
     assert got == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
 
 
@@ -76,7 +76,7 @@ async def test_line_blocks_never_yield_a_line_cut_by_a_broken_stream() -> None:
 
     got: list[bytes] = []
     with pytest.raises(ConnectionResetError):
-        async for lines in _line_blocks(reads()):
+        async for lines in line_blocks(reads()):
             got.extend(lines)
     assert got == [b'{"a":1}']
 

@@ -11,7 +11,7 @@ import pytest
 
 from router import InvalidRequestError
 from router.emulator import Emulator
-from router.limits import check_realtime_size
+from router.providers.anthropic.limits import check_realtime_size
 from tests.durability import query
 from tests.engine import creates, quiet_router
 from tests.helpers import MODEL, ask, reply_text

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import AtRisk, NewRequest, OutboxPolicy, StoreEngine, events
 from tests.test_store_contract import MODEL, NOW, Policy, line
 
@@ -29,7 +30,9 @@ def new(key: str, tag: str | None, *, created: float = NOW) -> NewRequest:
 
 async def batch_of(store: StoreEngine, requests: list[NewRequest], api_id: str) -> tuple[int, list[int]]:
     tickets = await store.enqueue_many(requests)
-    claim = await store.claim_batch(latencies=None, max_requests=10_000, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10_000, max_bytes=10**9, now=NOW
+    )
     assert claim is not None
     await store.mark_submitted(claim.batch_id, api_id, now=NOW, next_poll_at=NOW)
     return claim.batch_id, [t.request_id for t in tickets]

@@ -9,7 +9,7 @@ import pytest
 
 from router import BatchResultMissingError, RequestCanceledError, RequestExpiredError, retry
 from router.emulator import Emulator
-from router.errors import STATUS_BY_ERROR_TYPE
+from router.providers.anthropic.errors import STATUS_BY_ERROR_TYPE
 from tests.engine import calls, creates, ledger_rows, quiet_router
 from tests.helpers import ask, reply_text, run_batches, stored
 
@@ -311,7 +311,7 @@ def test_message_from_builds_what_model_validate_builds(data: dict[str, object])
     from anthropic.types import Message
     from pydantic import ValidationError
 
-    from router.outcomes import message_from
+    from router.providers.anthropic.outcome import message_from
 
     try:
         expected = Message.model_validate(data)
@@ -330,7 +330,7 @@ def test_message_from_builds_what_model_validate_builds(data: dict[str, object])
 
 def test_message_from_takes_the_fast_path_with_this_sdk() -> None:
     """If the SDK changes how it spells ContentBlock, the fast path turns off: say so here."""
-    from router.outcomes import _content_blocks
+    from router.providers.anthropic.outcome import _content_blocks
 
     blocks = _content_blocks()
     assert blocks is not None

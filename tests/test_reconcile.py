@@ -14,6 +14,7 @@ from router import Router
 from router.batcher import create_batch
 from router.cli import main
 from router.emulator import Emulator
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import Store, states
 from tests.durability import query
 from tests.helpers import ask, reply_text, run_batches
@@ -47,10 +48,10 @@ async def test_a_created_batch_whose_answer_was_lost_is_adopted_not_resubmitted(
 ) -> None:
     keys = await submit(router, 3)
     claim = await router.store.claim_batch(
-        latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
+        frame=BATCH_FORMAT, latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
     )
     assert claim is not None
-    remote = await create_batch(router.anthropic, router.store, claim)  # ...and the process "died" here
+    remote = await create_batch(router.provider, router.store, claim)  # ...and the process "died" here
     router.settled_before = router.clock() + 1  # as a daemon that took the lease after that crash
     await router.poll()
     assert await batch_states(router) == [("in_progress", remote.id)]
@@ -67,7 +68,7 @@ async def test_an_intent_with_no_remote_batch_is_released_and_sent_once(
 ) -> None:
     await submit(router, 2)
     claim = await router.store.claim_batch(
-        latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
+        frame=BATCH_FORMAT, latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
     )
     assert claim is not None
     await router.poll()  # younger than the grace period, not settled: left alone
@@ -99,10 +100,10 @@ async def test_unsure_intent_is_resubmitted_and_a_late_found_duplicate_is_counte
 ) -> None:
     keys = await submit(router, 3)
     claim = await router.store.claim_batch(
-        latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
+        frame=BATCH_FORMAT, latencies=None, max_requests=100, max_bytes=10**6, now=router.clock()
     )
     assert claim is not None
-    first = await create_batch(router.anthropic, router.store, claim)  # answer lost
+    first = await create_batch(router.provider, router.store, claim)  # answer lost
     emulator.clock.advance(router.config.batch.reconcile_grace)
     emulator.faults.fail_next("batches.list", status=500, count=1)
     await router.poll()  # cannot list: not sure, so resubmit and keep looking

@@ -6,10 +6,12 @@ import json
 import sqlite3
 from pathlib import Path
 
+import anthropic
 import pytest
 
 from router.errors import RouterError
 from router.outcomes import outcome_of
+from router.providers.anthropic.provider import AnthropicProvider
 from router.store import Store
 from router.store.sqlite import deadlines as store_deadlines
 from router.store.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
@@ -50,9 +52,10 @@ async def test_migration_5_moves_result_lines_into_their_own_table(tmp_path: Pat
     conn.close()
 
     store = await Store.open(db)
+    provider = AnthropicProvider(anthropic.AsyncAnthropic(api_key="unused", base_url="http://127.0.0.1:9"))
     try:
         rows = {row.key: row for row in await store.get_many([1, 2])}
-        assert [outcome_of(rows[k]).content[0].text for k in ("numbered", "unnumbered")] == [  # type: ignore[union-attr]
+        assert [outcome_of(rows[k], provider).content[0].text for k in ("numbered", "unnumbered")] == [  # type: ignore[union-attr]
             "first",
             "second",
         ]

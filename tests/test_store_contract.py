@@ -20,6 +20,7 @@ import pytest
 from router.config import StoreSettings
 from router.errors import InvalidRequestError
 from router.pricing import TokenCounts
+from router.providers.anthropic.provider import BATCH_FORMAT
 from router.store import AtRisk, LedgerEntry, NewRequest, StoreEngine, custom_id_for, open_store, states
 from tests.stores import raw_rows
 
@@ -70,7 +71,9 @@ async def submitted_batch(
 ) -> tuple[int, list[int]]:
     """`count` requests stored, claimed into one batch, and marked submitted."""
     tickets = await store.enqueue_many([new(f"{api_id}-{i}") for i in range(count)])
-    claim = await store.claim_batch(latencies=None, max_requests=10_000, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10_000, max_bytes=10**9, now=NOW
+    )
     assert claim is not None and claim.request_count == count
     await store.mark_submitted(claim.batch_id, api_id, now=NOW, next_poll_at=NOW)
     return claim.batch_id, [t.request_id for t in tickets]
@@ -149,11 +152,20 @@ async def _count_commits(store: StoreEngine) -> None:
 
 async def test_claims_take_the_oldest_within_the_byte_budget(store: StoreEngine) -> None:
     await store.enqueue_many([new(f"k{i}", params=b"x" * 100) for i in range(10)])
-    claim = await store.claim_batch(latencies=None, max_requests=4, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=4, max_bytes=10**9, now=NOW
+    )
     assert claim is not None and claim.request_count == 4
-    small = await store.claim_batch(latencies=None, max_requests=100, max_bytes=400, now=NOW)
+    small = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=100, max_bytes=400, now=NOW
+    )
     assert small is not None and small.request_count == 2 and small.body_bytes <= 400
-    assert await store.claim_batch(latencies=["weekly"], max_requests=100, max_bytes=10**9, now=NOW) is None
+    assert (
+        await store.claim_batch(
+            frame=BATCH_FORMAT, latencies=["weekly"], max_requests=100, max_bytes=10**9, now=NOW
+        )
+        is None
+    )
     chunks = [c async for c in store.iter_claimed(claim.batch_id, chunk=3)]
     assert [len(c) for c in chunks] == [3, 1]
     ids = [rid for c in chunks for rid, _ in c]
@@ -171,7 +183,9 @@ async def test_two_stores_claiming_at_once_never_claim_one_request_twice(
         async def claim_all(s: StoreEngine) -> list[int]:
             got: list[int] = []
             while (
-                c := await s.claim_batch(latencies=None, max_requests=25, max_bytes=10**9, now=NOW)
+                c := await s.claim_batch(
+                    frame=BATCH_FORMAT, latencies=None, max_requests=25, max_bytes=10**9, now=NOW
+                )
             ) is not None:
                 got.extend([rid async for chunk in s.iter_claimed(c.batch_id) for rid, _ in chunk])
             return got
@@ -185,11 +199,15 @@ async def test_two_stores_claiming_at_once_never_claim_one_request_twice(
 
 async def test_mark_submitted_and_release(store: StoreEngine) -> None:
     await store.enqueue_many([new(f"k{i}") for i in range(3)])
-    claim = await store.claim_batch(latencies=None, max_requests=10, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
     assert claim is not None
     assert await store.release_batch(claim.batch_id) == 3
     assert (await store.state_counts()) == {"pending": 3}
-    claim = await store.claim_batch(latencies=None, max_requests=10, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
     assert claim is not None
     await store.mark_submitted(claim.batch_id, "msgbatch_x", now=NOW, next_poll_at=NOW + 60)
     assert await store.release_batch(claim.batch_id) == 0  # guarded: submitted stays submitted
@@ -203,13 +221,17 @@ async def test_mark_submitted_and_release(store: StoreEngine) -> None:
 
 async def test_intents_are_adopted_or_released_once(store: StoreEngine) -> None:
     await store.enqueue_many([new(f"k{i}") for i in range(2)])
-    claim = await store.claim_batch(latencies=None, max_requests=10, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
     assert claim is not None
     assert await store.adopt_batch(claim.batch_id, "msgbatch_a", state=states.B_CREATING, now=NOW)
     assert not await store.adopt_batch(claim.batch_id, "msgbatch_b", state=states.B_CREATING, now=NOW)
     assert (await store.state_counts()) == {"submitted": 2}
     await store.enqueue(new("k9"))
-    other = await store.claim_batch(latencies=None, max_requests=10, max_bytes=10**9, now=NOW)
+    other = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
     assert other is not None
     # The same remote batch cannot be adopted by a second intent.
     assert not await store.adopt_batch(other.batch_id, "msgbatch_a", state=states.B_CREATING, now=NOW)
@@ -264,7 +286,9 @@ async def test_retryable_results_go_back_to_pending_until_the_policy_says_no(sto
     assert (row.state, row.attempts) == (states.PENDING, 1)
     assert await store.finish_batch(batch_id, now=NOW + 20) == 0
     # Sent again, it fails this time: attempts reached the class's limit.
-    claim = await store.claim_batch(latencies=None, max_requests=10, max_bytes=10**9, now=NOW)
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
     assert claim is not None and claim.request_count == 1
     await store.mark_submitted(claim.batch_id, "msgbatch_2", now=NOW, next_poll_at=NOW)
     stats, finals = await apply(store, claim.batch_id, [line(ids[0], "expired")], policy, attempts=2)

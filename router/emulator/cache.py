@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from router.cache_rules import TTL_SECONDS
+from router.providers.anthropic.cache_rules import TTL_SECONDS
 
 if TYPE_CHECKING:
     from router.emulator.replies import InputProfile

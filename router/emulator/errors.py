@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.errors import STATUS_BY_ERROR_TYPE
+from router.providers.anthropic.errors import STATUS_BY_ERROR_TYPE
 
 __all__ = ["STATUS_BY_ERROR_TYPE", "ApiError", "error_body", "error_response"]
 

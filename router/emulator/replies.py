@@ -21,7 +21,7 @@ The same request always gets the same reply and the same counts, on both lanes:
   prefixes ending at the 19 blocks before a breakpoint (the API's 20-block lookback),
   while writes happen only at breakpoints. A breakpoint whose
   prefix is shorter than the model's minimum cacheable length
-  (`router.cache_rules.min_cacheable_tokens`) is silently no breakpoint, as in
+  (`router.providers.anthropic.cache_rules.min_cacheable_tokens`) is silently no breakpoint, as in
   the API. How reads and writes are then counted, on both lanes and in batch
   waves, is `router.emulator.cache` (and ``CACHING.md`` next to this module).
 
@@ -41,9 +41,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from router.cache_rules import DEFAULT_TTL, min_cacheable_tokens
 from router.emulator.cache import CacheUsage, PromptCache
 from router.emulator.errors import ApiError
+from router.providers.anthropic.cache_rules import DEFAULT_TTL, min_cacheable_tokens
 
 __all__ = [
     "DIRECTIVE_ERROR_TYPES",

@@ -3,7 +3,7 @@
 Messages follow the API's wording: ``"<path>: <problem>"`` where the path is dotted
 (``messages.0.content``); inside a batch the path starts with ``requests.N.params.``.
 The ``cache_control`` rules (place, TTL, at most 4 breakpoints, 1 h before 5 min) are
-`router.cache_rules`, shared with the router's call-time checks.
+`router.providers.anthropic.cache_rules`, shared with the router's call-time checks.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from router.cache_rules import CacheControlError, check_cache_control
 from router.emulator.errors import ApiError
+from router.providers.anthropic.cache_rules import CacheControlError, check_cache_control
 
 __all__ = [
     "COUNT_TOKENS_FIELDS",

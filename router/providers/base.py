@@ -24,7 +24,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..pricing import TokenCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ class BatchLimits:
 class BatchFormat:
     """The bytes around each request in a batch body, so a claim can size the body exactly.
 
-    An entry is ``entry_head(custom_id) + params + entry_tail``; entries are joined by
+    An entry is ``entry_head % custom_id + params + entry_tail``; entries are joined by
     `separator`; the body is ``body_head + entries + body_tail``.
     """
 
@@ -49,6 +52,18 @@ class BatchFormat:
     body_tail: bytes
     separator: bytes
     entry_overhead: int  # bytes an entry adds besides its params and its custom_id's characters
+    entry_head: bytes  # the bytes before an entry's params, with one `%s` for its custom_id
+    entry_tail: bytes  # the bytes after an entry's params
+
+    def __post_init__(self) -> None:
+        if self.entry_head.count(b"%s") != 1 or self.entry_head.count(b"%") != 1:
+            raise ValueError(f"BatchFormat.entry_head must hold one %s and no other %: {self.entry_head!r}")
+        framing = len(self.entry_head) - 2 + len(self.entry_tail)
+        if framing != self.entry_overhead:
+            raise ValueError(
+                f"BatchFormat.entry_overhead is {self.entry_overhead}, but entry_head and entry_tail"
+                f" add {framing} bytes"
+            )
 
     def body_bytes(self, *, requests: int, params_bytes: int, custom_id_bytes: int) -> int:
         """The exact length of a body of `requests` entries."""
@@ -92,6 +107,20 @@ class Provider(Protocol):
         """Send stored params on the real-time endpoint (escalation); the SDK's reply object."""
         ...
 
+    def reply_usage(self, reply: Any) -> tuple[str, TokenCounts] | None:
+        """The model and token counts of a real-time reply, for the cost ledger; None for a
+        reply that carries none (a stream)."""
+        ...
+
+    def reply_result(self, reply: Any) -> dict[str, Any]:
+        """The canonical `succeeded` result of a real-time reply (what an escalation stores)."""
+        ...
+
+    def error_result(self, exc: BaseException) -> dict[str, Any] | None:
+        """The canonical `errored` result of an error the API answered a real-time send with;
+        None when `exc` is no such answer."""
+        ...
+
     # Batches.
     async def create_batch(
         self, body: AsyncIterator[bytes], *, length: int, intent_id: int, model: str | None
@@ -109,13 +138,15 @@ class Provider(Protocol):
 
     async def cancel_batch(self, api_id: str) -> None: ...
 
-    def result_lines(self, batch: RemoteBatch) -> AbstractAsyncContextManager[AsyncIterator[list[bytes]]]:
+    def result_lines(self, api_id: str) -> AbstractAsyncContextManager[AsyncIterator[list[bytes]]]:
         """The ended batch's results as blocks of canonical lines (see the module docstring).
 
-        A line cut by a broken stream is never yielded: the read raises first."""
+        Given the id only: a batch found ended by an earlier poll is read again after a
+        failed or interrupted ingest, with no retrieve in between. A line cut by a broken
+        stream is never yielded: the read raises first."""
         ...
 
-    async def discard_results(self, batch: RemoteBatch) -> None:
+    async def discard_results(self, api_id: str) -> None:
         """Delete what the provider keeps of a batch once its results are stored (its files);
         nothing where the provider keeps nothing deletable."""
         ...
@@ -134,7 +165,13 @@ class Provider(Protocol):
     def is_not_found(self, exc: BaseException) -> bool: ...
 
     def is_transient(self, exc: BaseException) -> bool:
-        """An API or transport error after which the same call may work later."""
+        """An API or transport error of a batch call (retrieve, results, list, cancel): the
+        engine tries the call again later, whatever the status."""
+        ...
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """A real-time send that failed so may work if sent again (connection lost, 408,
+        409, 429, 5xx); an answer about the request itself (400, 401, ...) is not."""
         ...
 
     def retry_after(self, exc: BaseException | None) -> float | None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..config import StoreSettings
 from . import events, states
 from .base import RetryPolicy, StoreClosedError, StoreEngine
-from .bodies import BODY_HEAD, BODY_TAIL, batch_body_bytes, entry_bytes
+from .bodies import entries_budget, entry_bytes
 from .records import (
     NO_PREFIX,
     AtRisk,
@@ -40,8 +40,6 @@ from .records import (
 from .sqlite import Store
 
 __all__ = [
-    "BODY_HEAD",
-    "BODY_TAIL",
     "NO_PREFIX",
     "AtRisk",
     "BatchClaim",
@@ -66,8 +64,8 @@ __all__ = [
     "StoreEngine",
     "StoredResult",
     "Ticket",
-    "batch_body_bytes",
     "custom_id_for",
+    "entries_budget",
     "entry_bytes",
     "events",
     "open_store",

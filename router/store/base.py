@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RouterError
 from .records import (
@@ -26,6 +26,9 @@ from .records import (
     StoredResult,
     Ticket,
 )
+
+if TYPE_CHECKING:
+    from ..providers.base import BatchFormat
 
 
 class StoreClosedError(RouterError):
@@ -100,11 +103,13 @@ class StoreEngine(Protocol):
         max_requests: int,
         max_bytes: int,
         now: float,
+        frame: BatchFormat,
         select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
         """Move the oldest pending requests that fit one batch (or, with `select`, those it
         picks, in its order) to `submitting` under a new batch intent, committed before
-        batches.create is called; None when nothing is pending."""
+        batches.create is called; None when nothing is pending. `frame`: the provider's body
+        framing, which `max_bytes` bounds and `BatchClaim.body_bytes` measures."""
 
     # Prompt caching (router/grouping.py, router/cache_report.py)
 

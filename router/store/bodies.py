@@ -1,21 +1,33 @@
-"""The bytes of a batches.create body, whatever the engine: what each stored request adds to
-it, so a claim can stop at the API's size limit without building the body first."""
+"""What each stored request adds to a batch body, in the framing of the provider's
+`BatchFormat`, so a claim can stop at the size limit without building the body first."""
 
 from __future__ import annotations
 
-# Bytes a request adds to a batch body besides its params:
-# `{"custom_id":"r` + digits + `","params":` + params + `}` and the separating comma.
-ENTRY_OVERHEAD = 28
-BODY_HEAD = b'{"requests":['
-BODY_TAIL = b"]}"
-# Head and tail minus the one comma the last entry does not have.
-BODY_FIXED = len(BODY_HEAD) + len(BODY_TAIL) - 1
+from typing import TYPE_CHECKING
+
+from .records import CUSTOM_ID_PREFIX
+
+if TYPE_CHECKING:
+    from ..providers.base import BatchFormat
 
 
-def entry_bytes(request_id: int, params_size: int) -> int:
+def entry_cost(frame: BatchFormat) -> int:
+    """Bytes an entry adds to a body besides its params and its request id's digits: the
+    entry's framing, the custom_id's prefix and one separator."""
+    return frame.entry_overhead + len(CUSTOM_ID_PREFIX) + len(frame.separator)
+
+
+def entries_budget(frame: BatchFormat, max_bytes: int) -> int:
+    """The bytes the entries (each counted with `entry_cost`) may sum to in a body of at most
+    `max_bytes`: the head and tail, less the separator the last entry does not have."""
+    return max_bytes - (len(frame.body_head) + len(frame.body_tail) - len(frame.separator))
+
+
+def body_bytes(frame: BatchFormat, entries_total: int) -> int:
+    """The length of a body of entries that sum to `entries_total` (at least one entry)."""
+    return entries_total + len(frame.body_head) + len(frame.body_tail) - len(frame.separator)
+
+
+def entry_bytes(frame: BatchFormat, request_id: int, params_size: int) -> int:
     """Bytes a request occupies in a batch body, separator included."""
-    return ENTRY_OVERHEAD + len(str(request_id)) + params_size
-
-
-def batch_body_bytes(entries_total: int) -> int:
-    return BODY_FIXED + entries_total
+    return entry_cost(frame) + len(str(request_id)) + params_size

@@ -3,14 +3,13 @@ warmth, calibration and cache figures."""
 
 from __future__ import annotations
 
-from ..bodies import ENTRY_OVERHEAD
-
 # claim_batch with a ClaimSelector. $1 batch, $2 classes (NULL: all), $3 max requests,
 # $4 max bytes of entries, $5 prefix keys in order ('' for none), $6 at most this many of
-# each group (NULL: all), $7 count the 1-hour rewrite's bytes. Window functions cannot lock
+# each group (NULL: all), $7 count the 1-hour rewrite's bytes, $8 the bytes an entry adds besides
+# its params and id digits (store/bodies.py: entry_cost). Window functions cannot lock
 # rows, so the picked rows are locked last (SKIP LOCKED: a row another flusher holds is left
 # out, never taken twice), and the UPDATE checks each is still pending.
-_ENTRY = f"size + {ENTRY_OVERHEAD} + length(id::text) + CASE WHEN $7::boolean THEN ttl_1h_delta ELSE 0 END"
+_ENTRY = "size + $8::int + length(id::text) + CASE WHEN $7::boolean THEN ttl_1h_delta ELSE 0 END"
 CLAIM_SELECTED = f"""
 WITH g AS (
     SELECT prefix, pos FROM unnest($5::text[]) WITH ORDINALITY AS g(prefix, pos)

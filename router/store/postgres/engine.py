@@ -17,7 +17,7 @@ import functools
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
 from asyncpg.cursor import Cursor
@@ -29,7 +29,7 @@ from ...errors import InvalidRequestError, StoreError
 from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
-from ..bodies import batch_body_bytes
+from ..bodies import body_bytes, entries_budget, entry_cost
 from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
@@ -58,6 +58,9 @@ from ..records import (
 from ..verdicts import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from . import caching, ingest, outbox, sql
 from .connect import Location, Retrier, create_pool, is_transient, parse_location
+
+if TYPE_CHECKING:
+    from ...providers.base import BatchFormat
 from .figures import FigureOps
 from .notify import CHANNEL, CompletionSignal
 from .outbox import OutboxOps
@@ -351,16 +354,18 @@ class PostgresStore(FigureOps, OutboxOps):
         max_requests: int,
         max_bytes: int,
         now: float,
+        frame: BatchFormat,
         select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
         classes = None if latencies is None else list(latencies)
+        cost = entry_cost(frame)
 
         async def fn(conn: Conn) -> BatchClaim:
             await conn.execute(sql.CLAIM_MEMORY)
             batch_id = int(await conn.fetchval(sql.NEW_INTENT, now))
-            budget = max_bytes - sql.BODY_BUDGET
+            budget = entries_budget(frame, max_bytes)
             if select is None:
-                row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget)
+                row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget, cost)
             else:
                 row = await conn.fetchrow(
                     caching.CLAIM_SELECTED,
@@ -371,11 +376,12 @@ class PostgresStore(FigureOps, OutboxOps):
                     list(select.groups),
                     select.per_group,
                     select.ttl_1h,
+                    cost,
                 )
             count, total = (0, 0) if row is None else row
             if count == 0:
                 raise _NothingClaimed
-            body = batch_body_bytes(int(total))
+            body = body_bytes(frame, int(total))
             await conn.execute(sql.SET_INTENT_SIZE, batch_id, count, body)
             crash_point("claim.before_commit")
             ttl_1h = select is not None and select.ttl_1h

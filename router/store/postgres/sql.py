@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .. import ledger
-from ..bodies import BODY_FIXED, ENTRY_OVERHEAD
 
 LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
 LEDGER_TYPES = (
@@ -54,12 +53,13 @@ NEW_INTENT = (
     "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES ('creating', 0, 0, $1)"
     " RETURNING id"
 )
-# $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries. The oldest
+# $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries, $5 the bytes
+# an entry adds besides its params and id digits (store/bodies.py: entry_cost). The oldest
 # pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
 # as many as fit the byte budget in id order.
-CLAIM = f"""
+CLAIM = """
 WITH picked AS (
-    SELECT id, sum(size + {ENTRY_OVERHEAD} + length(id::text))
+    SELECT id, sum(size + $5::int + length(id::text))
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
     FROM (SELECT id, size FROM requests
           WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
@@ -67,13 +67,12 @@ WITH picked AS (
 ), claimed AS (
     UPDATE requests SET state = 'submitting', batch_id = $1
     WHERE id IN (SELECT id FROM picked WHERE total <= $4) AND state = 'pending'
-    RETURNING size + {ENTRY_OVERHEAD} + length(id::text) AS bytes
+    RETURNING size + $5::int + length(id::text) AS bytes
 )
 SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 """
 # A claim's sorts and its set of picked ids (~100 bytes a row) in memory, not spilled to disk.
 CLAIM_MEMORY = "SET LOCAL work_mem = '64MB'"
-BODY_BUDGET = BODY_FIXED
 SET_INTENT_SIZE = "UPDATE batches SET request_count = $2, body_bytes = $3 WHERE id = $1"
 # Read through one cursor: one plan for the whole batch (never a plan per chunk, each of which
 # a freshly claimed batch's statistics can make scan the rest of the batch). $2: resume after.

@@ -15,7 +15,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import aiosqlite
 
@@ -23,7 +23,7 @@ from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, RouterError, StoreError
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
-from ..bodies import BODY_FIXED, ENTRY_OVERHEAD, batch_body_bytes
+from ..bodies import body_bytes, entries_budget, entry_cost
 from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..ledger import LedgerRow, ledger_row
@@ -67,6 +67,9 @@ from .sql import (
     chunks,
     in_transaction,
 )
+
+if TYPE_CHECKING:
+    from ...providers.base import BatchFormat
 
 T = TypeVar("T")
 
@@ -342,6 +345,7 @@ class Store(
         max_requests: int,
         max_bytes: int,
         now: float,
+        frame: BatchFormat,
         select: ClaimSelector | None = None,
     ) -> BatchClaim | None:
         """Move the oldest pending requests that fit one batch (or those `select` picks) to
@@ -351,7 +355,7 @@ class Store(
         after the call can be reconciled instead of blindly resubmitted.
         """
         where, args = _class_filter(latencies)
-        entry = f"size + {ENTRY_OVERHEAD} + length(id)"
+        entry = f"size + {entry_cost(frame):d} + length(id)"
         if select is not None and select.ttl_1h:
             entry += " + ttl_1h_delta"
         if select is None:
@@ -362,7 +366,7 @@ class Store(
                             FROM requests WHERE state = 'pending'{where}
                             ORDER BY id LIMIT ?
                         ) WHERE total <= ?"""
-            pick_args: tuple[Any, ...] = (*args, max_requests, max_bytes - BODY_FIXED)
+            pick_args: tuple[Any, ...] = (*args, max_requests, entries_budget(frame, max_bytes))
         else:
             # Group after group in the selector's order; ROW_NUMBER caps each group (primers).
             pick = f"""
@@ -384,7 +388,7 @@ class Store(
                 select.per_group,
                 select.per_group,
                 max_requests,
-                max_bytes - BODY_FIXED,
+                entries_budget(frame, max_bytes),
             )
         async with self._write_lock:
             w = self._writer
@@ -409,7 +413,7 @@ class Store(
                 if count == 0:
                     await rollback(w)
                     return None
-                body = batch_body_bytes(int(total))
+                body = body_bytes(frame, int(total))
                 await w.execute(
                     "UPDATE batches SET request_count = ?, body_bytes = ? WHERE id = ?",
                     (count, body, batch_id),
