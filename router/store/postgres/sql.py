@@ -56,18 +56,22 @@ NEW_INTENT = (
 )
 # $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries. The oldest
 # pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
-# as many as fit the byte budget in id order.
+# as many as fit the byte budget in id order. Each locked row is updated where it lies, by
+# its ctid (a row this transaction holds cannot move), in id order: no index probe a row,
+# and the new versions enter the indexes in key order (appended, not scattered). A row
+# whose locked version is newer than the statement's snapshot is not found by its ctid and
+# stays pending (locked to the commit, then free for the next claim): never taken twice.
 CLAIM = f"""
 WITH picked AS (
-    SELECT id, sum(size + {ENTRY_OVERHEAD} + length(id::text))
+    SELECT ctid, sum(size + {ENTRY_OVERHEAD} + length(id::text))
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
-    FROM (SELECT id, size FROM requests
+    FROM (SELECT ctid, id, size FROM requests
           WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
 ), claimed AS (
-    UPDATE requests SET state = 'submitting', batch_id = $1
-    WHERE id IN (SELECT id FROM picked WHERE total <= $4) AND state = 'pending'
-    RETURNING size + {ENTRY_OVERHEAD} + length(id::text) AS bytes
+    UPDATE requests r SET state = 'submitting', batch_id = $1
+    FROM picked WHERE r.ctid = picked.ctid AND picked.total <= $4 AND r.state = 'pending'
+    RETURNING r.size + {ENTRY_OVERHEAD} + length(r.id::text) AS bytes
 )
 SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 """
