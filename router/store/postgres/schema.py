@@ -198,7 +198,7 @@ MIGRATIONS: tuple[str, ...] = (
     # The idempotency key's unique index on `request_params`, whose rows are written once, and
     # none on `requests`: every change of a request's state that cannot be a HOT update (the
     # claim, the ingest's final write) enters the row's new version in every index of
-    # `requests`, and the key's unique index was the costliest of them (a text comparison and
+    # `requests`, and a unique index of text is the costliest there (a comparison of text and
     # a uniqueness check a row). `requests.key` stays, read with the row. A params row of no
     # request (none is written) would leave its key NULL, so any such row is dropped.
     """
