@@ -130,10 +130,7 @@ async def test_a_later_group_that_commits_first_waits_to_be_answered(pg_url: str
         now = time.time()
         blocker = raw.transaction()
         await blocker.start()  # holds key k0 uncommitted: the first group waits on it
-        await raw.execute(
-            "INSERT INTO requests (key, class, model, digest, size, state, created_at)"
-            " VALUES ('k0', 'daily', 'm', '', 0, 'pending', 0)"
-        )
+        await raw.execute("INSERT INTO request_params (id, key, params) VALUES (-1, 'k0', '')")
         first = asyncio.create_task(store.enqueue(NewRequest("k0", "daily", None, "m", b"{}", now, None)))
 
         async def waiting_on_the_key() -> bool:

@@ -19,10 +19,11 @@ from router import Router, RouterConfig
 from router.cli import main
 from router.config import StoreSettings
 from router.emulator import Emulator
-from router.errors import ConfigError, StoreError
+from router.errors import ConfigError, InvalidRequestError, StoreError
 from router.store import AtRisk, NewRequest, open_store, states
+from router.store.idempotency import digest_of
 from router.store.postgres import PostgresStore
-from router.store.postgres.schema import COMPLETION_LOCK, SCHEMA_VERSION
+from router.store.postgres.schema import COMPLETION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from tests.helpers import ask, capture_router_logs, reply_text, stored, until
 from tests.pgserver import ExternalPostgres, PostgresServer
 
@@ -362,6 +363,60 @@ async def test_no_index_of_requests_holds_the_state(pg_url: str) -> None:
     assert any("queue = 'pending'" in d for d in defs), defs
     assert [d for d in defs if re.search(r"\bstate\b", d)] == []
     assert "fillfactor=50" in options
+
+
+async def test_the_idempotency_key_is_unique_in_params_not_requests(pg_url: str) -> None:
+    """A claim rewrites every claimed row of `requests` (not a HOT update), entering each new
+    version in every index of the table: the key's unique index lives on `request_params`."""
+    await (await PostgresStore.open(pg_url)).close()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT indrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indrelid IN ('requests'::regclass, 'request_params'::regclass) AND indisunique"
+        )
+    finally:
+        await conn.close()
+    assert sorted((table, re.sub(r".* USING btree ", "", d)) for table, d in rows) == [
+        ("request_params", "(id)"),
+        ("request_params", "(key)"),
+        ("requests", "(done_seq) WHERE (done_seq IS NOT NULL)"),
+        ("requests", "(id)"),
+    ]
+
+
+async def test_keys_stored_before_the_key_moved_to_params_still_hold(pg_url: str) -> None:
+    moved = next(i for i, m in enumerate(MIGRATIONS) if "request_params_key" in m)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for number, migration in enumerate(MIGRATIONS[:moved]):
+            await conn.execute(migration)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number + 1)
+        # A request as the code before the move stored it: its key unique in `requests` only.
+        rid = await conn.fetchval(
+            "INSERT INTO requests (key, class, model, digest, size, state, created_at)"
+            " VALUES ('old', 'daily', 'm', $1, 2, 'pending', 0) RETURNING id",
+            digest_of(b"{}"),
+        )
+        await conn.execute("INSERT INTO request_params (id, params) VALUES ($1, '{}')", rid)
+    finally:
+        await conn.close()
+    store = await PostgresStore.open(pg_url)
+    try:
+        again = await store.enqueue(NewRequest("old", "daily", None, "m", b"{}", time.time(), None))
+        assert (again.request_id, again.created) == (rid, False)
+        with pytest.raises(InvalidRequestError, match="key 'old' was already used"):
+            await store.enqueue(NewRequest("old", "daily", None, "m", b'{"other": 1}', time.time(), None))
+        fresh = await store.enqueue(NewRequest("new", "daily", None, "m", b"{}", time.time(), None))
+        assert fresh.created and fresh.request_id > rid
+        assert (await store.get_by_key("old")) is not None
+        assert await store.state_counts() == {states.PENDING: 2}
+    finally:
+        await store.close()
 
 
 async def test_completion_numbers_become_visible_in_their_order(pg_url: str) -> None:

@@ -418,18 +418,22 @@ class PostgresStore(FigureOps, OutboxOps):
 
     async def iter_claimed(self, batch_id: int, chunk: int = 2000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """(request id, params) of a claimed batch in id order, `chunk` rows at a time from one
-        server-side cursor in a read-only transaction, held while the body is consumed. After a
-        transient fault a new cursor resumes after the last row yielded."""
+        server-side cursor in a read-only transaction, held while the body is consumed. The
+        next chunk is fetched while one is consumed (sent, in a flush), so the server reads
+        and the client sends at once. After a transient fault a new cursor resumes after the
+        last row yielded."""
         after = 0
         while True:
             conn, transaction, cursor, rows = await self._retrier.run(
                 "iter_claimed", functools.partial(self._open_claimed, batch_id, after, chunk)
             )
+            ahead: asyncio.Future[list[asyncpg.Record]] | None = None
             try:
                 while rows:
                     after = int(rows[-1][0])
+                    ahead = asyncio.ensure_future(cursor.fetch(chunk))
                     yield [(int(r[0]), bytes(r[1])) for r in rows]
-                    rows = await cursor.fetch(chunk)
+                    rows, ahead = await ahead, None
                 return
             except Exception as exc:
                 if not is_transient(exc):
@@ -437,6 +441,9 @@ class PostgresStore(FigureOps, OutboxOps):
                 with contextlib.suppress(asyncpg.InterfaceError):
                     conn.terminate()
             finally:
+                if ahead is not None:  # the consumer stopped early: let the fetch end first
+                    with contextlib.suppress(Exception):
+                        await ahead
                 await _end_read(self._pool, conn, transaction)
 
     async def _open_claimed(

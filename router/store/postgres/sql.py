@@ -18,23 +18,28 @@ LEDGER_INSERT = (
 
 # One group of new requests, keys unique within it: inserted where the key is new, params
 # beside them; returns the key and id of each row it inserted (only those: a key stored
-# before is read with STORED_KEYS, so the common case joins nothing back).
+# before is read with STORED_KEYS, so the common case joins nothing back). The key is unique
+# in `request_params` (schema.py), so the params go first and name the request's id.
 ENQUEUE = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
                          $7::float8[], $8::float8[], $9::bytea[]) WITH ORDINALITY
         AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, ord)
-), ins AS (
-    INSERT INTO requests (key, class, tag, model, digest, size, state, created_at, deadline_at)
-    SELECT key, class, tag, model, digest, size, 'pending', created_at, deadline_at FROM u ORDER BY ord
+), par AS (
+    INSERT INTO request_params (id, key, params)
+    SELECT nextval('requests_id_seq'), key, params FROM u ORDER BY ord
     ON CONFLICT (key) DO NOTHING
     RETURNING id, key
-), par AS (
-    INSERT INTO request_params (id, params) SELECT ins.id, u.params FROM ins JOIN u USING (key)
+), ins AS (
+    INSERT INTO requests (id, key, class, tag, model, digest, size, state, created_at, deadline_at)
+    SELECT par.id, u.key, u.class, u.tag, u.model, u.digest, u.size, 'pending', u.created_at, u.deadline_at
+    FROM par JOIN u USING (key) ORDER BY par.id
 )
-SELECT key, id FROM ins
+SELECT key, id FROM par
 """
-STORED_KEYS = "SELECT key, id, digest, class, deadline_at FROM requests WHERE key = ANY($1::text[])"
+# Requests by their keys: the key's unique index is on request_params.
+BY_KEYS = "requests r JOIN request_params p ON p.id = r.id WHERE p.key = ANY($1::text[])"
+STORED_KEYS = f"SELECT r.key, r.id, r.digest, r.class, r.deadline_at FROM {BY_KEYS}"
 # The cacheable prefix of requests ENQUEUE just created (only groups that have one run it).
 SET_PREFIXES = """
 UPDATE requests r SET prefix_key = u.prefix_key, prefix_tokens = u.prefix_tokens, ttl_1h_delta = u.delta
@@ -56,18 +61,22 @@ NEW_INTENT = (
 # $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries, $5 the bytes
 # an entry adds besides its params and id digits (store/bodies.py: entry_cost). The oldest
 # pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
-# as many as fit the byte budget in id order.
+# as many as fit the byte budget in id order. Each locked row is updated where it lies, by
+# its ctid (a row this transaction holds cannot move), in id order: no index probe a row,
+# and the new versions enter the indexes in key order (appended, not scattered). A row
+# whose locked version is newer than the statement's snapshot is not found by its ctid and
+# stays pending (locked to the commit, then free for the next claim): never taken twice.
 CLAIM = """
 WITH picked AS (
-    SELECT id, sum(size + $5::int + length(id::text))
+    SELECT ctid, sum(size + $5::int + length(id::text))
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
-    FROM (SELECT id, size FROM requests
+    FROM (SELECT ctid, id, size FROM requests
           WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
 ), claimed AS (
-    UPDATE requests SET state = 'submitting', batch_id = $1
-    WHERE id IN (SELECT id FROM picked WHERE total <= $4) AND state = 'pending'
-    RETURNING size + $5::int + length(id::text) AS bytes
+    UPDATE requests r SET state = 'submitting', batch_id = $1
+    FROM picked WHERE r.ctid = picked.ctid AND picked.total <= $4 AND r.state = 'pending'
+    RETURNING r.size + $5::int + length(r.id::text) AS bytes
 )
 SELECT count(*)::int, COALESCE(sum(bytes), 0)::bigint FROM claimed
 """
@@ -120,16 +129,16 @@ TURNAROUND = (
 REQUEST_COLUMNS = (
     "id, key, class, tag, model, state, attempts, outcome, result, created_at, deadline_at, batch_id"
 )
-BY_KEY = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE key = $1"
+BY_KEY = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = (SELECT id FROM request_params WHERE key = $1)"
 BY_IDS = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ANY($1::bigint[])"
 MAX_DONE_SEQ = "SELECT COALESCE(max(done_seq), 0) FROM requests WHERE done_seq IS NOT NULL"
 COMPLETED_SINCE = "SELECT done_seq, id FROM requests WHERE done_seq > $1 ORDER BY done_seq LIMIT $2"
-DIGESTS = "SELECT key, digest FROM requests WHERE key = ANY($1::text[])"
+DIGESTS = f"SELECT r.key, r.digest FROM {BY_KEYS}"
 FINISHED_RESULTS = (
     "SELECT id, key, state, result FROM requests WHERE state IN ('succeeded', 'failed')"
     " AND result IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
 )
-RESULTS_BY_KEY = "SELECT id, key, state, result FROM requests WHERE key = ANY($1::text[])"
+RESULTS_BY_KEY = f"SELECT r.id, r.key, r.state, r.result FROM {BY_KEYS}"
 
 PENDING_AT_RISK = (
     "SELECT id, key, class, model, state, deadline_at, batch_id FROM requests"
