@@ -11,7 +11,11 @@ emulator on a manual clock: the batch ends only when the test advances it. Meanw
    and the standby takes over and ingests the rest.
 
 Then every request has exactly one outcome, its own reply, delivered once to its own app; none
-is lost; the duplicate submissions the API saw are counted in the ledger.
+is lost; the duplicate submissions the API saw are counted in the ledger. The figures (requests,
+kills, connection terminations, restarts, lost, delivered twice, duplicate submissions, batches
+created, standby takeovers) are printed and written to many_hosts_figures.json under tmp_path.
+The lease is the product's default: with the daemon's lease watch, a lease shorter than the
+restart would make the active daemon step down (exit 4) before the batch ends.
 """
 
 from __future__ import annotations
