@@ -242,6 +242,22 @@ def store_url_problem(url: str) -> str | None:
     return None
 
 
+def store_url_host_port(url: str) -> str:
+    """ "host:port" as a store URL spells them, for its errors ("" when it names no host): what
+    follows the last "@" of the authority. A port is named only when it is a number, since a
+    URL that lacks its "@" would put the password there."""
+    rest = url.partition("://")[2] if "://" in url else url
+    authority = rest.rpartition("@")[2].partition("/")[0].partition("?")[0]
+    if authority.startswith("["):  # an IPv6 literal: [::1]:5432
+        inside, _, port = authority[1:].partition("]")
+        host, port = f"[{inside}]" if inside else "", port.removeprefix(":")
+    else:
+        host, _, port = authority.partition(":")
+    if not host:
+        return ""
+    return f"{host}:{port if port.isdigit() else '?'}"
+
+
 def redacted_store_url(url: str) -> str:
     """The URL with any password taken out, for logs and messages."""
     parts = urlsplit(url)
@@ -291,7 +307,8 @@ class StoreSettings(BaseModel):
             raise ValueError(_STORE_URL_FORM)
         problem = store_url_problem(value.strip())
         if problem is not None:
-            raise ValueError(problem)
+            where = store_url_host_port(value.strip())
+            raise ValueError(f"{problem} (for {where})" if where else problem)
         return value.strip()
 
     @model_validator(mode="after")

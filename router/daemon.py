@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -31,12 +32,17 @@ if TYPE_CHECKING:
 
     from .metrics import Address, DaemonView
     from .observe import Snapshot
+    from .scheduler import RouterScheduler
 
 log = get_logger(__name__)
 
 EXIT_OK = 0
 EXIT_LEASE_HELD = 3  # another daemon drives this database (and --standby was not given)
-EXIT_LEASE_LOST = 4  # the lease was taken over while running (this process stalled too long)
+EXIT_LEASE_LOST = 4  # the lease was taken over, or ran out unrenewed (a stall, a database outage)
+
+# A daemon stops driving once less than this share of its lease is left unrenewed: another
+# host judges the expiry by its own clock, and the work under way needs a moment to be cut.
+LEASE_MARGIN = 0.2
 
 DAY = 86_400.0
 
@@ -65,6 +71,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self._code = EXIT_OK
         self._router: Router | None = None
+        # The loop's clock when the lease runs out as last written: an acquisition or renewal
+        # that succeeds moves it to the time the call began plus the TTL (its expiry was
+        # computed from a wall-clock `now` read at that moment).
+        self._held_until = -math.inf
+        self._renewed = asyncio.Event()
+        self._lapsed = asyncio.Event()  # set when this daemon must drive no more
         self.metrics = _metrics_address(config, metrics, metrics_public)
 
     def stop(self, code: int = EXIT_OK) -> None:
@@ -162,8 +174,11 @@ class Daemon:
     async def _take_lease(self, router: Router) -> bool:
         store = router.store
         waiting = False
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
+            began = loop.time()
             if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
+                self._held(began)
                 log.info(
                     "lease_acquired", owner=self.owner, store=router.config.store.location, waited=waiting
                 )
@@ -201,6 +216,10 @@ class Daemon:
                     await self._stop.wait()
         return False
 
+    def _held(self, began: float) -> None:
+        self._held_until = max(self._held_until, began + self.lease_ttl)
+        self._renewed.set()
+
     async def _drive(self, router: Router) -> None:
         # Intents recorded before this lease were made by a driver that is gone: reconcile them now.
         router.settled_before = time.time()
@@ -214,8 +233,71 @@ class Daemon:
             jobs=scheduler.job_ids(),
         )
         # Catch up at once rather than one interval later: lost creates, ended batches, old rows.
-        await self._catch_up(router)
-        await self._stop.wait()
+        catch_up = asyncio.ensure_future(self._catch_up(router))
+        watch = asyncio.ensure_future(self._watch_lease())
+        try:
+            await self._stop.wait()
+            if not self._lapsed.is_set():
+                # Asked to stop: the step under way finishes under the lease, still renewed (the
+                # scheduler's renewal stops with its other jobs) and still watched.
+                renewing = asyncio.ensure_future(self._keep_renewing())
+                finishing = asyncio.ensure_future(self._finish_step(router, catch_up))
+                lapsed = asyncio.ensure_future(self._lapsed.wait())
+                try:
+                    await asyncio.wait([finishing, lapsed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    renewing.cancel()
+                    lapsed.cancel()
+                    if self._lapsed.is_set():
+                        await self._abandon(scheduler, catch_up)
+                    await asyncio.wait([finishing, renewing, lapsed])
+        finally:
+            watch.cancel()
+            await asyncio.wait([watch])
+            if self._lapsed.is_set():
+                await self._abandon(scheduler, catch_up)
+            await asyncio.wait([catch_up])
+
+    async def _finish_step(self, router: Router, catch_up: asyncio.Future[None]) -> None:
+        await asyncio.wait([catch_up])
+        await router.quiesce()
+
+    @staticmethod
+    async def _abandon(scheduler: RouterScheduler, catch_up: asyncio.Future[None]) -> None:
+        """Another daemon may drive now: nothing of this one's may still be under way."""
+        catch_up.cancel()
+        await scheduler.abandon()
+
+    def _lapse(self, reason: str, **fields: object) -> None:
+        """The lease is gone, or about to be: stop driving now, whatever else asked to stop."""
+        if self._code != EXIT_LEASE_LOST:
+            log.error("lease_lost", owner=self.owner, reason=reason, **fields)
+        self._code = EXIT_LEASE_LOST
+        self._stop.set()
+        self._lapsed.set()
+
+    async def _watch_lease(self) -> None:
+        """Stop driving before the lease can run out unrenewed (the store unreachable, or this
+        process stalled): past its expiry a standby may take over, and two daemons must never
+        flush or ingest at once. The renewal may still be waiting for the store then."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._renewed.clear()
+            left = self._held_until - self.lease_ttl * LEASE_MARGIN - loop.time()
+            if left <= 0:
+                unrenewed = loop.time() - (self._held_until - self.lease_ttl)
+                self._lapse("not renewed in time", unrenewed_for=round(unrenewed, 3))
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._renewed.wait()
+
+    async def _keep_renewing(self) -> None:
+        while not self._lapsed.is_set():
+            await self._renew_once()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lease_ttl / 3):
+                    await self._lapsed.wait()
 
     async def _catch_up(self, router: Router) -> None:
         try:
@@ -230,18 +312,26 @@ class Daemon:
         await self._scheduled_purge()
 
     async def _renew(self) -> None:
+        if self._stop.is_set():
+            return  # stopping: _keep_renewing renews until the step under way is done
+        await self._renew_once()
+
+    async def _renew_once(self) -> None:
         router = self._router
-        if router is None or self._stop.is_set():
+        if router is None or self._lapsed.is_set():
             return
+        began = asyncio.get_running_loop().time()
         try:
             held = await router.store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time())
-        except Exception as exc:  # a busy database: the lease still has time, try again next tick
+        except Exception as exc:  # a busy database: the lease may still have time (_watch_lease)
             log.warning("lease_renew_failed", error=str(exc))
             return
         if not held:
-            log.error("lease_lost", owner=self.owner)
-            self.stop(EXIT_LEASE_LOST)
+            self._lapse("taken over")
             return
+        if self._lapsed.is_set():
+            return  # too late: this daemon stopped driving meanwhile
+        self._held(began)
         crash_point("lease.after_renew")
 
     async def purge(self) -> PurgeReport:

@@ -118,6 +118,15 @@ class RouterScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
+    async def abandon(self) -> None:
+        """Stop starting jobs and cancel the running ones, mid-step (what a crash would leave:
+        the store's transactions roll back, and the next driver reconciles a create whose answer
+        was not recorded)."""
+        self.shutdown()
+        for task in list(self._running):
+            task.cancel()
+        await self.drain()
+
     async def drain(self) -> None:
         """Wait for the jobs that were running at shutdown."""
         while self._running:

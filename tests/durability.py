@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 APP = Path(__file__).with_name("durability_app.py")
@@ -197,3 +200,74 @@ def stderr_events(text: str) -> list[dict[str, Any]]:
         if line.startswith("{"):
             events.append(json.loads(line))
     return events
+
+
+@dataclass
+class Child:
+    """A subprocess whose output lines are collected as they come (the test watches them)."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(_collect(self.proc.stdout, self.out)),
+            asyncio.create_task(_collect(self.proc.stderr, self.err)),
+        ]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out if line.startswith("{")]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in _json_lines(self.err) if e.get("event") == name]
+
+    async def exited(self, timeout: float) -> int:
+        try:
+            async with asyncio.timeout(timeout):
+                code = await self.proc.wait()
+                await asyncio.gather(*self._readers)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name} did not exit in {timeout}s; stderr:\n" + "\n".join(self.err[-30:])
+            ) from None
+        return code
+
+    def tcp_ports(self) -> set[int]:
+        """Local ports of this process's TCP connections (for naming a server backend's client)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return {c.laddr.port for c in psutil.Process(self.pid).net_connections(kind="tcp") if c.laddr}
+        return set()
+
+
+async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+    async for line in stream:
+        into.append(line.decode().rstrip("\n"))
+
+
+def _json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
+    found = []
+    for line in lines:
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def reaped(children: list[Child]) -> AsyncIterator[None]:
+    """Whatever happens, no child outlives the test."""
+    try:
+        yield
+    finally:
+        for child in children:
+            if child.proc.returncode is None:
+                child.proc.kill()
+                await child.proc.wait()

@@ -215,6 +215,34 @@ async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
     assert events.index("batch_submitted") < events.index("daemon_stopped")
 
 
+async def test_a_create_that_outlasts_the_lease_after_sigterm_keeps_the_standby_waiting(
+    tmp_path: Path, db: Path | str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
+) -> None:
+    config = write_config(tmp_path, emulator.url, lease_ttl="1s", store=str(db))
+    emulator.faults.set("batches.create", slow_seconds=4.0)  # four leases long
+    daemon = await start_daemon(config)
+    await until(lambda: owned_by(db, daemon), timeout=60)
+    standby = await start_daemon(config, "--standby")
+    try:
+        await read_until_event(standby, "daemon_standby", timeout=60)
+        async with Router.from_config(config, anthropic=sdk) as app:
+            await app.messages.submit(**helpers.ask("held"), latency="daily", key="held")
+        await until(lambda: states(db).get("submitting", 0) == 1, timeout=60)  # the create is held
+        done = await stop(daemon, timeout=60)
+        assert done.code == 0, done.stderr
+        (submitted,) = [e for e in stderr_events(done.stderr) if e["event"] == "batch_submitted"]
+        await until(lambda: owned_by(db, standby), timeout=30)
+        ((taken_at,),) = query(db, "SELECT acquired_at FROM leases WHERE name = 'driver'")
+        # The lease was renewed while the create finished: the standby took over after it.
+        assert taken_at > datetime.fromisoformat(submitted["timestamp"]).timestamp()
+        assert len(emulator.batches) == 1
+    finally:
+        for proc in (daemon, standby):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 # A daemon that stops itself (SIGSTOP) right after a lease renewal once FLAG exists: hung at a
 # known point, with no transaction of its own open (a process stopped inside one would hold the
 # database's write lock, and the standby could not take the lease at all). It writes the lease

@@ -11,31 +11,31 @@ emulator on a manual clock: the batch ends only when the test advances it. Meanw
    and the standby takes over and ingests the rest.
 
 Then every request has exactly one outcome, its own reply, delivered once to its own app; none
-is lost; the duplicate submissions the API saw are counted in the ledger.
+is lost; the duplicate submissions the API saw are counted in the ledger. The figures (requests,
+kills, connection terminations, restarts, lost, delivered twice, duplicate submissions, batches
+created, standby takeovers) are printed and written to many_hosts_figures.json under tmp_path.
+The lease is the product's default: with the daemon's lease watch, a lease shorter than the
+restart would make the active daemon step down (exit 4) before the batch ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
+from router.config import RouterSettings
 from router.emulator import Emulator
 from router.emulator.replies import REPLY_PREFIX
 from router.store import request_id_from
-from tests.durability import env, go, lease_owner, query, start_daemon, until, write_config
+from tests.durability import Child, env, go, lease_owner, query, reaped, start_daemon, until, write_config
 from tests.many_hosts_app import prompt
 from tests.pgserver import ExternalPostgres, PostgresServer
 
@@ -46,66 +46,8 @@ REALTIME_PER_APP = 2
 # batches.create answers this long after it arrived: long enough for the test to see the intent,
 # cut every connection and see the intent still `creating` (a wait on the database, not a sleep).
 CREATE_HOLD = 6.0
+LEASE_TTL = RouterSettings().lease_ttl
 CRASH_AT = "ingest.after_chunk:1"  # chunks of 2 lines (tests/durability.py), one commit each
-
-
-@dataclass
-class Child:
-    """A subprocess whose output lines are collected as they come (the test watches them)."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    out: list[str] = field(default_factory=list)
-    err: list[str] = field(default_factory=list)
-    _readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [
-            asyncio.create_task(_collect(self.proc.stdout, self.out)),
-            asyncio.create_task(_collect(self.proc.stderr, self.err)),
-        ]
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out if line.startswith("{")]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in _json_lines(self.err) if e.get("event") == name]
-
-    async def exited(self, timeout: float) -> int:
-        try:
-            async with asyncio.timeout(timeout):
-                code = await self.proc.wait()
-                await asyncio.gather(*self._readers)
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name} did not exit in {timeout}s; stderr:\n" + "\n".join(self.err[-30:])
-            ) from None
-        return code
-
-    def tcp_ports(self) -> set[int]:
-        """Local ports of this process's TCP connections (for naming a server backend's client)."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            return {c.laddr.port for c in psutil.Process(self.pid).net_connections(kind="tcp") if c.laddr}
-        return set()
-
-
-async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
-    async for line in stream:
-        into.append(line.decode().rstrip("\n"))
-
-
-def _json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
-    found = []
-    for line in lines:
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-    return found
 
 
 async def start_app(config: Path, name: str) -> Child:
@@ -128,18 +70,6 @@ async def daemon(config: Path, name: str, *extra: str, crash_at: str | None = No
     return Child(name, await start_daemon(config, *extra, crash_at=crash_at, gated=True))
 
 
-@contextlib.asynccontextmanager
-async def reaped(children: list[Child]) -> AsyncIterator[None]:
-    """Whatever happens, no child outlives the test."""
-    try:
-        yield
-    finally:
-        for child in children:
-            if child.proc.returncode is None:
-                child.proc.kill()
-                await child.proc.wait()
-
-
 def terminate_backends(url: str) -> list[int]:
     """pg_terminate_backend on every other session of the database, from a separate superuser
     connection: the client ports of the sessions it ended."""
@@ -158,6 +88,11 @@ def count(db: str, sql: str) -> int:
     return int(query(db, sql)[0][0])
 
 
+def creates_answered(emulator: Emulator) -> int:
+    """The batches.create calls the emulator has answered (its journal logs a request when it ends)."""
+    return sum(1 for entry in emulator.journal if entry.endpoint == "batches.create")
+
+
 async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
     tmp_path: Path, pg_server: PostgresServer | ExternalPostgres, pg_url: str, emulator: Emulator
 ) -> None:
@@ -165,10 +100,10 @@ async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
         pytest.skip("the many-hosts test restarts the server: it needs the tests' own PostgreSQL")
     started = time.monotonic()
     db = pg_url
-    # The lease outlives the server's restart (several seconds on a busy machine), so the
-    # active daemon is still the one that ingests when the batch ends; the standby takes over
-    # only after the SIGKILL.
-    config = write_config(tmp_path, emulator.url, lease_ttl="8s", grace="2s", store=db)
+    # The product's lease outlives the server's restart (several seconds on a busy machine), so
+    # the active daemon is still the one that ingests when the batch ends; the standby takes
+    # over only after the SIGKILL (at once: a dead local holder is not waited for).
+    config = write_config(tmp_path, emulator.url, lease_ttl=f"{LEASE_TTL:g}s", grace="2s", store=db)
     names = [f"app{n}" for n in range(APPS)]
     expected = {f"{name}-{i}" for name in names for i in range(PER_APP)}
     children: list[Child] = []
@@ -195,10 +130,13 @@ async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
         await until(lambda: bool(standby.events("daemon_standby")), timeout=30)
         await until(lambda: count(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'") == 1)
 
-        # ---- every connection cut in the middle of the flush
+        # ---- every connection cut in the middle of the flush: the intent is recorded and the
+        # create not answered yet, before the cut and after it
+        assert not emulator.batches and not creates_answered(emulator)
         ports = {child.name: child.tcp_ports() for child in children}
         cut = terminate_backends(db)
         assert count(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'") == 1  # still held
+        assert not emulator.batches and not creates_answered(emulator)
         cut_by = collections.Counter(
             next((name for name, held in ports.items() if port in held), "other") for port in cut
         )
@@ -224,6 +162,7 @@ async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
         emulator.clock.advance(emulator.config.batch_seconds + 1)
         assert await active.exited(timeout=30) == -signal.SIGKILL
         kills = 1
+        assert not active.events("batch_ingested"), "the active daemon finished its ingest"
         await until(lambda: bool(standby.events("lease_acquired")), timeout=30, what="the takeover")
         for app in apps:
             assert await app.exited(timeout=60) == 0, (app.name, app.err[-20:])
@@ -270,6 +209,29 @@ async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
     submitted_twice = sum(n - 1 for n in sent.values() if n > 1)
     detected = count(db, "SELECT COUNT(*) FROM ledger WHERE duplicate = 1")
 
+    takeovers = len(standby.events("lease_acquired"))
+    figures = {
+        "requests": len(expected),
+        "realtime_requests": realtime,
+        "kills": kills,
+        "lines_committed_before_the_kill": ingested["skipped"],
+        "lines_ingested_by_the_standby": ingested["delivered"],
+        "connection_terminations": len(cut),
+        "terminations_by_process": dict(sorted(cut_by.items())),
+        "restarts": restarts,
+        "lost": len(lost),
+        "delivered_twice": len(twice),
+        "delivered_twice_in_the_ledger": len(ledger_twice),
+        "duplicate_submissions": submitted_twice,
+        "duplicates_counted_in_the_ledger": detected,
+        "wrong_replies": len(wrong),
+        "batches_created": len(emulator.batches),
+        "standby_takeovers": takeovers,
+        "lease_ttl_seconds": LEASE_TTL,
+        "seconds": round(elapsed, 1),
+    }
+    out = tmp_path / "many_hosts_figures.json"
+    out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(
         f"\nmany hosts: {APPS} apps, 2 daemons, one PostgreSQL database;"
         f" requests {len(expected)} deferred + {realtime} real-time,"
@@ -278,9 +240,11 @@ async def test_three_apps_two_daemons_one_database_kill_terminate_restart(
         f" ({', '.join(f'{name} {n}' for name, n in sorted(cut_by.items()))}), restarts {restarts},"
         f" lost {len(lost)}, delivered twice {len(twice)} (ledger {len(ledger_twice)}),"
         f" duplicate submissions {submitted_twice} (counted in the ledger {detected}),"
-        f" wrong replies {len(wrong)}, remote batches {len(emulator.batches)}, {elapsed:.1f} s"
+        f" wrong replies {len(wrong)}, batches created {len(emulator.batches)},"
+        f" standby takeovers {takeovers}, {elapsed:.1f} s\nmany hosts figures: {out}"
     )
     assert lost == [] and twice == [] and ledger_twice == [] and wrong == []
     assert set(resolved) == expected and set(delivered) == {rows[k][0] for k in expected}
     assert realtime == APPS * REALTIME_PER_APP
     assert detected == submitted_twice
+    assert takeovers == 1 and len(emulator.batches) >= 1

@@ -105,6 +105,28 @@ async def test_an_unreachable_server_is_a_store_error_naming_host_and_port() -> 
     assert SECRET not in message and SECRET not in repr(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "names"),
+    [
+        ("mysql://app:{secret}@db.example:3306/q", "db.example:3306"),  # an unknown scheme
+        ("postgresql://app:{secret}@db.example:5432", "db.example:5432"),  # no database
+        ("postgresql://app:{secret}@db.example:port/q", "db.example:?"),  # no port
+        ("postgresql://app:{secret}@127.0.0.1:{free}/q", "127.0.0.1:{free}"),  # nobody listening
+    ],
+)
+def test_a_bad_or_unreachable_store_stops_the_daemon_at_start_naming_host_and_port(
+    url: str, names: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    free = _free_port()
+    config = tmp_path / "router.toml"
+    config.write_text(f'[store]\nurl = "{url.format(secret=SECRET, free=free)}"\n', encoding="utf-8")
+    assert main(["-c", str(config), "daemon"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hybrid-router: ") and err.count("\n") == 1, err
+    assert names.format(free=free) in err and SECRET not in err
+
+
 async def test_a_malformed_url_at_open_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="malformed store URL for db:"):
         await PostgresStore.open(f"postgresql://app:{SECRET}@db:nope/q")

@@ -1,0 +1,73 @@
+"""A database outage longer than the daemon's lease, on a real PostgreSQL server stopped and
+started again: the active daemon stops driving before its lease can run out (from then on a
+standby may take over, and two daemons must never flush or ingest at once), the standby takes
+over once the server is back, and an app waiting all along resolves without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from router import Router
+from router.daemon import EXIT_LEASE_LOST
+from router.emulator import Emulator
+from tests.durability import Child, lease_owner, query, reaped, start_daemon, until, write_config
+from tests.helpers import ask, reply_text
+from tests.pgserver import ExternalPostgres, PostgresServer
+
+
+def owned_by(db: str, child: Child) -> bool:
+    return f":{child.pid}:" in (lease_owner(db) or "")
+
+
+async def test_a_lease_that_runs_out_in_an_outage_stops_the_daemon_before_a_standby_takes_over(
+    tmp_path: Path, pg_server: PostgresServer | ExternalPostgres, pg_url: str, emulator: Emulator
+) -> None:
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("the outage stops the server: it needs the tests' own PostgreSQL")
+    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=pg_url)
+    children: list[Child] = []
+    async with reaped(children), asyncio.timeout(240):
+        active = Child("active", await start_daemon(config))
+        children.append(active)
+        await until(lambda: owned_by(pg_url, active), timeout=60, what="the lease")
+        standby = Child("standby", await start_daemon(config, "--standby"))
+        children.append(standby)
+        await until(lambda: bool(standby.events("daemon_standby")), timeout=60, what="the standby")
+
+        async with Router.from_config(config) as app:
+            await app.messages.submit(**ask("through an outage"), latency="daily", key="k")
+            # Waiting from now on (the daemon's flush waits for a tick of its trigger).
+            waiting = asyncio.create_task(app.results.wait("k", timeout=300))
+            await until(
+                lambda: query(pg_url, "SELECT state FROM requests") == [("submitted",)],
+                timeout=60,
+                what="the batch created",
+            )
+
+            await asyncio.to_thread(pg_server.stop)
+            try:
+                # Nothing can be renewed now. The active daemon stops driving while the server
+                # is still down: before its lease could run out, so before anyone could take over.
+                await until(lambda: bool(active.events("lease_lost")), timeout=30, what="the step-down")
+                assert not standby.events("lease_acquired")
+                assert not waiting.done()
+            finally:
+                await asyncio.to_thread(pg_server.start)
+            (lost,) = active.events("lease_lost")
+            assert lost["reason"] == "not renewed in time", lost
+            assert await active.exited(timeout=90) == EXIT_LEASE_LOST  # once its reads give up
+
+            # The server is back: the standby takes over and ingests; the app, never restarted,
+            # gets its reply.
+            await until(lambda: owned_by(pg_url, standby), timeout=60, what="the takeover")
+            emulator.clock.advance(emulator.config.batch_seconds + 1)
+            message = await asyncio.wait_for(waiting, 60)
+            assert "through an outage" in reply_text(message)
+        assert not active.events("batch_ingested")
+        assert len(standby.events("batch_ingested")) == 1
+        standby.proc.send_signal(signal.SIGTERM)
+        assert await standby.exited(timeout=30) == 0, standby.err[-20:]
