@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` (0: one process). Two suit a 2-core machine: the suite is
+# mostly subprocesses and servers waiting on each other, and each worker has its own PostgreSQL.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -16,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/hybrid-router demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check router tests bench examples

@@ -61,7 +61,7 @@ def owned_by(db: Path | str, proc: asyncio.subprocess.Process) -> bool:
     return owner is not None and f":{proc.pid}:" in owner
 
 
-async def read_until_event(proc: asyncio.subprocess.Process, event: str, timeout: float = 15.0) -> list[str]:
+async def read_until_event(proc: asyncio.subprocess.Process, event: str, timeout: float = 60.0) -> list[str]:
     """Read the process's stderr (JSON logs) until `event` is logged."""
     assert proc.stderr is not None
     seen: list[str] = []
