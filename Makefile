@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test` (0: one process). Two suit a 2-core machine: the suite is
 # mostly subprocesses and servers waiting on each other, and each worker has its own PostgreSQL.
+# worksteal hands each worker a contiguous run of tests (a module's tests mostly stay together,
+# so a module-scoped fixture mostly runs once) and lets an idle worker take half a busy one's.
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck bench clean
