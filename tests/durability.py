@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -87,12 +86,22 @@ _daemons: list[asyncio.subprocess.Process] = []
 
 def kill_leftovers() -> None:
     """SIGKILL the daemons a failed test left running: they would load the machine for the rest
-    of the run. Only a child that waitpid says is still running is killed, never a reused pid."""
+    of the run. A pidfd pins the process, so a pid the system gave to another is never hit."""
     while _daemons:
         pid = _daemons.pop().pid
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG) == (0, 0):
-                os.kill(pid, signal.SIGKILL)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # exited and reaped
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+            if state != "Z" and int(parent) == os.getpid():  # still running, and still ours
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        finally:
+            os.close(pidfd)
 
 
 async def start_daemon(
