@@ -12,6 +12,7 @@ import pytest
 from router import Router, RouterConfig
 from router.emulator import Emulator, EmulatorClock
 from router.logs import reset_logging
+from tests.durability import kill_leftovers
 
 # Store fixtures for both engines (pg_server, pg_url, engine, store_settings, store).
 pytest_plugins = ["tests.stores"]
@@ -22,6 +23,13 @@ def _fresh_logging() -> Iterator[None]:
     """Tests that run the CLI configure logging; later tests start from the library default."""
     yield
     reset_logging()
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test() -> Iterator[None]:
+    """A test that fails before stopping its daemons leaves them to be killed here."""
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

@@ -83,13 +83,37 @@ _DAEMON = (
 )
 
 
+# Every daemon start_daemon started, for kill_leftovers (conftest.py calls it after each test).
+_daemons: list[asyncio.subprocess.Process] = []
+
+
+def kill_leftovers() -> None:
+    """SIGKILL the daemons a failed test left running: they would load the machine for the rest
+    of the run. A pidfd pins the process, so a pid the system gave to another is never hit."""
+    while _daemons:
+        pid = _daemons.pop().pid
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # exited and reaped
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+            if state != "Z" and int(parent) == os.getpid():  # still running, and still ours
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        finally:
+            os.close(pidfd)
+
+
 async def start_daemon(
     config: Path, *extra: str, crash_at: str | None = None, gated: bool = False
 ) -> asyncio.subprocess.Process:
     environment = env(crash_at)
     if gated:
         environment["TEST_DAEMON_GATE"] = "1"
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         _DAEMON,
@@ -103,6 +127,8 @@ async def start_daemon(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    _daemons.append(proc)
+    return proc
 
 
 async def go(proc: asyncio.subprocess.Process) -> None:
@@ -119,7 +145,12 @@ class Finished:
     stderr: str
 
 
-async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> Finished:
+# Safety nets, not expectations: a loaded machine (the suite runs on two workers) takes 20 s and
+# more to start a daemon, which imports the SDK.
+SAFETY_TIMEOUT = 90.0
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout: float = SAFETY_TIMEOUT) -> Finished:
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
@@ -132,7 +163,7 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> Fin
     return Finished(proc.returncode, out.decode(), err.decode())
 
 
-async def stop(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> Finished:
+async def stop(proc: asyncio.subprocess.Process, timeout: float = SAFETY_TIMEOUT) -> Finished:
     """SIGTERM and wait: a clean shutdown."""
     if proc.returncode is None:
         proc.send_signal(signal.SIGTERM)
@@ -186,7 +217,7 @@ def lease_owner(db: Path | str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
-async def until(condition: Any, *, timeout: float = 15.0, what: str = "condition") -> None:
+async def until(condition: Any, *, timeout: float = SAFETY_TIMEOUT, what: str = "condition") -> None:
     """Wait for a condition on the store or on processes (never for a batch's duration)."""
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - state written by another process

@@ -149,8 +149,9 @@ def available() -> bool:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer | ExternalPostgres]:
-    """Start a throwaway server and stop it (and remove its files) afterwards."""
+def postgres_server(parent: str | None = None) -> Iterator[PostgresServer | ExternalPostgres]:
+    """Start a throwaway server and stop it (and remove its files) afterwards. Its directory is
+    made in `parent` (default: the system's temporary directory)."""
     if os.environ.get(ENV_URL):
         yield ExternalPostgres(os.environ[ENV_URL])
         return
@@ -158,7 +159,7 @@ def postgres_server() -> Iterator[PostgresServer | ExternalPostgres]:
     if bin_dir is None:
         raise FileNotFoundError(HOW_TO_ENABLE)
     user = _server_user()
-    root = Path(tempfile.mkdtemp(prefix="hybrid-router-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="hybrid-router-pg-", dir=parent))
     try:
         if user is not None:
             os.chown(root, user.pw_uid, user.pw_gid)

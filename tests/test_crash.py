@@ -117,14 +117,14 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
                 # The next one imports meanwhile; it starts only once this one is dead.
                 following = DAEMON_POINTS[n + 1] if n + 1 < len(DAEMON_POINTS) else "flush.after_create"
                 upcoming = await start_daemon(config, crash_at=following, gated=True)
-                done = await finish(daemon, timeout=20)
+                done = await finish(daemon)
                 assert done.code == -9, f"{point}: daemon was not killed ({done.code}): {done.stderr[-3000:]}"
                 killed.append(f"daemon {point}")
 
             # A create whose answer is lost while the listing fails: the router cannot be sure.
             await submit([f"dup-{i}" for i in range(PER_PHASE)])
             await go(upcoming)  # crash_at="flush.after_create"
-            done = await finish(upcoming, timeout=20)
+            done = await finish(upcoming)
             assert done.code == -9, done.stderr[-3000:]
             killed.append("daemon flush.after_create")
             unrecorded = query(db, "SELECT COUNT(*) FROM batches WHERE state = 'creating'")[0][0]
@@ -133,7 +133,7 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
 
             final = await start_daemon(config)
             await until(lambda: query(db, "SELECT COUNT(*) FROM batches WHERE state = 'released'")[0][0] > 0)
-            second = await finish(await start_daemon(config), timeout=20)  # a second daemon meanwhile
+            second = await finish(await start_daemon(config))  # a second daemon meanwhile
             assert second.code == 3 and "already driven by another daemon" in second.stderr
             emulator.faults.clear()  # the listing works again: the lost batch is found late
 
@@ -141,7 +141,7 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
                 counts = dict(query(db, "SELECT state, COUNT(*) FROM requests GROUP BY state"))
                 return set(counts) <= {"succeeded", "failed"} and open_count() == 0
 
-            await until(settled, timeout=30)
+            await until(settled)
             stopped = await stop(final)
             assert stopped.code == 0, stopped.stderr[-3000:]
 

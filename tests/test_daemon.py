@@ -61,7 +61,7 @@ def owned_by(db: Path | str, proc: asyncio.subprocess.Process) -> bool:
     return owner is not None and f":{proc.pid}:" in owner
 
 
-async def read_until_event(proc: asyncio.subprocess.Process, event: str, timeout: float = 15.0) -> list[str]:
+async def read_until_event(proc: asyncio.subprocess.Process, event: str, timeout: float = 60.0) -> list[str]:
     """Read the process's stderr (JSON logs) until `event` is logged."""
     assert proc.stderr is not None
     seen: list[str] = []
@@ -94,7 +94,7 @@ async def test_daemon_mode_app_gets_results_written_by_the_daemon(
             await until(lambda: states(db).get("submitted", 0) == 1)  # the daemon flushed it
             assert not call.done()
             emulator.end_batches()
-            message = await asyncio.wait_for(call, 15)  # the daemon polled and ingested it
+            message = await asyncio.wait_for(call, 60)  # the daemon polled and ingested it
             assert prompt("in-process") in reply_text(message)
 
         # submit + exit, then a new process waits for the results by key.
