@@ -310,7 +310,7 @@ async def test_terminated_connections_are_retried_and_nothing_is_lost(
         asyncio.create_task(pg_router.messages.create(**ask(f"q{i}"), latency="daily")) for i in range(30)
     ]
     await stored(pg_router, 30)
-    with capture_router_logs() as logs:
+    with capture_router_logs():
         assert await _terminate_others(pg_url) >= 1  # the pool's connections and the listener
         report = await pg_router.flush()
         assert report.requests == 30
@@ -319,7 +319,9 @@ async def test_terminated_connections_are_retried_and_nothing_is_lost(
         await pg_router.poll()
         replies = await asyncio.wait_for(asyncio.gather(*calls), 30)
     assert [f"q{i}" in reply_text(m) for i, m in enumerate(replies)] == [True] * 30
-    assert any(e["event"] == "store_retry" for e in logs)
+    # Not asserted: that a statement met a dead connection and was retried (`store_retry`).
+    # Whether it does, or the pool replaces the connection first, depends on when the event
+    # loop reads the server's goodbye; tests/pgproxy.py drops connections mid-statement.
     assert await pg_router.store.state_counts() == {states.SUCCEEDED: 30}
     assert await pg_router.store.batch_count() == 1
 
