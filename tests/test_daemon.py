@@ -122,7 +122,7 @@ async def test_daemon_mode_app_gets_results_written_by_the_daemon(
 async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
     tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=str(db))
+    config = write_config(tmp_path, emulator.url, lease_ttl="20s", store=str(db))
     first = await start_daemon(config)
     standby: asyncio.subprocess.Process | None = None
     try:
@@ -139,10 +139,11 @@ async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
         first.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         await first.wait()
-        await until(lambda: standby is not None and owned_by(db, standby), timeout=10)
+        (expires,) = query(db, "SELECT expires_at FROM leases WHERE name = 'driver'")[0]
+        await until(lambda: standby is not None and owned_by(db, standby), timeout=60)
         takeover = time.monotonic() - killed
         print(f"\nlease takeover after SIGKILL (same host, standby daemon): {takeover * 1000:.0f} ms")
-        assert takeover < 2.0  # a dead local holder is not waited for (lease_ttl is 2s)
+        assert time.time() < expires  # a dead local holder's lease is not waited out
     finally:
         if first.returncode is None:
             first.kill()
@@ -172,7 +173,7 @@ async def test_a_lease_held_elsewhere_is_taken_only_once_it_lapses(
         taken = time.time()
         print(f"\nlease takeover from a silent holder on another host: {taken - expires:+.2f} s after expiry")
         assert taken >= expires  # never before the holder's lease ran out
-        assert taken - expires < 1.0
+        assert taken - expires < 10.0  # checked four times a second; the bound allows a loaded machine
     finally:
         done = await stop(daemon)
     assert done.code == 0, done.stderr
