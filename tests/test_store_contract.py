@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from router.batcher import stream_body
 from router.config import StoreSettings
 from router.errors import InvalidRequestError
 from router.pricing import TokenCounts
 from router.providers.anthropic.provider import BATCH_FORMAT
+from router.providers.base import BatchFormat
 from router.store import AtRisk, LedgerEntry, NewRequest, StoreEngine, custom_id_for, open_store, states
 from tests.stores import raw_rows
 
@@ -148,6 +150,43 @@ async def _count_commits(store: StoreEngine) -> None:
 
 
 # ---------------------------------------------------------------------------- claims
+
+_JSONL_HEAD = b'{"custom_id":"%s","method":"POST","url":"/v1/chat/completions","body":'
+# A JSONL framing (OpenAI's batch input file): the store must size any provider's body.
+JSONL = BatchFormat(
+    body_head=b"",
+    body_tail=b"\n",
+    separator=b"\n",
+    entry_overhead=len(_JSONL_HEAD) - 2 + 1,
+    entry_head=_JSONL_HEAD,
+    entry_tail=b"}",
+)
+
+
+class _Framing:
+    batch_format = JSONL
+
+
+async def test_a_claim_sizes_the_body_in_the_framing_it_is_given(store: StoreEngine) -> None:
+    await store.enqueue_many(
+        [new(f"k{i}", params=json.dumps({"q": "y" * (40 + i)}).encode()) for i in range(5)]
+    )
+    claim = await store.claim_batch(frame=JSONL, latencies=None, max_requests=100, max_bytes=10**9, now=NOW)
+    assert claim is not None and claim.request_count == 5
+    body = b"".join([chunk async for chunk in stream_body(store, claim, _Framing())])  # type: ignore[arg-type]
+    assert len(body) == claim.body_bytes  # stream_body raises on a mismatch too
+    lines = body.splitlines()
+    assert [json.loads(line)["body"]["q"] for line in lines] == ["y" * (40 + i) for i in range(5)]
+    # The byte budget is the framed body's: exactly three entries' worth takes three.
+    three = sum(len(line) + 1 for line in lines[:3])
+    assert await store.release_batch(claim.batch_id) == 5
+    again = await store.claim_batch(frame=JSONL, latencies=None, max_requests=100, max_bytes=three, now=NOW)
+    assert again is not None and (again.request_count, again.body_bytes) == (3, three)
+    await store.release_batch(again.batch_id)
+    fewer = await store.claim_batch(
+        frame=JSONL, latencies=None, max_requests=100, max_bytes=three - 1, now=NOW
+    )
+    assert fewer is not None and fewer.request_count == 2
 
 
 async def test_claims_take_the_oldest_within_the_byte_budget(store: StoreEngine) -> None:
