@@ -65,7 +65,7 @@ poll_max_interval = "200ms"
 [router]
 flusher = "daemon"
 watch_interval = "50ms"
-lease_ttl = "2s"
+lease_ttl = "15s"  # no takeover here: a busy machine must not make it step down
 webhook_interval = "100ms"
 
 [classes.daily]
