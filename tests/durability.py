@@ -24,7 +24,7 @@ def write_config(
     tmp_path: Path,
     url: str,
     *,
-    lease_ttl: str = "1s",
+    lease_ttl: str = "10s",
     grace: str = "2s",
     name: str = "router",
     store: str | None = None,

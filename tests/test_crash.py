@@ -65,7 +65,7 @@ async def test_sigkill_at_every_step_loses_nothing_and_delivers_nothing_twice(
     started = time.monotonic()
     emulator = Emulator(batch_seconds=0.2)  # real clock: batches end on their own
     async with emulator:
-        config = write_config(tmp_path, emulator.url, lease_ttl="1s", grace="1s", store=store_location)
+        config = write_config(tmp_path, emulator.url, lease_ttl="10s", grace="1s", store=store_location)
         postgres = "://" in store_location
         db: Path | str = store_location if postgres else tmp_path / "router.db"
         result_of_request = "result" if postgres else RESULT_OF_REQUEST

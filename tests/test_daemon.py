@@ -156,7 +156,7 @@ async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
 async def test_a_lease_held_elsewhere_is_taken_only_once_it_lapses(
     tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="1s", store=str(db))
+    config = write_config(tmp_path, emulator.url, lease_ttl="3s", store=str(db))
     store = await open_store(settings_of(db))  # migrate, then plant a lease of a daemon on another host
     await store.close()
     query(
