@@ -28,6 +28,7 @@ __all__ = [
     "ERROR_TYPE_BY_STATUS",
     "STATUS_BY_ERROR_TYPE",
     "canonical_line",
+    "canonical_message",
     "canonical_result",
     "error_type_for",
     "provider_usage",
@@ -84,6 +85,11 @@ def _with_canonical_usage(body: dict[str, Any]) -> dict[str, Any]:
     usage["cache_read_input_tokens"] = cached
     usage["cache_creation_input_tokens"] = 0
     return body
+
+
+def canonical_message(body: dict[str, Any]) -> dict[str, Any]:
+    """A ChatCompletion body with the canonical usage keys added to its `usage` (in place)."""
+    return _with_canonical_usage(body)
 
 
 def _error_message(body: object, status: int) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "causes",
     "is_certain_failure",
     "is_not_found",
+    "is_retryable",
     "is_transient",
     "retry_after",
 ]
@@ -82,6 +83,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(error, openai.APIStatusError):
         return error.status_code in (408, 429) or error.status_code >= 500
     return False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A real-time call that failed so may work if sent again: no answer (connection lost,
+    timeout), or 408, 409, 429 or 5xx; any other answer is about the request itself."""
+    error = api_error_of(exc)
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409, 429) or error.status_code >= 500
+    return isinstance(error, openai.APIConnectionError | httpx2.TransportError)
 
 
 def retry_after(exc: BaseException | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -14,9 +15,16 @@ from openai.types import Batch, FileObject
 from openai.types.chat import ChatCompletion
 
 from router.logs import get_logger
+from router.pricing import TokenCounts
 from router.providers.base import BatchFormat, BatchLimits, Provider, RemoteBatch
 from router.providers.openai import errors
-from router.providers.openai.codec import STATUS_BY_ERROR_TYPE, canonical_line, provider_usage
+from router.providers.openai.codec import (
+    STATUS_BY_ERROR_TYPE,
+    canonical_line,
+    canonical_message,
+    canonical_result,
+    provider_usage,
+)
 from router.providers.openai.framing import JSONL_FORMAT, MultipartUpload
 
 __all__ = ["INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
@@ -109,9 +117,41 @@ class OpenAIProvider:
 
     # -- real time ----------------------------------------------------------------------------
 
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client this provider calls through (its base URL, key, timeout)."""
+        return self._client
+
     async def send(self, params: dict[str, Any]) -> Any:
         """`chat.completions.create` with the stored params."""
         return await self._client.chat.completions.create(**params)
+
+    def reply_usage(self, reply: Any) -> tuple[str, TokenCounts] | None:
+        """The model and canonical token counts of a `ChatCompletion` (prompt tokens read
+        from the cache counted apart); None for anything else (a stream)."""
+        if not isinstance(reply, ChatCompletion):
+            return None
+        body = canonical_message(reply.model_dump(mode="json"))
+        return reply.model, TokenCounts.from_usage(body["usage"])
+
+    def reply_result(self, reply: Any) -> dict[str, Any]:
+        """The canonical `succeeded` result of a real-time `ChatCompletion`."""
+        return {
+            "type": "succeeded",
+            "message": canonical_message(json.loads(reply.model_dump_json())),
+            "openai": {"status_code": 200, "request_id": getattr(reply, "_request_id", None)},
+        }
+
+    def error_result(self, exc: BaseException) -> dict[str, Any] | None:
+        """The canonical `errored` result of an `openai.APIStatusError`, its body kept."""
+        if not isinstance(exc, openai.APIStatusError):
+            return None
+        body = exc.body if isinstance(exc.body, dict) else None
+        if body is not None and "error" not in body:
+            body = {"error": body}
+        return canonical_result(
+            {"response": {"status_code": exc.status_code, "request_id": exc.request_id, "body": body}}
+        )
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -166,14 +206,16 @@ class OpenAIProvider:
     async def cancel_batch(self, api_id: str) -> None:
         await self._client.batches.cancel(api_id)
 
-    async def _files_of(self, batch: RemoteBatch) -> OpenAIRemoteBatch:
+    async def _files_of(self, batch: str | RemoteBatch) -> OpenAIRemoteBatch:
         if isinstance(batch, OpenAIRemoteBatch):
             return batch
-        return remote_batch(await self._client.batches.retrieve(batch.id))
+        api_id = batch if isinstance(batch, str) else batch.id
+        return remote_batch(await self._client.batches.retrieve(api_id))
 
     @asynccontextmanager
-    async def result_lines(self, batch: RemoteBatch) -> AsyncIterator[AsyncIterator[list[bytes]]]:
-        """The output file's lines, then the error file's, as canonical lines in blocks."""
+    async def result_lines(self, batch: str | RemoteBatch) -> AsyncIterator[AsyncIterator[list[bytes]]]:
+        """The output file's lines, then the error file's, as canonical lines in blocks.
+        Given an id, the batch is retrieved first for its file ids."""
         known = await self._files_of(batch)
         blocks = self._blocks([known.output_file_id, known.error_file_id])
         try:
@@ -211,7 +253,7 @@ class OpenAIProvider:
         if pending.strip():
             yield pending
 
-    async def discard_results(self, batch: RemoteBatch) -> None:
+    async def discard_results(self, batch: str | RemoteBatch) -> None:
         """Delete the batch's input, output and error files; a file already gone is fine."""
         known = await self._files_of(batch)
         for file_id in (known.input_file_id, known.output_file_id, known.error_file_id):
@@ -290,6 +332,9 @@ class OpenAIProvider:
 
     def is_transient(self, exc: BaseException) -> bool:
         return errors.is_transient(exc)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return errors.is_retryable(exc)
 
     def retry_after(self, exc: BaseException | None) -> float | None:
         return errors.retry_after(exc)
