@@ -105,11 +105,15 @@ class StoreEngine(Protocol):
         now: float,
         frame: BatchFormat,
         select: ClaimSelector | None = None,
+        provider: str = "anthropic",
+        one_model: bool = False,
     ) -> BatchClaim | None:
         """Move the oldest pending requests that fit one batch (or, with `select`, those it
         picks, in its order) to `submitting` under a new batch intent, committed before
         batches.create is called; None when nothing is pending. `frame`: the provider's body
-        framing, which `max_bytes` bounds and `BatchClaim.body_bytes` measures."""
+        framing, which `max_bytes` bounds and `BatchClaim.body_bytes` measures. Only
+        `provider`'s requests are claimed, and with `one_model` only those of the model of
+        the oldest of them (`BatchClaim.model`); the batch row records the provider."""
 
     # Prompt caching (router/grouping.py, router/cache_report.py)
 

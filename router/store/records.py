@@ -32,6 +32,7 @@ class NewRequest:
     created_at: float
     deadline_at: float | None
     prefix: Prefix | None = None  # None: the request marks no cacheable prefix
+    provider: str = "anthropic"  # the provider whose batches carry it (router/providers/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class BatchClaim:
     request_count: int
     body_bytes: int
     ttl_1h: bool = False  # the body is sent with every cache mark at the 1-hour TTL
+    provider: str = "anthropic"
+    model: str | None = None  # the one model of the batch, when the claim took one model only
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class BatchRow:
     submitted_at: float | None
     ended_at: float | None
     next_poll_at: float | None
+    provider: str = "anthropic"
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ SELECT (SELECT count(*) FROM s), (SELECT COALESCE(sum(seconds), 0.0) FROM s),
 """
 BATCHES_AFTER = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-    " next_poll_at FROM batches WHERE id > $1 ORDER BY id"
+    " next_poll_at, provider FROM batches WHERE id > $1 ORDER BY id"
 )
 LAST_BATCH_ID = "SELECT COALESCE(max(id), 0) FROM batches"
 _TOKENS = "input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read"

@@ -195,6 +195,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX requests_by_tag ON requests (tag, id) WHERE tag IS NOT NULL;
     """,
+    # Providers (router/providers/): each request, batch and ledger row names the provider it
+    # goes to. A claim takes one provider's requests (and, for a provider that wants it, one
+    # model's), read from the pending index without touching the rows.
+    """
+    ALTER TABLE requests ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE batches ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE ledger ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    DROP INDEX requests_pending;
+    CREATE INDEX requests_pending ON requests (class, id) INCLUDE (size, provider, model)
+        WHERE queue = 'pending';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

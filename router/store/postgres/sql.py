@@ -22,11 +22,12 @@ LEDGER_INSERT = (
 ENQUEUE = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                         $7::float8[], $8::float8[], $9::bytea[]) WITH ORDINALITY
-        AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, ord)
+                         $7::float8[], $8::float8[], $9::bytea[], $10::text[]) WITH ORDINALITY
+        AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, provider, ord)
 ), ins AS (
-    INSERT INTO requests (key, class, tag, model, digest, size, state, created_at, deadline_at)
-    SELECT key, class, tag, model, digest, size, 'pending', created_at, deadline_at FROM u ORDER BY ord
+    INSERT INTO requests (key, class, tag, model, digest, size, state, created_at, deadline_at, provider)
+    SELECT key, class, tag, model, digest, size, 'pending', created_at, deadline_at, provider
+    FROM u ORDER BY ord
     ON CONFLICT (key) DO NOTHING
     RETURNING id, key
 ), par AS (
@@ -50,11 +51,18 @@ PENDING_STATS = (
 )
 
 NEW_INTENT = (
-    "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES ('creating', 0, 0, $1)"
-    " RETURNING id"
+    "INSERT INTO batches (state, request_count, body_bytes, created_at, provider)"
+    " VALUES ('creating', 0, 0, $1, $2) RETURNING id"
+)
+# The model of the oldest pending request of a claim's scope ($1 classes, $2 provider): a
+# provider that takes one model per batch claims that model's requests.
+FIRST_PENDING_MODEL = (
+    "SELECT model FROM requests WHERE queue = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))"
+    " AND provider = $2 ORDER BY id LIMIT 1"
 )
 # $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries, $5 the bytes
-# an entry adds besides its params and id digits (store/bodies.py: entry_cost). The oldest
+# an entry adds besides its params and id digits (store/bodies.py: entry_cost), $6 the
+# provider, $7 the model (NULL: any). The oldest
 # pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
 # as many as fit the byte budget in id order.
 CLAIM = """
@@ -63,6 +71,7 @@ WITH picked AS (
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
     FROM (SELECT id, size FROM requests
           WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
+              AND provider = $6 AND ($7::text IS NULL OR model = $7)
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
 ), claimed AS (
     UPDATE requests SET state = 'submitting', batch_id = $1
@@ -99,7 +108,7 @@ CLOSE_RELEASED = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'r
 UPDATE_BATCH = "UPDATE batches SET {sets} WHERE id = $1"  # sets: "name = $2, ..." of allowed names
 OPEN_BATCHES = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-    " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
+    " next_poll_at, provider FROM batches WHERE state <> 'done' ORDER BY id"
 )
 UNANSWERED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitted'"
 BATCH_DONE = "UPDATE batches SET state = 'done', ended_at = COALESCE(ended_at, $2) WHERE id = $1"
