@@ -148,6 +148,7 @@ class LedgerEntry:
     request_id: int | None = None
     batch_id: int | None = None
     duplicate: bool = False
+    provider: str = "anthropic"
 
 
 @dataclass(frozen=True, slots=True)

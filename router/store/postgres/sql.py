@@ -7,7 +7,7 @@ from .. import ledger
 LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
 LEDGER_TYPES = (
     "float8", "text", "text", "text", "text", "bigint", "bigint", "text",
-    "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",
+    "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int", "text",
 )  # fmt: skip
 # Ledger rows (ledger.LedgerRow), one array per column.
 LEDGER_INSERT = (
