@@ -95,6 +95,7 @@ class Router:
         self._openai: AsyncOpenAI | None = None
         self._providers: dict[str, Provider] = {}
         self._outcomes: ProviderOutcomes | None = None
+        self._lanes: dict[str, RealtimeLane] = {}
         self._store: StoreEngine | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
@@ -158,6 +159,14 @@ class Router:
             store=self._store,
             clock=self.clock,
         )
+        self._lanes = {"anthropic": self._realtime}
+        if "openai" in self._providers:
+            self._lanes["openai"] = RealtimeLane(
+                self._providers["openai"],
+                concurrency=(cfg.providers.openai or OpenAISettings()).realtime_concurrency,
+                store=self._store,
+                clock=self.clock,
+            )
         self._watcher = CompletionWatcher(self._store, self._outcomes, interval=cfg.router.watch_interval)
         await self._watcher.start()
         self._estimator = TurnaroundEstimator(
@@ -167,6 +176,7 @@ class Router:
         self._escalator = Escalator(
             store=self._store,
             lane=self._realtime,
+            lanes=self._lanes,
             config=cfg,
             estimator=self._estimator,
             clock=self.clock,
@@ -241,6 +251,7 @@ class Router:
         self._openai = None
         self._providers = {}
         self._outcomes = None
+        self._lanes = {}
 
     async def quiesce(self) -> None:
         """Stop the scheduler starting jobs, then wait for a flush or poll already running here to

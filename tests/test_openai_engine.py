@@ -18,7 +18,12 @@ from router import Router
 from router.batcher import create_batch
 from router.emulator import Emulator
 from router.errors import BatchResultMissingError
-from router.store import Ticket
+from router.metrics import DaemonView
+from router.metrics import families as metric_families
+from router.observe import take
+from router.pricing import TokenCounts
+from router.report import build_report, render_text
+from router.store import LedgerEntry, Ticket
 from tests.engine import engine_config
 from tests.helpers import ask as ask_claude
 from tests.stores import raw_rows
@@ -308,3 +313,66 @@ async def test_anthropic_and_openai_requests_go_in_separate_batches(
         router.store, "SELECT provider, count(*) FROM ledger GROUP BY provider ORDER BY provider"
     )
     assert [tuple(r) for r in rows] == [("anthropic", 2), ("openai", 2)]
+
+
+async def test_the_report_and_metrics_carry_the_provider_and_unknown_cost(
+    router: Router, emulator: Emulator
+) -> None:
+    await router.messages.submit(**ask_claude("claude"), latency="daily", key="c")
+    await defer(router, "g", ask("gpt"))
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
+    # A real-time OpenAI call of a model no price table knows.
+    await router.store.record_now(
+        LedgerEntry(
+            at=router.clock(),
+            lane="realtime",
+            model="mystery-model-1",
+            latency="realtime",
+            tag=None,
+            result_type="succeeded",
+            usage=TokenCounts(input=10, output=5),
+            provider="openai",
+        )
+    )
+    report = await build_report(router.store, router.config, now=router.clock())
+    by_name = {p.provider: p for p in report.providers}
+    assert set(by_name) == {"anthropic", "openai"}
+    assert by_name["anthropic"].calls == 1 and by_name["anthropic"].cost is not None
+    assert by_name["anthropic"].cost > 0 and by_name["anthropic"].unpriced == 0
+    gpt = by_name["openai"]
+    assert gpt.calls == 2 and gpt.unpriced == 1 and gpt.unknown_models == ("mystery-model-1",)
+    assert gpt.cost is not None and gpt.cost > 0  # the priced batch call; the unknown one is not 0
+    text = render_text(report)
+    assert "by provider" in text
+    (line,) = [row for row in text.splitlines() if row.startswith("openai")]
+    assert "+ unknown (1 unpriced)" in line
+    assert report.to_json()["providers"][1]["unknown_models"] == ["mystery-model-1"]
+    snapshot = await take(router.store, router.config)
+    families = {f.name: f for f in metric_families(snapshot, DaemonView(owner="t", last_poll_age=None))}
+    costs = {tuple(s.labels.values()): s.value for s in families["hybrid_router_provider_cost_usd"].samples}
+    assert costs[("openai", "batch")] > 0 and costs[("anthropic", "batch")] > 0
+    assert costs[("openai", "realtime")] == 0
+    unpriced = {
+        s.labels["provider"]: s.value for s in families["hybrid_router_provider_unpriced_requests"].samples
+    }
+    assert unpriced == {"anthropic": 0, "openai": 1}
+
+
+async def test_an_escalated_openai_request_goes_real_time_through_openai(
+    router: Router, emulator: Emulator
+) -> None:
+    ticket = await defer(router, "urgent", ask("now please"))
+    await defer(router, "bad", ask("[emulator:error=invalid_request_error]"))
+    bad = await router.store.get_by_key("bad")
+    assert bad is not None
+    assert await router.escalate_now([ticket.request_id, bad.id]) == [ticket.request_id, bad.id]
+    reply = await router.results.wait("urgent", timeout=10)
+    assert isinstance(reply, ChatCompletion) and reply.choices[0].message.content
+    with pytest.raises(openai.BadRequestError):
+        await router.results.wait("bad", timeout=10)
+    assert not emulator.batches and not emulator.openai.batches
+    assert [e.endpoint for e in emulator.journal].count("openai.chat.completions") == 2
+    rows = await raw_rows(router.store, "SELECT provider, lane FROM ledger")
+    assert [tuple(r) for r in rows] == [("openai", "realtime")]

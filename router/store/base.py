@@ -227,8 +227,10 @@ class StoreEngine(Protocol):
     async def take_over_stale(self, *, before: float, now: float, limit: int = 1000) -> list[int]:
         """Escalated requests whose real-time send was lost: claimed to send again."""
 
-    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
-        """(id, class, tag, model, params) of requests to send real time."""
+    async def escalated_params(
+        self, ids: Sequence[int]
+    ) -> list[tuple[int, str, str | None, str, bytes, str]]:
+        """(id, class, tag, model, params, provider) of requests to send real time."""
 
     async def complete(
         self,

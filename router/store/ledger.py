@@ -17,9 +17,9 @@ from .records import LedgerEntry
 
 # The ledger table's columns, in the order of a LedgerRow's values.
 LEDGER_COLUMNS = (
-    "at", "lane", "model", "class", "tag", "request_id", "batch_id", "result_type", "input_tokens",
-    "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "duplicate", "calls",
-    "provider",
+    "at", "lane", "provider", "model", "class", "tag", "request_id", "batch_id", "result_type",
+    "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "duplicate",
+    "calls",
 )  # fmt: skip
 
 # In LEDGER_COLUMNS' order.
@@ -32,6 +32,7 @@ def ledger_row(e: LedgerEntry) -> LedgerRow:
     return (
         e.at,
         e.lane,
+        e.provider,
         e.model,
         e.latency,
         e.tag,
@@ -45,7 +46,6 @@ def ledger_row(e: LedgerEntry) -> LedgerRow:
         u.cache_read,
         int(e.duplicate),
         1,
-        e.provider,
     )
 
 
@@ -89,6 +89,7 @@ class LedgerBuffer:
                 (
                     at,
                     lane,
+                    provider,
                     model,
                     latency,
                     tag,
@@ -98,7 +99,6 @@ class LedgerBuffer:
                     *tokens,
                     int(duplicate),
                     calls,
-                    provider,
                 )
             )
         self._rows, self._sums, self.entries = [], {}, 0

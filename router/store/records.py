@@ -237,7 +237,16 @@ def request_id_from(custom_id: str) -> int | None:
 # type and whether the row is from today), in the order both engines select them.
 _TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
 LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
-LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)
+LEDGER_FIGURE_FIELDS = (
+    "lane",
+    "model",
+    "class",
+    "result_type",
+    "duplicate",
+    "today",
+    *_TOKEN_SUMS,
+    "provider",
+)
 
 # The keys of history_rows' rows: ledger sums and daily rollups by UTC day (its start, epoch
 # seconds), lane, model, class and tag ('' for none), result type and duplicate flag, with
@@ -253,6 +262,7 @@ HISTORY_FIELDS = (
     *_TOKEN_SUMS,
     "escalated",
     "missed",
+    "provider",
 )
 
 # The keys of cache_figures' rows: ledgered batch results of requests with a prefix key,

@@ -677,9 +677,11 @@ class PostgresStore(FigureOps, OutboxOps):
         won = set(await self._run("take_over_stale", fn))
         return [rid for rid in ids if rid in won]
 
-    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
+    async def escalated_params(
+        self, ids: Sequence[int]
+    ) -> list[tuple[int, str, str | None, str, bytes, str]]:
         rows = await self._fetch("escalated_params", sql.ESCALATED_PARAMS, list(ids))
-        return [(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [(int(r[0]), r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
     async def complete(
         self,

@@ -202,6 +202,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE requests ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
     ALTER TABLE batches ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
     ALTER TABLE ledger ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    -- Not in the key: a model belongs to one provider, so a day's key already names it.
+    ALTER TABLE ledger_days ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
     DROP INDEX requests_pending;
     CREATE INDEX requests_pending ON requests (class, id) INCLUDE (size, provider, model)
         WHERE queue = 'pending';

@@ -6,8 +6,8 @@ from .. import ledger
 
 LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
 LEDGER_TYPES = (
-    "float8", "text", "text", "text", "text", "bigint", "bigint", "text",
-    "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int", "text",
+    "float8", "text", "text", "text", "text", "text", "bigint", "bigint", "text",
+    "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",
 )  # fmt: skip
 # Ledger rows (ledger.LedgerRow), one array per column.
 LEDGER_INSERT = (
@@ -163,7 +163,8 @@ FROM unnest($2::bigint[], $3::float8[]) AS u(id, at)
 WHERE r.id = u.id AND r.state = 'escalated' AND r.escalated_at = u.at RETURNING r.id
 """
 ESCALATED_PARAMS = (
-    "SELECT r.id, r.class, r.tag, r.model, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+    "SELECT r.id, r.class, r.tag, r.model, p.params, r.provider FROM requests r"
+    " JOIN request_params p ON p.id = r.id"
     " WHERE r.id = ANY($1::bigint[])"
 )
 COMPLETE = """
@@ -249,16 +250,17 @@ _ADD_TO_DAY = f" ON CONFLICT ({_DAY_KEY}) DO UPDATE SET " + ", ".join(
     f"{c} = ledger_days.{c} + excluded.{c}" for c in _DAY_SUMS
 )
 ROLL_UP_LEDGER = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, {', '.join(_DAY_SUMS)})"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, {', '.join(_DAY_SUMS)})"
     f" SELECT {DAY_OF.format('at')}, lane, model, COALESCE(class, ''), COALESCE(tag, ''), result_type,"
-    " duplicate, sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_write_5m),"
+    " duplicate, max(provider), sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_write_5m),"
     f" sum(cache_write_1h), sum(cache_read), sum({ESCALATED_CALLS}), 0"
     f" FROM ledger WHERE at < $1 GROUP BY 1, 2, 3, 4, 5, 6, 7{_ADD_TO_DAY}"
 )
 ROLL_UP_MISSED = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, missed)"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, missed)"
     f" SELECT {DAY_OF.format('finished_at')}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),"
-    f" COALESCE(outcome, ''), 0, count(*) FROM requests WHERE {PURGEABLE} AND {MISSED_DEADLINE}"
+    f" COALESCE(outcome, ''), 0, max(provider), count(*) FROM requests"
+    f" WHERE {PURGEABLE} AND {MISSED_DEADLINE}"
     f" GROUP BY 1, 2, 3, 4, 5, 6{_ADD_TO_DAY}"
 )
 

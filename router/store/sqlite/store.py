@@ -746,7 +746,8 @@ class Store(
         rows = await self._reader.execute_fetchall(
             "SELECT lane, model, class, result_type, duplicate, at >= ? AS today, SUM(calls),"
             " SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m), SUM(cache_write_1h),"
-            " SUM(cache_read) FROM ledger GROUP BY lane, model, class, result_type, duplicate, today",
+            " SUM(cache_read), MAX(provider) FROM ledger"
+            " GROUP BY lane, model, class, result_type, duplicate, today",
             (today_since,),
         )
         return [dict(zip(LEDGER_FIGURE_FIELDS, r, strict=True)) for r in rows]
