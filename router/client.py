@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anthropic
 from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
@@ -16,7 +16,6 @@ from anthropic.resources.beta import AsyncBeta
 from anthropic.resources.messages import AsyncBatches, AsyncBatchesWithRawResponse
 from anthropic.resources.models import AsyncModels
 from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
-from openai import AsyncOpenAI
 from typing_extensions import Unpack
 
 from . import batcher, bulk, poller, reconcile
@@ -34,7 +33,10 @@ from .pricing import PriceTable
 from .providers.anthropic.limits import check_realtime_size
 from .providers.anthropic.provider import AnthropicProvider
 from .providers.base import Provider
-from .providers.openai import OpenAIProvider
+from .providers.openai import OpenAIProvider, build_client
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -852,17 +854,7 @@ def openai_configured(config: RouterConfig) -> bool:
 def build_openai_client(config: RouterConfig) -> AsyncOpenAI:
     """The SDK client described by [providers.openai] (base_url, else OPENAI_BASE_URL); the
     key comes from OPENAI_API_KEY only."""
-    settings = config.providers.openai or OpenAISettings()
-    kwargs: dict[str, Any] = {"timeout": settings.timeout, "max_retries": settings.max_retries}
-    base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
-    if base_url:
-        kwargs["base_url"] = base_url
-    if not os.environ.get("OPENAI_API_KEY"):
-        raise RouterError(
-            "OpenAI is configured but OPENAI_API_KEY is not set; set it (the key is never read from"
-            " the config file)"
-        )
-    return AsyncOpenAI(**kwargs)
+    return build_client(config.providers.openai or OpenAISettings())
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

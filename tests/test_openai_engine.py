@@ -14,10 +14,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from router import Router
+from router import Router, RouterConfig
 from router.batcher import create_batch
 from router.emulator import Emulator
-from router.errors import BatchResultMissingError
+from router.errors import BatchResultMissingError, ConfigError, RouterError
 from router.metrics import DaemonView
 from router.metrics import families as metric_families
 from router.observe import take
@@ -26,6 +26,7 @@ from router.report import build_report, render_text
 from router.store import LedgerEntry, Ticket
 from tests.engine import engine_config
 from tests.helpers import ask as ask_claude
+from tests.helpers import capture_router_logs
 from tests.stores import raw_rows
 
 BOTH_ENGINES = True
@@ -376,3 +377,57 @@ async def test_an_escalated_openai_request_goes_real_time_through_openai(
     assert [e.endpoint for e in emulator.journal].count("openai.chat.completions") == 2
     rows = await raw_rows(router.store, "SELECT provider, lane FROM ledger")
     assert [tuple(r) for r in rows] == [("openai", "realtime")]
+
+
+async def test_files_that_cannot_be_deleted_are_logged_and_the_results_kept(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "d", ask("keep me"))
+    await router.flush()
+    emulator.end_batches()
+    emulator.faults.fail_next("openai.files.delete", status=500)
+    with capture_router_logs() as events:
+        report = await router.poll()
+    assert len(report.ended) == 1
+    assert isinstance(await router.results.wait("d", timeout=10), ChatCompletion)
+    (warning,) = [e for e in events if e["event"] == "batch_results_not_discarded"]
+    assert warning["provider"] == "openai"
+    assert len(emulator.openai.files) == 1  # the one that failed is left to the file's retention
+
+
+@pytest.mark.sqlite_only
+def test_providers_openai_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    config = RouterConfig.from_toml_text(
+        '[providers.openai]\nbase_url = "http://127.0.0.1:9"\ntimeout = "30s"\nrealtime_concurrency = 4\n'
+    )
+    assert config.providers.openai is not None
+    assert (config.providers.openai.timeout, config.providers.openai.realtime_concurrency) == (30.0, 4)
+    assert RouterConfig.from_toml_text("").providers.openai is None
+    with pytest.raises(ConfigError, match=r"providers\.openai\.api_key: .*OPENAI_API_KEY"):
+        RouterConfig.from_toml_text('[providers.openai]\napi_key = "sk-secret"\n')
+    with pytest.raises(ConfigError, match=r"providers\.openai\.base_url: expected an http\(s\) URL"):
+        RouterConfig.from_toml_text('[providers.openai]\nbase_url = "ftp://x"\n')
+    with pytest.raises(ConfigError, match=r"providers\.gemini: unknown key; expected one of: openai"):
+        RouterConfig.from_toml_text("[providers.gemini]\n")
+
+
+@pytest.mark.sqlite_only
+async def test_openai_is_there_only_when_configured(
+    tmp_path: Path, emulator: Emulator, sdk: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    config = engine_config(tmp_path / "a.db", emulator)
+    async with Router(config, anthropic=sdk, scheduler=False) as plain:
+        assert set(plain.providers) == {"anthropic"}
+        with pytest.raises(RouterError, match=r"\[providers\.openai\].*OPENAI_API_KEY"):
+            plain.openai_client  # noqa: B018
+        with pytest.raises(RouterError, match="provider 'openai' is not configured"):
+            await defer(plain, "k", ask("x"))
+    monkeypatch.setenv("OPENAI_API_KEY", "test")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{emulator.url}/v1")
+    async with Router(config, anthropic=sdk, scheduler=False) as both:
+        assert set(both.providers) == {"anthropic", "openai"}
+        assert str(both.openai_client.base_url).startswith(emulator.url)

@@ -264,14 +264,20 @@ class OpenAIProvider:
             yield pending
 
     async def discard_results(self, batch: str | RemoteBatch) -> None:
-        """Delete the batch's input, output and error files; a file already gone is fine."""
+        """Delete the batch's input, output and error files; a file already gone is fine.
+        Every file is tried; the first error is raised once all have been."""
         known = await self._files_of(batch)
+        first: openai.OpenAIError | None = None
         for file_id in (known.input_file_id, known.output_file_id, known.error_file_id):
             if file_id is not None:
                 try:
                     await self._client.files.delete(file_id)
                 except openai.NotFoundError:
                     pass
+                except openai.OpenAIError as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
 
     async def _delete_file(self, file_id: str) -> None:
         try:
