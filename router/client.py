@@ -33,7 +33,6 @@ from .pricing import PriceTable
 from .providers.anthropic.limits import check_realtime_size
 from .providers.anthropic.provider import AnthropicProvider
 from .providers.base import Provider
-from .providers.openai import OpenAIProvider, build_client
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -152,6 +151,10 @@ class Router:
         self._provider = AnthropicProvider(self._client)
         self._providers = {"anthropic": self._provider}
         if self._given_openai is not None or openai_configured(cfg):
+            # Imported only here: the openai SDK takes ~2 s to import, which an Anthropic-only
+            # process (a CLI command, an app) should not pay.
+            from .providers.openai import OpenAIProvider
+
             self._openai = self._given_openai or build_openai_client(cfg)
             self._providers["openai"] = OpenAIProvider(self._openai)
         self._outcomes = ProviderOutcomes(self._providers)
@@ -854,6 +857,8 @@ def openai_configured(config: RouterConfig) -> bool:
 def build_openai_client(config: RouterConfig) -> AsyncOpenAI:
     """The SDK client described by [providers.openai] (base_url, else OPENAI_BASE_URL); the
     key comes from OPENAI_API_KEY only."""
+    from .providers.openai import build_client
+
     return build_client(config.providers.openai or OpenAISettings())
 
 
