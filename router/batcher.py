@@ -38,6 +38,20 @@ class FlushReport:
     uncertain_ids: list[int] = field(default_factory=list)  # their local batch ids
     primers: int = 0  # requests sent ahead of their prefix group (router/grouping.py)
     plan: FlushPlan | None = None  # how prefix groups were handled (None: no request marks one)
+    failed_provider: str | None = None  # the provider whose create raised `failure`
+
+    def merge(self, other: FlushReport) -> None:
+        """Add another provider's flush to this one."""
+        self.batches.extend(other.batches)
+        self.requests += other.requests
+        self.released += other.released
+        self.uncertain += other.uncertain
+        self.uncertain_ids.extend(other.uncertain_ids)
+        self.primers += other.primers
+        if other.plan is not None:
+            self.plan = other.plan
+        if other.failure is not None and self.failure is None:
+            self.failure, self.failed_provider = other.failure, other.failed_provider
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,7 @@ async def create_batch(
         stream_body(store, claim, provider, upload),
         length=claim.body_bytes,
         intent_id=claim.batch_id,
-        model=None,
+        model=claim.model,
     )
 
 
@@ -196,6 +210,8 @@ async def flush(
                 now=now,
                 frame=provider.batch_format,
                 select=select,
+                provider=provider.name,
+                one_model=provider.limits.one_model_per_batch,
             )
             if claim is None:
                 break
@@ -207,6 +223,7 @@ async def flush(
                 batch = await create_batch(provider, store, claim, upload)
             except Exception as exc:  # not only API errors: a create refused before sending is certain too
                 report.failure = exc
+                report.failed_provider = provider.name
                 if is_certain_failure(provider, exc, body_started=upload.body_started):
                     released = await store.release_batch(claim.batch_id)
                     report.released += released

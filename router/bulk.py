@@ -23,6 +23,7 @@ from .store import NewRequest, entries_budget, entry_bytes
 if TYPE_CHECKING:
     from .client import Router
     from .config import LatencyClass
+    from .outcomes import ProviderOutcomes
     from .providers.base import Provider
 
 log = get_logger(__name__)
@@ -108,12 +109,12 @@ async def map_requests(
                 if escalate:  # after listening: a quick real-time answer cannot be missed
                     await router.escalate_now(escalate)
                     log.info("requests_escalated", requests=len(escalate), reason="turnaround")
-                for key, outcome in _take(listener.take(), outstanding, router.provider):
+                for key, outcome in _take(listener.take(), outstanding, router.outcomes):
                     pending -= 1
                     yield key, outcome
             if pending == 0 and exhausted:
                 return
-            for key, outcome in _take(await listener.get(), outstanding, router.provider):
+            for key, outcome in _take(await listener.get(), outstanding, router.outcomes):
                 pending -= 1
                 yield key, outcome
     finally:
@@ -123,7 +124,7 @@ async def map_requests(
 
 
 def _take(
-    rows: Iterable[Any], outstanding: dict[int, int], provider: Provider
+    rows: Iterable[Any], outstanding: dict[int, int], provider: Provider | ProviderOutcomes
 ) -> Iterable[tuple[str, Outcome]]:
     for row in rows:
         times = outstanding.pop(row.id, 0)

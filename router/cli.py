@@ -284,7 +284,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         if row.state not in ("succeeded", "failed"):
             print(json.dumps({"key": row.key, "state": row.state, "attempts": row.attempts}))
             return 3
-        outcome = outcome_of(row, router.provider)
+        outcome = outcome_of(row, router.outcomes)
         if isinstance(outcome, BaseException):
             print(json.dumps({"key": row.key, "state": row.state, "error": str(outcome)}))
             return 1

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anthropic
 from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
@@ -19,19 +19,23 @@ from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
 from typing_extensions import Unpack
 
 from . import batcher, bulk, poller, reconcile
-from .config import LatencyClass, RouterConfig, load_config
+from .config import LatencyClass, OpenAISettings, RouterConfig, load_config
 from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParamsStreaming, SubmitParams
 from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .logs import get_logger
-from .outcomes import outcome_of, unwrap
+from .outcomes import ProviderOutcomes, outcome_of, unwrap
 from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
 from .policy import Policy
 from .prefix import identify
 from .pricing import PriceTable
 from .providers.anthropic.limits import check_realtime_size
 from .providers.anthropic.provider import AnthropicProvider
+from .providers.base import Provider
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -73,18 +77,26 @@ class Router:
         config: RouterConfig | None = None,
         *,
         anthropic: AsyncAnthropic | None = None,
+        openai: AsyncOpenAI | None = None,
         clock: Clock | None = None,
         scheduler: bool | None = None,
         create_store: bool = True,
     ) -> None:
         """`create_store=False` opens an existing database only: a missing one is a StoreError
-        and nothing is created (the CLI's status, report, results and purge)."""
+        and nothing is created (the CLI's status, report, results and purge). `openai`: the
+        OpenAI SDK client to use (else one is built from [providers.openai] when OpenAI is
+        configured, see `openai_configured`)."""
         self.config = config if config is not None else RouterConfig.default()
         self.policy = Policy(self.config)
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
         self._client: AsyncAnthropic | None = None
         self._provider: AnthropicProvider | None = None
+        self._given_openai = openai
+        self._openai: AsyncOpenAI | None = None
+        self._providers: dict[str, Provider] = {}
+        self._outcomes: ProviderOutcomes | None = None
+        self._lanes: dict[str, RealtimeLane] = {}
         self._store: StoreEngine | None = None
         self._watcher: CompletionWatcher | None = None
         self._realtime: RealtimeLane | None = None
@@ -137,13 +149,30 @@ class Router:
         self._store.set_outbox(outbox_policy(cfg))
         self._client = self._given_client or build_anthropic_client(self.config)
         self._provider = AnthropicProvider(self._client)
+        self._providers = {"anthropic": self._provider}
+        if self._given_openai is not None or openai_configured(cfg):
+            # Imported only here: the openai SDK takes ~2 s to import, which an Anthropic-only
+            # process (a CLI command, an app) should not pay.
+            from .providers.openai import OpenAIProvider
+
+            self._openai = self._given_openai or build_openai_client(cfg)
+            self._providers["openai"] = OpenAIProvider(self._openai)
+        self._outcomes = ProviderOutcomes(self._providers)
         self._realtime = RealtimeLane(
             self._provider,
             concurrency=cfg.anthropic.realtime_concurrency,
             store=self._store,
             clock=self.clock,
         )
-        self._watcher = CompletionWatcher(self._store, self._provider, interval=cfg.router.watch_interval)
+        self._lanes = {"anthropic": self._realtime}
+        if "openai" in self._providers:
+            self._lanes["openai"] = RealtimeLane(
+                self._providers["openai"],
+                concurrency=(cfg.providers.openai or OpenAISettings()).realtime_concurrency,
+                store=self._store,
+                clock=self.clock,
+            )
+        self._watcher = CompletionWatcher(self._store, self._outcomes, interval=cfg.router.watch_interval)
         await self._watcher.start()
         self._estimator = TurnaroundEstimator(
             self._store, prior=cfg.batch.turnaround_prior, percentile=cfg.batch.turnaround_percentile
@@ -152,6 +181,7 @@ class Router:
         self._escalator = Escalator(
             store=self._store,
             lane=self._realtime,
+            lanes=self._lanes,
             config=cfg,
             estimator=self._estimator,
             clock=self.clock,
@@ -219,8 +249,14 @@ class Router:
             self._store = None
         if self._client is not None and self._given_client is None:
             await self._client.close()
+        if self._openai is not None and self._given_openai is None:
+            await self._openai.close()
         self._client = None
         self._provider = None
+        self._openai = None
+        self._providers = {}
+        self._outcomes = None
+        self._lanes = {}
 
     async def quiesce(self) -> None:
         """Stop the scheduler starting jobs, then wait for a flush or poll already running here to
@@ -251,6 +287,37 @@ class Router:
     def provider(self) -> AnthropicProvider:
         """The provider the engine (flush, poll, reconcile, escalation) works through."""
         return _opened(self._provider)
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        """The providers this Router sends batches to, by name ("anthropic" always; "openai"
+        when OpenAI is configured)."""
+        _opened(self._store)
+        return self._providers
+
+    @property
+    def outcomes(self) -> ProviderOutcomes:
+        """Decodes a stored result with the provider it came from."""
+        return _opened(self._outcomes)
+
+    @property
+    def openai_client(self) -> AsyncOpenAI:
+        """The `openai.AsyncOpenAI` client of [providers.openai]."""
+        _opened(self._store)
+        if self._openai is None:
+            raise RouterError(
+                "OpenAI is not configured: add a [providers.openai] table to the config, or set"
+                " OPENAI_API_KEY (and OPENAI_BASE_URL for another endpoint)"
+            )
+        return self._openai
+
+    def _provider_named(self, name: str) -> Provider:
+        provider = self.providers.get(name)
+        if provider is None:
+            raise RouterError(
+                f"provider {name!r} is not configured here (configured: {', '.join(sorted(self.providers))})"
+            )
+        return provider
 
     @property
     def models(self) -> AsyncModels:
@@ -307,17 +374,22 @@ class Router:
         async with lock:
             for name in names:
                 self._enqueued_since_check[name] = 0
-            report = await batcher.flush(
-                self.store,
-                self.provider,
-                latencies=names,
-                max_requests=self.config.batch.max_requests,
-                max_bytes=self.config.batch.max_bytes,
-                now=self.clock(),
-                first_poll_after=self.config.batch.poll_interval,
-                in_flight=self._creating,
-                cache=self._cache_context(),
-            )
+            report = batcher.FlushReport()
+            # One provider after another: a claim takes one provider's requests only.
+            for provider in self.providers.values():
+                part = await batcher.flush(
+                    self.store,
+                    provider,
+                    latencies=names,
+                    max_requests=min(self.config.batch.max_requests, provider.limits.max_requests),
+                    max_bytes=min(self.config.batch.max_bytes, provider.limits.max_bytes),
+                    now=self.clock(),
+                    first_poll_after=self.config.batch.poll_interval,
+                    in_flight=self._creating,
+                    # Prefix groups are Anthropic's prompt caching.
+                    cache=self._cache_context() if provider.name == "anthropic" else None,
+                )
+                report.merge(part)
         # Held prefix groups go once a primer ends or they have waited: the next poll that
         # ends a batch flushes these classes again (see poll()).
         if report.plan is not None and report.plan.held:
@@ -397,7 +469,7 @@ class Router:
     async def _poll(self, force: bool) -> poller.PollReport:
         # Lost create answers first: an adopted batch is then polled like any other.
         await reconcile.reconcile(
-            self.provider,
+            self.providers,
             self.store,
             now=self.clock(),
             grace=self.config.batch.reconcile_grace,
@@ -406,7 +478,7 @@ class Router:
             settled_before=self.settled_before,
         )
         return await poller.poll(
-            self.provider,
+            self.providers,
             self.store,
             now=self.clock(),
             base_interval=self.config.batch.poll_interval,
@@ -429,7 +501,10 @@ class Router:
             log.exception("flush_failed", latency=latency, error=str(exc))
             return
         if report.failure is not None:
-            until = self._create_backoff.failed(self.clock(), self.provider.retry_after(report.failure))
+            until = self._create_backoff.failed(
+                self.clock(),
+                self._provider_named(report.failed_provider or "anthropic").retry_after(report.failure),
+            )
             log.warning("flush_backoff", latency=latency, retry_in=until - self.clock())
         elif report.batches:
             self._create_backoff.succeeded()
@@ -496,16 +571,32 @@ class Router:
         return True
 
     async def _deferred_ticket(
-        self, kwargs: dict[str, Any], cls: LatencyClass, tag: str | None, key: str | None
+        self,
+        kwargs: dict[str, Any],
+        cls: LatencyClass,
+        tag: str | None,
+        key: str | None,
+        *,
+        provider: str = "anthropic",
     ) -> Ticket:
-        params = batch_params(kwargs)
+        """Store a deferred request for `provider`'s batches. For "openai", `kwargs` are the
+        chat-completions keywords, stored as they are (the caller has checked them)."""
+        target = self._provider_named(provider)
+        if provider == "anthropic":
+            params = batch_params(kwargs)
+        else:
+            params = dict(kwargs)
+            if not isinstance(params.get("model"), str) or not params["model"]:
+                raise InvalidRequestError(f"model: expected a model name string, got {params.get('model')!r}")
         body = serialize(params)
-        frame = self.provider.batch_format
-        limit = entries_budget(frame, self.config.batch.max_bytes)
+        frame = target.batch_format
+        max_bytes = min(self.config.batch.max_bytes, target.limits.max_bytes)
+        limit = entries_budget(frame, max_bytes)
         if entry_bytes(frame, 10**12, len(body)) > limit:
             raise InvalidRequestError(
-                f"request body is {len(body):,} bytes, more than fits in one batch ({limit:,} bytes with"
-                ' the batch envelope; [batch] max_bytes); send it with latency="realtime" or make it smaller'
+                f"request body is {len(body):,} bytes, more than fits in one {provider} batch ({limit:,}"
+                ' bytes with the batch envelope; [batch] max_bytes); send it with latency="realtime"'
+                " or make it smaller"
             )
         now = self.clock()
         request = NewRequest(
@@ -516,7 +607,8 @@ class Router:
             params=body,
             created_at=now,
             deadline_at=now + cls.deadline if cls.deadline is not None else None,
-            prefix=identify(body),
+            prefix=identify(body) if provider == "anthropic" else None,
+            provider=provider,
         )
         # A batch that cannot finish before the deadline is no option: go real time at once.
         at_risk = self.deadline_risk(request, cls)
@@ -587,7 +679,7 @@ class Router:
         if row is None:
             raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.location}")
         if row.state in states.FINAL_STATES:
-            return outcome_of(row, self.provider)
+            return outcome_of(row, self.outcomes)
         outcome: Outcome = await self._waiters.wait(row.id, timeout)
         return outcome
 
@@ -719,7 +811,8 @@ class Results:
         row = await self.status(key)
         if row.state not in states.FINAL_STATES:
             return None
-        return unwrap(outcome_of(row, self._router.provider))
+        message: Message | None = unwrap(outcome_of(row, self._router.outcomes))
+        return message
 
     async def status(self, key: str) -> RequestRow:
         """The stored row of a request (state, attempts, batch), without its params."""
@@ -749,6 +842,24 @@ def build_anthropic_client(config: RouterConfig) -> AsyncAnthropic:
     if config.anthropic.base_url:
         kwargs["base_url"] = config.anthropic.base_url
     return AsyncAnthropic(**kwargs)
+
+
+def openai_configured(config: RouterConfig) -> bool:
+    """Whether this config (or the environment) asks for the OpenAI provider: a
+    [providers.openai] table, or OPENAI_API_KEY or OPENAI_BASE_URL set."""
+    return (
+        config.providers.openai is not None
+        or bool(os.environ.get("OPENAI_API_KEY"))
+        or bool(os.environ.get("OPENAI_BASE_URL"))
+    )
+
+
+def build_openai_client(config: RouterConfig) -> AsyncOpenAI:
+    """The SDK client described by [providers.openai] (base_url, else OPENAI_BASE_URL); the
+    key comes from OPENAI_API_KEY only."""
+    from .providers.openai import build_client
+
+    return build_client(config.providers.openai or OpenAISettings())
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:

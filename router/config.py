@@ -40,6 +40,8 @@ __all__ = [
     "DaemonSettings",
     "LatencyClass",
     "ModelPrice",
+    "OpenAISettings",
+    "ProvidersSettings",
     "RouterConfig",
     "RouterSettings",
     "Rule",
@@ -206,11 +208,41 @@ class AnthropicSettings(BaseModel):
     @field_validator("base_url", mode="before")
     @classmethod
     def _check_base_url(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, str) and re.fullmatch(r"https?://\S+", value.strip()):
-            return value.strip()
-        raise ValueError(f'expected an http(s) URL like "http://127.0.0.1:8765", got {_show(value)}')
+        return _http_url(value)
+
+
+def _http_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"https?://\S+", value.strip()):
+        return value.strip()
+    raise ValueError(f'expected an http(s) URL like "http://127.0.0.1:8765", got {_show(value)}')
+
+
+class OpenAISettings(BaseModel):
+    """How to reach the OpenAI API (`[providers.openai]`). The base URL is this table's
+    `base_url`, else OPENAI_BASE_URL, else the SDK's default; the key comes only from
+    OPENAI_API_KEY."""
+
+    model_config = _FROZEN
+
+    base_url: str | None = None
+    realtime_concurrency: Annotated[int, _int_field(1, 10_000)] = 16
+    timeout: PositiveDuration = 600.0
+    max_retries: Annotated[int, _int_field(0, 100)] = 2
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _check_base_url(cls, value: Any) -> Any:
+        return _http_url(value)
+
+
+class ProvidersSettings(BaseModel):
+    """`[providers.*]`: the providers besides Anthropic (whose table is `[anthropic]`)."""
+
+    model_config = _FROZEN
+
+    openai: OpenAISettings | None = None
 
 
 _STORE_URL_FORM = 'expected a URL like "postgresql://user@host:5432/db" or "sqlite:///path/to/file.db"'
@@ -752,6 +784,7 @@ class RouterConfig(BaseModel):
     model_config = _FROZEN
 
     anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    providers: ProvidersSettings = Field(default_factory=ProvidersSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
@@ -954,7 +987,12 @@ _SECTIONS: dict[str, type[BaseModel]] = {
     "router": RouterSettings,
     "daemon": DaemonSettings,
 }
-_TOP_KEYS = (*_SECTIONS, "classes", "rules", "pricing", "webhooks")
+_TOP_KEYS = (*_SECTIONS, "providers", "classes", "rules", "pricing", "webhooks")
+_PROVIDER_SECTIONS: dict[str, type[BaseModel]] = {"openai": OpenAISettings}
+_OPENAI_SECRET_HINT = (
+    "the API key is never read from the config file; remove this key and set the "
+    "OPENAI_API_KEY environment variable instead"
+)
 
 
 def _unknown_key(path: tuple[PathPart, ...], key: str, valid: Iterable[str]) -> Problem:
@@ -991,6 +1029,18 @@ def _check_keys(raw: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
     for section, model in _SECTIONS.items():
         if isinstance(data.get(section), dict):
             data[section] = _filter_table(data[section], (section,), _field_keys(model), problems)
+    providers = data.get("providers")
+    if isinstance(providers, dict):
+        providers = _filter_table(providers, ("providers",), tuple(_PROVIDER_SECTIONS), problems)
+        for name, model in _PROVIDER_SECTIONS.items():
+            table = providers.get(name)
+            if not isinstance(table, dict):
+                continue
+            found: list[Problem] = []
+            providers[name] = _filter_table(table, ("providers", name), _field_keys(model), found)
+            # A key in [providers.openai] names the OpenAI key's variable, not Anthropic's.
+            problems.extend((path, _OPENAI_SECRET_HINT if m == _SECRET_HINT else m) for path, m in found)
+        data["providers"] = providers
     for key, model in (("classes", LatencyClass), ("pricing", ModelPrice)):
         if isinstance(data.get(key), dict):
             valid = _field_keys(model, exclude=("name",))

@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,12 +81,15 @@ class Escalator:
         store: StoreEngine,
         lane: RealtimeLane,
         config: RouterConfig,
+        lanes: Mapping[str, RealtimeLane] | None = None,
         estimator: TurnaroundEstimator,
         clock: Callable[[], float],
         on_finished: Callable[[list[int]], None],
     ) -> None:
         self._store = store
         self._lane = lane
+        # Each provider's real-time lane; `lane` serves a provider that has none here.
+        self._lanes: Mapping[str, RealtimeLane] = lanes if lanes is not None else {lane.provider.name: lane}
         self._config = config
         self._estimator = estimator
         self._clock = clock
@@ -174,11 +177,12 @@ class Escalator:
         rows = await self._store.escalated_params([request_id])
         if not rows:
             return  # purged meanwhile
-        _, latency, tag, _model, params = rows[0]
+        _, latency, tag, _model, params, provider_name = rows[0]
         kwargs: dict[str, Any] = json.loads(params)
-        provider = self._lane.provider
+        lane = self._lanes.get(provider_name, self._lane)
+        provider = lane.provider
         try:
-            reply = await self._lane.send(kwargs)
+            reply = await lane.send(kwargs)
         except Exception as exc:
             if provider.is_retryable(exc):
                 self._retry.add(request_id)
@@ -191,7 +195,7 @@ class Escalator:
             await self._finish(request_id, line, succeeded=False, outcome="errored", ledger=None)
             return
         line = _line(request_id, provider.reply_result(reply))
-        entry = self._lane.ledger_entry(reply, latency=latency, tag=tag, request_id=request_id)
+        entry = lane.ledger_entry(reply, latency=latency, tag=tag, request_id=request_id)
         await self._finish(request_id, line, succeeded=True, outcome="succeeded", ledger=entry)
 
     async def _finish(
@@ -237,10 +241,11 @@ class Escalator:
                 continue
             remaining = await self._store.still_in_batch(batch.id)
             if remaining * 2 < batch.request_count:
+                provider = self._lanes.get(batch.provider, self._lane).provider
                 try:
-                    await self._lane.provider.cancel_batch(batch.api_id)
+                    await provider.cancel_batch(batch.api_id)
                 except Exception as exc:
-                    if not self._lane.provider.is_transient(exc):
+                    if not provider.is_transient(exc):
                         raise
                     log.warning("batch_cancel_failed", batch_id=batch.api_id, error=str(exc))
                     continue

@@ -119,6 +119,20 @@ def families(snapshot: Snapshot, daemon: DaemonView) -> list[Metric]:
         "hybrid_router_saved_usd", "USD saved against sending every call in the ledger real time"
     )
     saved.add_metric([], snapshot.cost.saving)
+    provider_cost = CounterMetricFamily(
+        "hybrid_router_provider_cost_usd",
+        "USD billed per provider and lane, from the usage in the ledger (priced calls only)",
+        labels=["provider", "lane"],
+    )
+    unpriced = CounterMetricFamily(
+        "hybrid_router_provider_unpriced_requests",
+        "Billed calls per provider whose model no price table knows: their cost is unknown, not 0",
+        labels=["provider"],
+    )
+    for name, summary in snapshot.providers.items():
+        provider_cost.add_metric([name, "realtime"], summary.realtime.cost)
+        provider_cost.add_metric([name, "batch"], summary.batch.cost)
+        unpriced.add_metric([name], summary.realtime.unpriced + summary.batch.unpriced)
     held = GaugeMetricFamily("hybrid_router_lease_held", "1 while this daemon holds the database's lease")
     held.add_metric([], 1.0 if snapshot.holds_lease(daemon.owner) else 0.0)
     poll_age = GaugeMetricFamily(
@@ -154,6 +168,8 @@ def families(snapshot: Snapshot, daemon: DaemonView) -> list[Metric]:
         escalations,
         cost,
         saved,
+        provider_cost,
+        unpriced,
         held,
         poll_age,
         deliveries,

@@ -96,6 +96,7 @@ class Snapshot:
     today_since: float
     turnarounds: Turnarounds
     webhooks: list[EndpointFigures] = field(default_factory=list)  # deliveries per endpoint
+    providers: dict[str, CostSummary] = field(default_factory=dict)  # `cost`, by provider
 
     @property
     def states(self) -> dict[str, int]:
@@ -312,4 +313,8 @@ async def take(store: StoreEngine, config: RouterConfig, *, now: float | None = 
         today_since=today_since,
         turnarounds=Turnarounds(TURNAROUND_BUCKETS, within, count, total),
         webhooks=await store.endpoint_figures(),
+        providers={
+            name: summary_of([row for row in billed if (row["provider"] or "anthropic") == name], config)
+            for name in sorted({str(row["provider"] or "anthropic") for row in billed})
+        },
     )

@@ -29,6 +29,35 @@ class _Outcomes(Protocol[_T_co]):
     def outcome(self, result: Mapping[str, Any]) -> _T_co: ...
 
 
+class ProviderOutcomes:
+    """Decodes a result with the provider it came from. A provider whose canonical lines are
+    not its own wire form keeps its payload under its name in the result (the OpenAI codec:
+    ``result.openai``, router/providers/openai/codec.py); a result with no such key is the
+    default provider's, whose lines are canonical as they are (Anthropic)."""
+
+    def __init__(self, providers: Mapping[str, _Outcomes[Any]], default: str = "anthropic") -> None:
+        self._providers = dict(providers)
+        self._default = default
+        self._named = tuple(name for name in self._providers if name != default)
+
+    def provider_of(self, result: Mapping[str, Any]) -> str:
+        """The name of the provider whose result this is."""
+        for name in self._named:
+            if name in result:
+                return name
+        return self._default
+
+    def outcome(self, result: Mapping[str, Any]) -> Any:
+        name = self.provider_of(result)
+        provider = self._providers.get(name)
+        if provider is None:
+            raise RouterError(
+                f"this result is from the {name} provider, which this Router does not have"
+                f" configured (see [providers.{name}])"
+            )
+        return provider.outcome(result)
+
+
 def outcome_of(row: RequestRow, provider: _Outcomes[_T]) -> _T | BaseException:
     """The reply of a succeeded row, else the exception to raise. The row must be final.
 

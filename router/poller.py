@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ._crashpoints import crash_point
 from .logs import get_logger
-from .providers.base import Provider
+from .providers.base import Provider, RemoteBatch
 from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
 from .store.missing import RESULTS_RETENTION_SECONDS
 
@@ -42,6 +42,16 @@ def _missing_reason(batch: BatchRow, age: float) -> str:
         f"the results of batch {batch.api_id} could not be downloaded: it was created"
         f" {age / 86400:.1f} days ago and the API keeps batch results for 29 days"
     )
+
+
+Providers = Provider | Mapping[str, Provider]
+
+
+def by_name(providers: Providers) -> Mapping[str, Provider]:
+    """The providers by name (one given alone stands for itself)."""
+    if isinstance(providers, Mapping):
+        return providers
+    return {providers.name: providers}
 
 
 def next_poll_delay(age: float, *, base: float, ceiling: float) -> float:
@@ -139,12 +149,48 @@ async def _abandon(tasks: collections.deque[asyncio.Task[tuple[IngestStats, list
             await tasks.popleft()
 
 
+async def _close_failed(
+    provider: Provider,
+    store: StoreEngine,
+    batch: BatchRow,
+    remote: RemoteBatch,
+    *,
+    now: float,
+    on_finished: Callable[[Sequence[int]], None],
+) -> None:
+    """A batch the provider refused as a whole: its requests go back to pending when the
+    refusal may pass (`failure_retryable`), else they fail with the provider's reason."""
+    assert batch.api_id is not None
+    if remote.failure_retryable:
+        released = await store.finish_batch(batch.id, now=now)
+        log.warning("batch_failed_released", batch_id=batch.api_id, requests=released, error=remote.failure)
+    else:
+        reason = f"batch {batch.api_id} was refused by {provider.name}: {remote.failure or 'no reason given'}"
+        failed = await store.fail_missing(batch.id, now=now, reason=reason)
+        log.error("batch_failed", batch_id=batch.api_id, requests=len(failed), error=remote.failure)
+        if failed:
+            on_finished(failed)
+    await discard(provider, batch)
+
+
+async def discard(provider: Provider, batch: BatchRow) -> None:
+    """Best effort: delete what the provider keeps of an ingested batch (its files). A
+    failure is logged and left to the provider's own retention."""
+    assert batch.api_id is not None
+    try:
+        await provider.discard_results(batch.api_id)
+    except Exception as exc:
+        log.warning(
+            "batch_results_not_discarded", batch_id=batch.api_id, provider=provider.name, error=str(exc)
+        )
+
+
 def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
     return (stats.delivered, stats.retried, stats.duplicates, stats.skipped, stats.unknown)
 
 
 async def poll(
-    provider: Provider,
+    providers: Providers,
     store: StoreEngine,
     *,
     now: float,
@@ -159,12 +205,18 @@ async def poll(
 ) -> PollReport:
     """Retrieve every open batch that is due (all of them with `force`) and ingest ended ones.
 
-    Each ingest runs inside `ingesting()` (the watcher holds its done_seq pass meanwhile).
+    Each batch is polled through the provider its row names. Each ingest runs inside
+    `ingesting()` (the watcher holds its done_seq pass meanwhile).
     """
     report = PollReport()
+    named = by_name(providers)
     for batch in await store.open_batches():
         if batch.api_id is None:
             continue  # a create whose answer is unknown: see reconcile
+        provider = named.get(batch.provider)
+        if provider is None:
+            log.warning("batch_provider_not_configured", batch_id=batch.api_id, provider=batch.provider)
+            continue
         if (
             not force
             and batch.state in (states.B_IN_PROGRESS, states.B_ENDED)
@@ -191,6 +243,10 @@ async def poll(
                     await store.record_turnaround(batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
                 crash_point("poll.after_ended")
+                if remote.failed:
+                    await _close_failed(provider, store, batch, remote, now=now, on_finished=on_finished)
+                    report.ended.append(batch.api_id)
+                    continue
             with ingesting():
                 stats = await ingest(
                     provider,
@@ -220,6 +276,7 @@ async def poll(
             await store.update_batch(batch.id, next_poll_at=now + delay)
             log.warning("batch_poll_failed", batch_id=batch.api_id, error=str(exc), retry_in=delay)
             continue
+        await discard(provider, batch)
         report.ended.append(batch.api_id)
         report.delivered += stats.delivered
         report.retried += stats.retried

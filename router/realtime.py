@@ -63,4 +63,5 @@ class RealtimeLane:
             result_type="succeeded",
             usage=counts,
             request_id=request_id,
+            provider=self.provider.name,
         )

@@ -2,9 +2,11 @@
 
 The intent row (state `creating`) is committed before `batches.create`, with the request
 count and the time. When the answer never made it into the store, the batch may or may not
-exist. The API takes no idempotency key and batches carry no metadata, so the only evidence
-is the listing: a batch not known to this store, created around the intent's time, with the
-intent's request count, is adopted (its results then land by `custom_id`). A successful
+exist. Where the provider keeps the intent id with the batch (`RemoteBatch.intent_id`, the
+OpenAI batch's `metadata`), the listed batch carrying it is adopted, exactly. Where it keeps
+none (Anthropic: no idempotency key, no metadata), the only evidence is the listing: a batch
+not known to this store, created around the intent's time, with the intent's request count,
+is adopted (its results then land by `custom_id`). A successful
 listing that shows no such batch means the create never happened: the requests go back to
 pending. When the listing itself fails past the grace period the router cannot be sure; it
 resubmits and keeps looking (state `released`): a late-found batch is adopted as a duplicate,
@@ -18,8 +20,9 @@ from dataclasses import dataclass, field
 
 from ._crashpoints import crash_point
 from .logs import get_logger
+from .poller import Providers, by_name
 from .providers.base import Provider, RemoteBatch
-from .store import StoreEngine, states
+from .store import BatchRow, StoreEngine, states
 
 log = get_logger(__name__)
 
@@ -45,7 +48,7 @@ async def _list_since(provider: Provider, since: float) -> list[RemoteBatch]:
 
 
 async def reconcile(
-    provider: Provider,
+    providers: Providers,
     store: StoreEngine,
     *,
     now: float,
@@ -54,13 +57,8 @@ async def reconcile(
     settled: Collection[int] = (),
     settled_before: float = float("-inf"),
 ) -> ReconcileReport:
-    """Resolve intents whose create answer is unknown.
-
-    An intent is looked at when nobody can still be creating it: it is older than `grace`,
-    or in `settled` (its create ended here without an answer), or older than
-    `settled_before` (the daemon's lease start: the previous driver is gone). Intents in
-    `in_flight` (being created by this process right now) are left alone.
-    """
+    """Resolve intents whose create answer is unknown, each through its batch row's provider
+    (see `reconcile_provider`)."""
     report = ReconcileReport()
     due = [
         b
@@ -70,8 +68,21 @@ async def reconcile(
         and b.id not in in_flight
         and (b.id in settled or b.created_at < settled_before or now - b.created_at >= grace)
     ]
-    if not due:
-        return report
+    for name, provider in by_name(providers).items():
+        mine = [b for b in due if b.provider == name]
+        if not mine:
+            continue
+        part = await _reconcile(provider, store, mine, now=now, grace=grace)
+        report.adopted.extend(part.adopted)
+        report.resubmitted += part.resubmitted
+        report.listing_failed = report.listing_failed or part.listing_failed
+    return report
+
+
+async def _reconcile(
+    provider: Provider, store: StoreEngine, due: list[BatchRow], *, now: float, grace: float
+) -> ReconcileReport:
+    report = ReconcileReport()
     try:
         remote = await _list_since(provider, min(b.created_at for b in due) - CLOCK_SKEW)
     except Exception as exc:
@@ -90,18 +101,33 @@ async def reconcile(
     known = await store.known_api_ids([b.id for b in remote])
     candidates = sorted((b for b in remote if b.id not in known), key=lambda b: b.created_at)
     taken: set[str] = set()
+    by_intent = {b.intent_id: b for b in candidates if b.intent_id is not None}
+    exact = any(b.intent_id is not None for b in remote)
     for intent in sorted(due, key=lambda b: b.created_at):
         low, high = intent.created_at - CLOCK_SKEW, intent.created_at + max(grace, 0.0) + CLOCK_SKEW
-        match = next(
-            (
-                b
-                for b in candidates
-                if b.id not in taken
-                and b.request_total == intent.request_count
-                and low <= b.created_at <= high
-            ),
-            None,
-        )
+        if exact:
+            # The provider keeps the intent id: the batch that carries it, or none. Count and
+            # time must agree too: another router on the same account numbers its own intents.
+            found = by_intent.get(intent.id)
+            match = (
+                found
+                if found is not None
+                and found.id not in taken
+                and found.request_total == intent.request_count
+                and low <= found.created_at <= high
+                else None
+            )
+        else:
+            match = next(
+                (
+                    b
+                    for b in candidates
+                    if b.id not in taken
+                    and b.request_total == intent.request_count
+                    and low <= b.created_at <= high
+                ),
+                None,
+            )
         if match is not None:
             if await store.adopt_batch(intent.id, match.id, state=intent.state, now=now):
                 taken.add(match.id)

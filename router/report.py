@@ -110,6 +110,25 @@ class TagFigures:
 
 
 @dataclass(frozen=True)
+class ProviderFigures:
+    """One provider's billed calls and what they cost. `cost` is None when none of its
+    calls has a known price: unknown, never zero."""
+
+    provider: str
+    calls: int
+    cost: float | None
+    all_realtime: float | None
+    unpriced: int  # calls whose model no price table knows
+    unknown_models: tuple[str, ...]
+
+    @property
+    def saving(self) -> float | None:
+        if self.cost is None or self.all_realtime is None:
+            return None
+        return self.all_realtime - self.cost
+
+
+@dataclass(frozen=True)
 class ClassOption:
     """What a tag's real-time calls would have cost through one batch class."""
 
@@ -150,6 +169,7 @@ class Report:
     summary: CostSummary
     days: list[DaySpend] = field(default_factory=list)
     tags: list[TagFigures] = field(default_factory=list)
+    providers: list[ProviderFigures] = field(default_factory=list)
     opportunities: list[Opportunity] = field(default_factory=list)
     turnarounds: list[ModelTurnaround] = field(default_factory=list)
 
@@ -188,6 +208,18 @@ class Report:
                     "all_realtime": d.all_realtime,
                 }
                 for d in self.days
+            ],
+            "providers": [
+                {
+                    "provider": p.provider,
+                    "calls": p.calls,
+                    "cost": p.cost,
+                    "all_realtime": p.all_realtime,
+                    "saving": p.saving,
+                    "unpriced": p.unpriced,
+                    "unknown_models": list(p.unknown_models),
+                }
+                for p in self.providers
             ],
             "tags": [
                 {
@@ -261,6 +293,7 @@ def report_of(
         summary=summary_of(paid, config),
         days=_days(paid, config, since_day, now),
         tags=_tags(rows, config),
+        providers=_providers(paid, config),
         opportunities=_opportunities(paid, config),
         turnarounds=_turnarounds(turnarounds, TURNAROUND_BUCKETS),
     )
@@ -299,6 +332,28 @@ def _days(
         s = by_day.get(day, empty)
         out.append(DaySpend(day, s.realtime.cost, s.batch.cost, s.all_realtime_cost))
         day += DAY
+    return out
+
+
+def _providers(paid: Sequence[Mapping[str, Any]], config: RouterConfig) -> list[ProviderFigures]:
+    by_provider: dict[str, list[Mapping[str, Any]]] = {}
+    for row in paid:
+        by_provider.setdefault(str(row.get("provider") or "anthropic"), []).append(row)
+    out = []
+    for name in sorted(by_provider):
+        s = summary_of(by_provider[name], config)
+        unpriced = s.realtime.unpriced + s.batch.unpriced
+        priced = s.requests + s.realtime.duplicates + s.batch.duplicates - unpriced > 0
+        out.append(
+            ProviderFigures(
+                provider=name,
+                calls=s.requests,
+                cost=s.total_cost if priced else None,
+                all_realtime=s.all_realtime_cost if priced else None,
+                unpriced=unpriced,
+                unknown_models=tuple(sorted(s.unknown_models)),
+            )
+        )
     return out
 
 
@@ -458,6 +513,28 @@ def tag_rows(report: Report) -> list[tuple[str, ...]]:
     ]
 
 
+def provider_rows(report: Report) -> list[tuple[str, ...]]:
+    """The per-provider table's cells: a cost no price is known for reads "unknown"."""
+
+    def priced(usd: float | None, unpriced: int) -> str:
+        if usd is None:
+            return "unknown"
+        return money(usd) + (f" + unknown ({unpriced:,} unpriced)" if unpriced else "")
+
+    return [
+        (
+            p.provider,
+            f"{p.calls:,}",
+            priced(p.cost, p.unpriced),
+            priced(p.all_realtime, p.unpriced),
+            priced(p.saving, p.unpriced),
+        )
+        for p in report.providers
+    ]
+
+
+PROVIDER_HEADER = ("provider", "calls", "cost", "all real time", "saving")
+
 TAG_HEADER = ("tag", "calls", "real time / batch", "cost", "saving", "input cached", "escalated", "missed")
 
 
@@ -493,6 +570,13 @@ def _totals_text(report: Report) -> str:
     return report.summary.render()
 
 
+def _providers_text(report: Report) -> str:
+    # One provider's figures are the totals already shown.
+    if len(report.providers) < 2:
+        return ""
+    return "by provider\n" + text_table(PROVIDER_HEADER, provider_rows(report)) + "\n"
+
+
 def _tags_text(report: Report) -> str:
     if not report.tags:
         return ""
@@ -522,6 +606,7 @@ def _turnarounds_text(report: Report) -> str:
 # The terminal report, section by section; an empty section is left out.
 TEXT_SECTIONS: list[Callable[[Report], str]] = [
     _totals_text,
+    _providers_text,
     _tags_text,
     _opportunities_text,
     _turnarounds_text,

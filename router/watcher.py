@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from .errors import RouterError
 from .logs import get_logger
-from .outcomes import Outcome, outcome_of
+from .outcomes import Outcome, ProviderOutcomes, outcome_of
 from .providers.base import Provider
 from .store import FinalRow, RequestRow, StoreEngine, states
 
@@ -26,7 +26,7 @@ DELIVER_SLICE = 64  # callers woken per event-loop turn by the delivery task
 class CompletionWatcher:
     """Maps request ids to the futures waiting on them and resolves them from the store."""
 
-    def __init__(self, store: StoreEngine, provider: Provider, *, interval: float) -> None:
+    def __init__(self, store: StoreEngine, provider: Provider | ProviderOutcomes, *, interval: float) -> None:
         """`provider` decodes the results of succeeded and errored requests."""
         self._store = store
         self._provider = provider

@@ -93,6 +93,7 @@ class RemoteBatch:
     counts: Mapping[str, int] = field(default_factory=dict)  # the provider's own, for logs
     failed: bool = False  # the provider refused the batch as a whole (OpenAI `failed`)
     failure: str | None = None  # why, when `failed`
+    failure_retryable: bool = False  # a `failed` batch whose requests may go in another batch
 
 
 class Provider(Protocol):

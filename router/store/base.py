@@ -105,11 +105,15 @@ class StoreEngine(Protocol):
         now: float,
         frame: BatchFormat,
         select: ClaimSelector | None = None,
+        provider: str = "anthropic",
+        one_model: bool = False,
     ) -> BatchClaim | None:
         """Move the oldest pending requests that fit one batch (or, with `select`, those it
         picks, in its order) to `submitting` under a new batch intent, committed before
         batches.create is called; None when nothing is pending. `frame`: the provider's body
-        framing, which `max_bytes` bounds and `BatchClaim.body_bytes` measures."""
+        framing, which `max_bytes` bounds and `BatchClaim.body_bytes` measures. Only
+        `provider`'s requests are claimed, and with `one_model` only those of the model of
+        the oldest of them (`BatchClaim.model`); the batch row records the provider."""
 
     # Prompt caching (router/grouping.py, router/cache_report.py)
 
@@ -223,8 +227,10 @@ class StoreEngine(Protocol):
     async def take_over_stale(self, *, before: float, now: float, limit: int = 1000) -> list[int]:
         """Escalated requests whose real-time send was lost: claimed to send again."""
 
-    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
-        """(id, class, tag, model, params) of requests to send real time."""
+    async def escalated_params(
+        self, ids: Sequence[int]
+    ) -> list[tuple[int, str, str | None, str, bytes, str]]:
+        """(id, class, tag, model, params, provider) of requests to send real time."""
 
     async def complete(
         self,

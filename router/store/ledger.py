@@ -17,8 +17,9 @@ from .records import LedgerEntry
 
 # The ledger table's columns, in the order of a LedgerRow's values.
 LEDGER_COLUMNS = (
-    "at", "lane", "model", "class", "tag", "request_id", "batch_id", "result_type", "input_tokens",
-    "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "duplicate", "calls",
+    "at", "lane", "provider", "model", "class", "tag", "request_id", "batch_id", "result_type",
+    "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read", "duplicate",
+    "calls",
 )  # fmt: skip
 
 # In LEDGER_COLUMNS' order.
@@ -31,6 +32,7 @@ def ledger_row(e: LedgerEntry) -> LedgerRow:
     return (
         e.at,
         e.lane,
+        e.provider,
         e.model,
         e.latency,
         e.tag,
@@ -54,7 +56,7 @@ class LedgerBuffer:
 
     def __init__(self) -> None:
         self._rows: list[LedgerRow] = []
-        # (lane, model, class, tag, result type, duplicate) -> [at, 5 token counts, calls]
+        # (lane, model, class, tag, result type, duplicate, provider) -> [at, 5 token counts, calls]
         self._sums: dict[tuple[Any, ...], list[Any]] = {}
         self.entries = 0
 
@@ -64,7 +66,7 @@ class LedgerBuffer:
             self._rows.append(ledger_row(e))
             return
         u = e.usage
-        group = (e.lane, e.model, e.latency, e.tag, e.result_type, e.duplicate)
+        group = (e.lane, e.model, e.latency, e.tag, e.result_type, e.duplicate, e.provider)
         s = self._sums.get(group)
         if s is None:
             self._sums[group] = [e.at, u.input, u.output, u.cache_write_5m, u.cache_write_1h, u.cache_read, 1]
@@ -81,9 +83,23 @@ class LedgerBuffer:
     def take(self) -> list[LedgerRow]:
         """The rows gathered so far, emptying the buffer."""
         rows = self._rows
-        for (lane, model, latency, tag, result_type, duplicate), (at, *tokens, calls) in self._sums.items():
+        for group, (at, *tokens, calls) in self._sums.items():
+            lane, model, latency, tag, result_type, duplicate, provider = group
             rows.append(
-                (at, lane, model, latency, tag, None, None, result_type, *tokens, int(duplicate), calls)
+                (
+                    at,
+                    lane,
+                    provider,
+                    model,
+                    latency,
+                    tag,
+                    None,
+                    None,
+                    result_type,
+                    *tokens,
+                    int(duplicate),
+                    calls,
+                )
             )
         self._rows, self._sums, self.entries = [], {}, 0
         return rows

@@ -32,6 +32,7 @@ class NewRequest:
     created_at: float
     deadline_at: float | None
     prefix: Prefix | None = None  # None: the request marks no cacheable prefix
+    provider: str = "anthropic"  # the provider whose batches carry it (router/providers/)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class BatchClaim:
     request_count: int
     body_bytes: int
     ttl_1h: bool = False  # the body is sent with every cache mark at the 1-hour TTL
+    provider: str = "anthropic"
+    model: str | None = None  # the one model of the batch, when the claim took one model only
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class BatchRow:
     submitted_at: float | None
     ended_at: float | None
     next_poll_at: float | None
+    provider: str = "anthropic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,7 @@ class LedgerEntry:
     request_id: int | None = None
     batch_id: int | None = None
     duplicate: bool = False
+    provider: str = "anthropic"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +237,16 @@ def request_id_from(custom_id: str) -> int | None:
 # type and whether the row is from today), in the order both engines select them.
 _TOKEN_SUMS = ("requests", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read")
 LEDGER_TOTAL_FIELDS = ("lane", "model", "duplicate", *_TOKEN_SUMS)
-LEDGER_FIGURE_FIELDS = ("lane", "model", "class", "result_type", "duplicate", "today", *_TOKEN_SUMS)
+LEDGER_FIGURE_FIELDS = (
+    "lane",
+    "model",
+    "class",
+    "result_type",
+    "duplicate",
+    "today",
+    *_TOKEN_SUMS,
+    "provider",
+)
 
 # The keys of history_rows' rows: ledger sums and daily rollups by UTC day (its start, epoch
 # seconds), lane, model, class and tag ('' for none), result type and duplicate flag, with
@@ -248,6 +262,7 @@ HISTORY_FIELDS = (
     *_TOKEN_SUMS,
     "escalated",
     "missed",
+    "provider",
 )
 
 # The keys of cache_figures' rows: ledgered batch results of requests with a prefix key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from router.providers.openai.client import build_client
 from router.providers.openai.errors import InputFileUploadError
 from router.providers.openai.framing import JSONL_FORMAT, BodyLengthError, frame_entry, jsonl_body
 from router.providers.openai.provider import (
@@ -19,6 +20,7 @@ __all__ = [
     "InputFileUploadError",
     "OpenAIProvider",
     "OpenAIRemoteBatch",
+    "build_client",
     "frame_entry",
     "jsonl_body",
 ]

@@ -73,6 +73,15 @@ def _failure_of(batch: Batch) -> str | None:
     return "; ".join(parts)
 
 
+# Batch-level errors about the account's moment, not the file: the same file may pass later.
+_RETRYABLE_FAILURES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "server_error"})
+
+
+def _retryable_failure(batch: Batch) -> bool:
+    data = batch.errors.data if batch.errors is not None else None
+    return bool(data) and all(error.code in _RETRYABLE_FAILURES for error in data or ())
+
+
 def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
     """The engine's view of an OpenAI `Batch`."""
     counts = batch.request_counts
@@ -92,6 +101,7 @@ def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
         ),
         failed=batch.status == "failed",
         failure=_failure_of(batch) if batch.status == "failed" else None,
+        failure_retryable=batch.status == "failed" and _retryable_failure(batch),
         status=batch.status,
         input_file_id=batch.input_file_id,
         output_file_id=batch.output_file_id,
@@ -254,14 +264,20 @@ class OpenAIProvider:
             yield pending
 
     async def discard_results(self, batch: str | RemoteBatch) -> None:
-        """Delete the batch's input, output and error files; a file already gone is fine."""
+        """Delete the batch's input, output and error files; a file already gone is fine.
+        Every file is tried; the first error is raised once all have been."""
         known = await self._files_of(batch)
+        first: openai.OpenAIError | None = None
         for file_id in (known.input_file_id, known.output_file_id, known.error_file_id):
             if file_id is not None:
                 try:
                     await self._client.files.delete(file_id)
                 except openai.NotFoundError:
                     pass
+                except openai.OpenAIError as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
 
     async def _delete_file(self, file_id: str) -> None:
         try:

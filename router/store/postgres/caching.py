@@ -6,7 +6,8 @@ from __future__ import annotations
 # claim_batch with a ClaimSelector. $1 batch, $2 classes (NULL: all), $3 max requests,
 # $4 max bytes of entries, $5 prefix keys in order ('' for none), $6 at most this many of
 # each group (NULL: all), $7 count the 1-hour rewrite's bytes, $8 the bytes an entry adds besides
-# its params and id digits (store/bodies.py: entry_cost). Window functions cannot lock
+# its params and id digits (store/bodies.py: entry_cost), $9 the provider, $10 the model
+# (NULL: any). Window functions cannot lock
 # rows, so the picked rows are locked last (SKIP LOCKED: a row another flusher holds is left
 # out, never taken twice), and the UPDATE checks each is still pending.
 _ENTRY = "size + $8::int + length(id::text) + CASE WHEN $7::boolean THEN ttl_1h_delta ELSE 0 END"
@@ -18,6 +19,7 @@ WITH g AS (
         row_number() OVER (PARTITION BY g.pos ORDER BY r.id) AS nth
     FROM requests r JOIN g ON COALESCE(r.prefix_key, '') = g.prefix
     WHERE r.queue = 'pending' AND ($2::text[] IS NULL OR r.class = ANY($2::text[]))
+        AND r.provider = $9 AND ($10::text IS NULL OR r.model = $10)
 ), picked AS (
     SELECT id, sum({_ENTRY}) OVER (ORDER BY pos, id ROWS UNBOUNDED PRECEDING) AS total
     FROM (SELECT * FROM candidates WHERE $6::int IS NULL OR nth <= $6::int ORDER BY pos, id LIMIT $3) AS c

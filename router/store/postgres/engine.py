@@ -282,6 +282,7 @@ class PostgresStore(FigureOps, OutboxOps):
             [r.created_at for r in unique],
             [r.deadline_at for r in unique],
             [r.params for r in unique],
+            [r.provider for r in unique],
         )
         columns = _columns(ledger)
 
@@ -356,16 +357,25 @@ class PostgresStore(FigureOps, OutboxOps):
         now: float,
         frame: BatchFormat,
         select: ClaimSelector | None = None,
+        provider: str = "anthropic",
+        one_model: bool = False,
     ) -> BatchClaim | None:
         classes = None if latencies is None else list(latencies)
         cost = entry_cost(frame)
 
         async def fn(conn: Conn) -> BatchClaim:
             await conn.execute(sql.CLAIM_MEMORY)
-            batch_id = int(await conn.fetchval(sql.NEW_INTENT, now))
+            model: str | None = None
+            if one_model:
+                model = await conn.fetchval(sql.FIRST_PENDING_MODEL, classes, provider)
+                if model is None:
+                    raise _NothingClaimed
+            batch_id = int(await conn.fetchval(sql.NEW_INTENT, now, provider))
             budget = entries_budget(frame, max_bytes)
             if select is None:
-                row = await conn.fetchrow(sql.CLAIM, batch_id, classes, max_requests, budget, cost)
+                row = await conn.fetchrow(
+                    sql.CLAIM, batch_id, classes, max_requests, budget, cost, provider, model
+                )
             else:
                 row = await conn.fetchrow(
                     caching.CLAIM_SELECTED,
@@ -377,6 +387,8 @@ class PostgresStore(FigureOps, OutboxOps):
                     select.per_group,
                     select.ttl_1h,
                     cost,
+                    provider,
+                    model,
                 )
             count, total = (0, 0) if row is None else row
             if count == 0:
@@ -385,7 +397,14 @@ class PostgresStore(FigureOps, OutboxOps):
             await conn.execute(sql.SET_INTENT_SIZE, batch_id, count, body)
             crash_point("claim.before_commit")
             ttl_1h = select is not None and select.ttl_1h
-            return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body, ttl_1h=ttl_1h)
+            return BatchClaim(
+                batch_id=batch_id,
+                request_count=int(count),
+                body_bytes=body,
+                ttl_1h=ttl_1h,
+                provider=provider,
+                model=model,
+            )
 
         try:
             return await self._run("claim_batch", fn)
@@ -665,9 +684,11 @@ class PostgresStore(FigureOps, OutboxOps):
         won = set(await self._run("take_over_stale", fn))
         return [rid for rid in ids if rid in won]
 
-    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
+    async def escalated_params(
+        self, ids: Sequence[int]
+    ) -> list[tuple[int, str, str | None, str, bytes, str]]:
         rows = await self._fetch("escalated_params", sql.ESCALATED_PARAMS, list(ids))
-        return [(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [(int(r[0]), r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
     async def complete(
         self,

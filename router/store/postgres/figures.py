@@ -32,7 +32,7 @@ OPEN_BATCH_PROGRESS = (
 LEDGER_FIGURES = (
     "SELECT lane, model, class, result_type, duplicate, at >= $1 AS today, sum(calls)::bigint,"
     " sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_write_5m)::bigint,"
-    " sum(cache_write_1h)::bigint, sum(cache_read)::bigint"
+    " sum(cache_write_1h)::bigint, sum(cache_read)::bigint, max(provider)"
     " FROM ledger GROUP BY lane, model, class, result_type, duplicate, today"
 )
 TURNAROUND_BUCKETS = """
@@ -43,25 +43,27 @@ SELECT (SELECT count(*) FROM s), (SELECT COALESCE(sum(seconds), 0.0) FROM s),
 """
 BATCHES_AFTER = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-    " next_poll_at FROM batches WHERE id > $1 ORDER BY id"
+    " next_poll_at, provider FROM batches WHERE id > $1 ORDER BY id"
 )
 LAST_BATCH_ID = "SELECT COALESCE(max(id), 0) FROM batches"
 _TOKENS = "input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read"
 HISTORY_ROWS = f"""
 SELECT day, lane, model, class, tag, result_type, duplicate, sum(calls)::bigint,
     sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_write_5m)::bigint,
-    sum(cache_write_1h)::bigint, sum(cache_read)::bigint, sum(escalated)::bigint, sum(missed)::bigint
+    sum(cache_write_1h)::bigint, sum(cache_read)::bigint, sum(escalated)::bigint, sum(missed)::bigint,
+    max(provider)
 FROM (
     SELECT {DAY_OF.format("at")} AS day, lane, model, COALESCE(class, '') AS class,
         COALESCE(tag, '') AS tag, result_type, duplicate, calls, {_TOKENS},
-        {ESCALATED_CALLS} AS escalated, 0 AS missed
+        {ESCALATED_CALLS} AS escalated, 0 AS missed, provider
     FROM ledger WHERE at >= $1
     UNION ALL
-    SELECT day, lane, model, class, tag, result_type, duplicate, calls, {_TOKENS}, escalated, missed
+    SELECT day, lane, model, class, tag, result_type, duplicate, calls, {_TOKENS}, escalated, missed,
+        provider
     FROM ledger_days WHERE day >= $1
     UNION ALL
     SELECT {DAY_OF.format("finished_at")}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),
-        COALESCE(outcome, ''), 0, 0, 0, 0, 0, 0, 0, 0, 1
+        COALESCE(outcome, ''), 0, 0, 0, 0, 0, 0, 0, 0, 1, provider
     FROM requests WHERE {MISSED_DEADLINE} AND finished_at >= $1
 ) AS h
 GROUP BY day, lane, model, class, tag, result_type, duplicate

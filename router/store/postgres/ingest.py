@@ -120,7 +120,8 @@ WITH retried AS (
     WHERE r.id = ANY($3::bigint[]) AND r.batch_id + 0 = $1 AND r.state = '{states.SUBMITTED}'
 )
 INSERT INTO ledger ({LEDGER_COLUMNS})
-SELECT $2, 'batch', COALESCE(NULLIF(t.reply_model, ''), t.model), t.class, t.tag, t.rid, $1,
+SELECT $2, 'batch', (SELECT provider FROM batches WHERE id = $1),
+    COALESCE(NULLIF(t.reply_model, ''), t.model), t.class, t.tag, t.rid, $1,
     t.rtype, t.input_tokens, t.output_tokens, t.cache_write_5m, t.cache_write_1h, t.cache_read,
     (t.verdict = '{DUPLICATE}')::int, 1
 FROM ingest_lines t WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}') ORDER BY t.rid

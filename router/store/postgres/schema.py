@@ -209,6 +209,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX request_params_key ON request_params (key);
     ALTER TABLE requests DROP CONSTRAINT requests_key_key;
     """,
+    # Providers (router/providers/): each request, batch and ledger row names the provider it
+    # goes to. A claim takes one provider's requests (and, for a provider that wants it, one
+    # model's), read from the pending index without touching the rows.
+    """
+    ALTER TABLE requests ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE batches ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE ledger ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    -- Not in the key: a model belongs to one provider, so a day's key already names it.
+    ALTER TABLE ledger_days ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    DROP INDEX requests_pending;
+    CREATE INDEX requests_pending ON requests (class, id) INCLUDE (size, provider, model)
+        WHERE queue = 'pending';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

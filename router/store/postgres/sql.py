@@ -6,7 +6,7 @@ from .. import ledger
 
 LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
 LEDGER_TYPES = (
-    "float8", "text", "text", "text", "text", "bigint", "bigint", "text",
+    "float8", "text", "text", "text", "text", "text", "bigint", "bigint", "text",
     "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",
 )  # fmt: skip
 # Ledger rows (ledger.LedgerRow), one array per column.
@@ -23,16 +23,17 @@ LEDGER_INSERT = (
 ENQUEUE = """
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::int[],
-                         $7::float8[], $8::float8[], $9::bytea[]) WITH ORDINALITY
-        AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, ord)
+                         $7::float8[], $8::float8[], $9::bytea[], $10::text[]) WITH ORDINALITY
+        AS u(key, class, tag, model, digest, size, created_at, deadline_at, params, provider, ord)
 ), par AS (
     INSERT INTO request_params (id, key, params)
     SELECT nextval('requests_id_seq'), key, params FROM u ORDER BY ord
     ON CONFLICT (key) DO NOTHING
     RETURNING id, key
 ), ins AS (
-    INSERT INTO requests (id, key, class, tag, model, digest, size, state, created_at, deadline_at)
-    SELECT par.id, u.key, u.class, u.tag, u.model, u.digest, u.size, 'pending', u.created_at, u.deadline_at
+    INSERT INTO requests (id, key, class, tag, model, digest, size, state, created_at, deadline_at, provider)
+    SELECT par.id, u.key, u.class, u.tag, u.model, u.digest, u.size, 'pending', u.created_at, u.deadline_at,
+        u.provider
     FROM par JOIN u USING (key) ORDER BY par.id
 )
 SELECT key, id FROM par
@@ -55,11 +56,18 @@ PENDING_STATS = (
 )
 
 NEW_INTENT = (
-    "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES ('creating', 0, 0, $1)"
-    " RETURNING id"
+    "INSERT INTO batches (state, request_count, body_bytes, created_at, provider)"
+    " VALUES ('creating', 0, 0, $1, $2) RETURNING id"
+)
+# The model of the oldest pending request of a claim's scope ($1 classes, $2 provider): a
+# provider that takes one model per batch claims that model's requests.
+FIRST_PENDING_MODEL = (
+    "SELECT model FROM requests WHERE queue = 'pending' AND ($1::text[] IS NULL OR class = ANY($1::text[]))"
+    " AND provider = $2 ORDER BY id LIMIT 1"
 )
 # $1 batch, $2 classes (NULL: all), $3 max requests, $4 max bytes of entries, $5 the bytes
-# an entry adds besides its params and id digits (store/bodies.py: entry_cost). The oldest
+# an entry adds besides its params and id digits (store/bodies.py: entry_cost), $6 the
+# provider, $7 the model (NULL: any). The oldest
 # pending rows no other transaction holds (SKIP LOCKED: two flushers never take one row),
 # as many as fit the byte budget in id order. Each locked row is updated where it lies, by
 # its ctid (a row this transaction holds cannot move), in id order: no index probe a row,
@@ -72,6 +80,7 @@ WITH picked AS (
                OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS total
     FROM (SELECT ctid, id, size FROM requests
           WHERE queue = 'pending' AND ($2::text[] IS NULL OR class = ANY($2::text[]))
+              AND provider = $6 AND ($7::text IS NULL OR model = $7)
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AS p
 ), claimed AS (
     UPDATE requests r SET state = 'submitting', batch_id = $1
@@ -108,7 +117,7 @@ CLOSE_RELEASED = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'r
 UPDATE_BATCH = "UPDATE batches SET {sets} WHERE id = $1"  # sets: "name = $2, ..." of allowed names
 OPEN_BATCHES = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-    " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
+    " next_poll_at, provider FROM batches WHERE state <> 'done' ORDER BY id"
 )
 UNANSWERED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitted'"
 BATCH_DONE = "UPDATE batches SET state = 'done', ended_at = COALESCE(ended_at, $2) WHERE id = $1"
@@ -163,7 +172,8 @@ FROM unnest($2::bigint[], $3::float8[]) AS u(id, at)
 WHERE r.id = u.id AND r.state = 'escalated' AND r.escalated_at = u.at RETURNING r.id
 """
 ESCALATED_PARAMS = (
-    "SELECT r.id, r.class, r.tag, r.model, p.params FROM requests r JOIN request_params p ON p.id = r.id"
+    "SELECT r.id, r.class, r.tag, r.model, p.params, r.provider FROM requests r"
+    " JOIN request_params p ON p.id = r.id"
     " WHERE r.id = ANY($1::bigint[])"
 )
 COMPLETE = """
@@ -249,16 +259,17 @@ _ADD_TO_DAY = f" ON CONFLICT ({_DAY_KEY}) DO UPDATE SET " + ", ".join(
     f"{c} = ledger_days.{c} + excluded.{c}" for c in _DAY_SUMS
 )
 ROLL_UP_LEDGER = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, {', '.join(_DAY_SUMS)})"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, {', '.join(_DAY_SUMS)})"
     f" SELECT {DAY_OF.format('at')}, lane, model, COALESCE(class, ''), COALESCE(tag, ''), result_type,"
-    " duplicate, sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_write_5m),"
+    " duplicate, max(provider), sum(calls), sum(input_tokens), sum(output_tokens), sum(cache_write_5m),"
     f" sum(cache_write_1h), sum(cache_read), sum({ESCALATED_CALLS}), 0"
     f" FROM ledger WHERE at < $1 GROUP BY 1, 2, 3, 4, 5, 6, 7{_ADD_TO_DAY}"
 )
 ROLL_UP_MISSED = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, missed)"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, missed)"
     f" SELECT {DAY_OF.format('finished_at')}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),"
-    f" COALESCE(outcome, ''), 0, count(*) FROM requests WHERE {PURGEABLE} AND {MISSED_DEADLINE}"
+    f" COALESCE(outcome, ''), 0, max(provider), count(*) FROM requests"
+    f" WHERE {PURGEABLE} AND {MISSED_DEADLINE}"
     f" GROUP BY 1, 2, 3, 4, 5, 6{_ADD_TO_DAY}"
 )
 

@@ -75,21 +75,23 @@ class DeadlineOps(Connections):
                     won.append(int(rid))
         return won
 
-    async def escalated_params(self, ids: Sequence[int]) -> list[tuple[int, str, str | None, str, bytes]]:
-        """(id, class, tag, model, params) of requests to send real time.
+    async def escalated_params(
+        self, ids: Sequence[int]
+    ) -> list[tuple[int, str, str | None, str, bytes, str]]:
+        """(id, class, tag, model, params, provider) of requests to send real time.
 
         No state filter: the final write is guarded on `escalated`, and a filter here would
         wrongly skip a request whose escalation this read does not see yet.
         """
-        out: list[tuple[int, str, str | None, str, bytes]] = []
+        out: list[tuple[int, str, str | None, str, bytes, str]] = []
         for part in chunks(ids):
             marks = ",".join("?" * len(part))
             async with self._reader.execute(
-                f"SELECT r.id, r.class, r.tag, r.model, p.params FROM requests r"
+                f"SELECT r.id, r.class, r.tag, r.model, p.params, r.provider FROM requests r"
                 f" JOIN request_params p ON p.id = r.id WHERE r.id IN ({marks})",
                 part,
             ) as cur:
-                out.extend((int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in await cur.fetchall())
+                out.extend((int(r[0]), r[1], r[2], r[3], bytes(r[4]), r[5]) for r in await cur.fetchall())
         return out
 
     async def complete(

@@ -30,18 +30,20 @@ TOKENS = "input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_rea
 HISTORY_ROWS = f"""
 SELECT day, lane, model, class, tag, result_type, duplicate, SUM(calls), SUM(input_tokens),
     SUM(output_tokens), SUM(cache_write_5m), SUM(cache_write_1h), SUM(cache_read), SUM(escalated),
-    SUM(missed)
+    SUM(missed), MAX(provider)
 FROM (
     SELECT {DAY_OF.format("at")} AS day, lane, model, COALESCE(class, '') AS class,
         COALESCE(tag, '') AS tag, result_type, duplicate, calls, {TOKENS},
-        {ESCALATED_CALLS} AS escalated, 0 AS missed
+        {ESCALATED_CALLS} AS escalated, 0 AS missed, provider
     FROM ledger WHERE at >= ?1
     UNION ALL
-    SELECT day, lane, model, class, tag, result_type, duplicate, calls, {TOKENS}, escalated, missed
+    SELECT day, lane, model, class, tag, result_type, duplicate, calls, {TOKENS}, escalated, missed,
+        provider
     FROM ledger_days WHERE day >= ?1
     UNION ALL
     SELECT {DAY_OF.format("finished_at")}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),
-        COALESCE(outcome, ''), 0, 0, 0, 0, 0, 0, 0, 0, 1
+        COALESCE(outcome, ''), 0, 0, 0, 0, 0, 0, 0, 0, 1,
+        (SELECT provider FROM requests p WHERE p.id = requests_now.id)
     FROM requests_now WHERE {MISSED_DEADLINE} AND finished_at >= ?1
 )
 GROUP BY day, lane, model, class, tag, result_type, duplicate

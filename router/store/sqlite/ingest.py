@@ -203,11 +203,11 @@ WHERE id IN (SELECT rid FROM ingest_lines WHERE verdict = '{RETRY}')
 # index grows in order.
 _LEDGER = f"""
 INSERT OR IGNORE INTO ledger (at, lane, model, class, tag, request_id, batch_id, result_type,
-    input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate)
+    input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, duplicate, provider)
 SELECT NEW.now, 'batch', COALESCE(NULLIF(t.reply_model, ''), t.model), t.class, t.tag, t.rid,
     NEW.batch_id,
     t.rtype, t.input_tokens, t.output_tokens, t.cache_write_5m, t.cache_write_1h, t.cache_read,
-    t.verdict = '{DUPLICATE}'
+    t.verdict = '{DUPLICATE}', (SELECT provider FROM batches WHERE id = NEW.batch_id)
 FROM ingest_lines t
 WHERE t.verdict IN ('{FINAL}', '{RETRY}', '{DUPLICATE}')
 ORDER BY t.rid

@@ -34,16 +34,17 @@ _ADD_TO_DAY = f" ON CONFLICT ({_DAY_KEY}) DO UPDATE SET " + ", ".join(
 )
 # WHERE comes before GROUP BY, so SQLite cannot read ON CONFLICT as a join's ON.
 ROLL_UP_LEDGER = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, {', '.join(_SUMS)})"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, {', '.join(_SUMS)})"
     f" SELECT {DAY_OF.format('at')}, lane, model, COALESCE(class, ''), COALESCE(tag, ''), result_type,"
-    " duplicate, SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m),"
+    " duplicate, max(provider), SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m),"
     f" SUM(cache_write_1h), SUM(cache_read), SUM({ESCALATED_CALLS}), 0"
     f" FROM ledger WHERE at < ? GROUP BY 1, 2, 3, 4, 5, 6, 7{_ADD_TO_DAY}"
 )
 ROLL_UP_MISSED = (
-    f"INSERT INTO ledger_days ({_DAY_KEY}, missed)"
+    f"INSERT INTO ledger_days ({_DAY_KEY}, provider, missed)"
     f" SELECT {DAY_OF.format('finished_at')}, {ANSWERED_BY}, model, class, COALESCE(tag, ''),"
-    f" COALESCE(outcome, ''), 0, COUNT(*) FROM requests WHERE {_PURGEABLE} AND {MISSED_DEADLINE}"
+    f" COALESCE(outcome, ''), 0, max(provider), COUNT(*) FROM requests"
+    f" WHERE {_PURGEABLE} AND {MISSED_DEADLINE}"
     f" GROUP BY 1, 2, 3, 4, 5, 6{_ADD_TO_DAY}"
 )
 

@@ -242,6 +242,18 @@ MIGRATIONS: tuple[str, ...] = (
     -- A tag's requests by id: tag and id never change, so no state change touches this index.
     CREATE INDEX requests_by_tag ON requests (tag, id) WHERE tag IS NOT NULL;
     """,
+    # Providers (router/providers/): each request, batch and ledger row names the provider it
+    # goes to. A claim takes one provider's requests (and, for a provider that wants it, one
+    # model's), read from the pending index without touching the rows.
+    """
+    ALTER TABLE requests ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE batches ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    ALTER TABLE ledger ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    -- Not in the key: a model belongs to one provider, so a day's key already names it.
+    ALTER TABLE ledger_days ADD COLUMN provider TEXT NOT NULL DEFAULT 'anthropic';
+    DROP INDEX requests_pending;
+    CREATE INDEX requests_pending ON requests (class, id, size, provider, model) WHERE state = 'pending';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

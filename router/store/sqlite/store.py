@@ -270,6 +270,7 @@ class Store(
                     r.prefix.key if r.prefix is not None else None,
                     r.prefix.tokens if r.prefix is not None else None,
                     r.prefix.ttl_1h_delta if r.prefix is not None else 0,
+                    r.provider,
                 )
             )
         try:  # BEGIN inside: a cancelled BEGIN may still have run
@@ -281,8 +282,8 @@ class Store(
                 await w.executemany(
                     # params live in request_params, so state changes rewrite small rows.
                     "INSERT INTO requests (key, class, tag, model, params, digest, size, state, created_at,"
-                    " deadline_at, prefix_key, prefix_tokens, ttl_1h_delta)"
-                    " VALUES (?,?,?,?,x'',?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                    " deadline_at, prefix_key, prefix_tokens, ttl_1h_delta, provider)"
+                    " VALUES (?,?,?,?,x'',?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
                     rows,
                 )
                 found: dict[str, tuple[int, bytes, str, float | None]] = {}
@@ -347,6 +348,8 @@ class Store(
         now: float,
         frame: BatchFormat,
         select: ClaimSelector | None = None,
+        provider: str = "anthropic",
+        one_model: bool = False,
     ) -> BatchClaim | None:
         """Move the oldest pending requests that fit one batch (or those `select` picks) to
         `submitting` under a new batch row.
@@ -355,6 +358,11 @@ class Store(
         after the call can be reconciled instead of blindly resubmitted.
         """
         where, args = _class_filter(latencies)
+        where += " AND provider = ?"
+        args = (*args, provider)
+        scope = (where, args)
+        if one_model:
+            where += " AND model = ?"
         entry = f"size + {entry_cost(frame):d} + length(id)"
         if select is not None and select.ttl_1h:
             entry += " + ttl_1h_delta"
@@ -394,9 +402,24 @@ class Store(
             w = self._writer
             try:  # BEGIN inside: a cancelled BEGIN may still have run
                 await w.execute("BEGIN IMMEDIATE")
+                model: str | None = None
+                if one_model:  # the model of the oldest pending request in scope
+                    async with w.execute(
+                        f"SELECT model FROM requests WHERE state = 'pending'{scope[0]} ORDER BY id LIMIT 1",
+                        scope[1],
+                    ) as c:
+                        first = await c.fetchone()
+                    if first is None:
+                        await rollback(w)
+                        return None
+                    model = str(first[0])
+                    pick_args = _with_model(
+                        pick_args, len(scope[1]) + (1 if select is not None else 0), model
+                    )
                 cur = await w.execute(
-                    "INSERT INTO batches (state, request_count, body_bytes, created_at) VALUES (?, 0, 0, ?)",
-                    (states.B_CREATING, now),
+                    "INSERT INTO batches (state, request_count, body_bytes, created_at, provider)"
+                    " VALUES (?, 0, 0, ?, ?)",
+                    (states.B_CREATING, now, provider),
                 )
                 batch_id = cur.lastrowid
                 assert batch_id is not None
@@ -424,7 +447,14 @@ class Store(
                 await rollback(w)
                 raise
         ttl_1h = select is not None and select.ttl_1h
-        return BatchClaim(batch_id=batch_id, request_count=int(count), body_bytes=body, ttl_1h=ttl_1h)
+        return BatchClaim(
+            batch_id=batch_id,
+            request_count=int(count),
+            body_bytes=body,
+            ttl_1h=ttl_1h,
+            provider=provider,
+            model=model,
+        )
 
     async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time.
@@ -494,7 +524,7 @@ class Store(
     async def open_batches(self) -> list[BatchRow]:
         async with self._reader.execute(
             "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-            " next_poll_at FROM batches WHERE state <> 'done' ORDER BY id"
+            " next_poll_at, provider FROM batches WHERE state <> 'done' ORDER BY id"
         ) as cur:
             return [BatchRow(*r) for r in await cur.fetchall()]
 
@@ -716,7 +746,8 @@ class Store(
         rows = await self._reader.execute_fetchall(
             "SELECT lane, model, class, result_type, duplicate, at >= ? AS today, SUM(calls),"
             " SUM(input_tokens), SUM(output_tokens), SUM(cache_write_5m), SUM(cache_write_1h),"
-            " SUM(cache_read) FROM ledger GROUP BY lane, model, class, result_type, duplicate, today",
+            " SUM(cache_read), MAX(provider) FROM ledger"
+            " GROUP BY lane, model, class, result_type, duplicate, today",
             (today_since,),
         )
         return [dict(zip(LEDGER_FIGURE_FIELDS, r, strict=True)) for r in rows]
@@ -738,7 +769,7 @@ class Store(
         """Batch rows with an id above `after_id` (the ones a flush in progress made), any state."""
         async with self._reader.execute(
             "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
-            " next_poll_at FROM batches WHERE id > ? ORDER BY id",
+            " next_poll_at, provider FROM batches WHERE id > ? ORDER BY id",
             (after_id,),
         ) as cur:
             return [BatchRow(*r) for r in await cur.fetchall()]
@@ -747,6 +778,12 @@ class Store(
     async def last_batch_id(self) -> int:
         ((last,),) = await self._reader.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM batches")
         return int(last)
+
+
+def _with_model(args: tuple[Any, ...], at: int, model: str) -> tuple[Any, ...]:
+    """A claim's arguments with the model's placeholder value put in at `at` (after the
+    scope's class and provider values)."""
+    return (*args[:at], model, *args[at:])
 
 
 def _class_filter(latencies: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
