@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anthropic
 from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
@@ -32,6 +32,10 @@ from .prefix import identify
 from .pricing import PriceTable
 from .providers.anthropic.limits import check_realtime_size
 from .providers.anthropic.provider import AnthropicProvider
+from .providers.base import Provider
+from .providers.openai.dropin import OpenAIDropIn
+from .providers.openai.params import batch_params as openai_batch_params
+from .providers.openai.standin import build_openai_client, openai_provider
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -47,6 +51,9 @@ from .store import (
 )
 from .watcher import CompletionListener, CompletionWatcher
 from .webhooks import Dispatcher, outbox_policy
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 log = get_logger(__name__)
 
@@ -76,6 +83,7 @@ class Router:
         clock: Clock | None = None,
         scheduler: bool | None = None,
         create_store: bool = True,
+        openai_client: AsyncOpenAI | None = None,  # STAND-IN (wt-oaengine contract): see openai_client
     ) -> None:
         """`create_store=False` opens an existing database only: a missing one is a StoreError
         and nothing is created (the CLI's status, report, results and purge)."""
@@ -83,6 +91,9 @@ class Router:
         self.policy = Policy(self.config)
         self.clock: Clock = clock or time.time
         self._given_client = anthropic
+        self._given_openai = openai_client  # STAND-IN (wt-oaengine contract)
+        self._openai_client: AsyncOpenAI | None = None  # STAND-IN (wt-oaengine contract)
+        self._openai_provider: Provider | None = None  # STAND-IN (wt-oaengine contract)
         self._client: AsyncAnthropic | None = None
         self._provider: AnthropicProvider | None = None
         self._store: StoreEngine | None = None
@@ -221,6 +232,11 @@ class Router:
             await self._client.close()
         self._client = None
         self._provider = None
+        # STAND-IN (wt-oaengine contract): the OpenAI client this Router built.
+        if self._openai_client is not None and self._given_openai is None:
+            await self._openai_client.close()
+        self._openai_client = None
+        self._openai_provider = None
 
     async def quiesce(self) -> None:
         """Stop the scheduler starting jobs, then wait for a flush or poll already running here to
@@ -251,6 +267,43 @@ class Router:
     def provider(self) -> AnthropicProvider:
         """The provider the engine (flush, poll, reconcile, escalation) works through."""
         return _opened(self._provider)
+
+    @property
+    def openai(self) -> OpenAIDropIn:
+        """`client.openai`: an `openai.AsyncOpenAI` for chat completions, routed by latency
+        class like `client.messages` (router/providers/openai/dropin.py)."""
+        _opened(self._store)
+        return OpenAIDropIn(self)
+
+    # ---- STAND-IN for the wt-oaengine contract (Router.providers, Router.openai_client,
+    # _deferred_ticket(provider=...)): the lead keeps wt-oaengine's at merge.
+    @property
+    def openai_client(self) -> AsyncOpenAI:
+        """The `openai.AsyncOpenAI` of this Router (OPENAI_API_KEY, OPENAI_BASE_URL)."""
+        _opened(self._store)
+        if self._openai_client is None:
+            if self._given_openai is not None:
+                self._openai_client = self._given_openai
+            else:
+                if not os.environ.get("OPENAI_API_KEY"):
+                    raise RouterError(
+                        "OpenAI is not configured: set OPENAI_API_KEY (and [providers.openai] base_url"
+                        " or OPENAI_BASE_URL for another endpoint)"
+                    )
+                self._openai_client = build_openai_client()
+        return self._openai_client
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        """Every configured provider by name."""
+        found: dict[str, Provider] = {"anthropic": self.provider}
+        if self._given_openai is not None or os.environ.get("OPENAI_API_KEY"):
+            if self._openai_provider is None:
+                self._openai_provider = openai_provider(self.openai_client)
+            found["openai"] = self._openai_provider
+        return found
+
+    # ---- end of STAND-IN
 
     @property
     def models(self) -> AsyncModels:
@@ -496,11 +549,16 @@ class Router:
         return True
 
     async def _deferred_ticket(
-        self, kwargs: dict[str, Any], cls: LatencyClass, tag: str | None, key: str | None
+        self,
+        kwargs: dict[str, Any],
+        cls: LatencyClass,
+        tag: str | None,
+        key: str | None,
+        provider: str = "anthropic",  # STAND-IN (wt-oaengine contract): the row keeps no provider yet
     ) -> Ticket:
-        params = batch_params(kwargs)
+        params = openai_batch_params(kwargs) if provider == "openai" else batch_params(kwargs)
         body = serialize(params)
-        frame = self.provider.batch_format
+        frame = self.providers[provider].batch_format
         limit = entries_budget(frame, self.config.batch.max_bytes)
         if entry_bytes(frame, 10**12, len(body)) > limit:
             raise InvalidRequestError(

@@ -39,6 +39,8 @@ JSONL_FORMAT = BatchFormat(
     body_tail=b"\n",
     separator=b"\n",
     entry_overhead=len(_ENTRY_HEAD) + len(_ENTRY_MIDDLE) + len(_ENTRY_TAIL),
+    entry_head=_ENTRY_HEAD + b"%s" + _ENTRY_MIDDLE,
+    entry_tail=_ENTRY_TAIL,
 )
 
 

@@ -166,13 +166,14 @@ class OpenAIProvider:
     async def cancel_batch(self, api_id: str) -> None:
         await self._client.batches.cancel(api_id)
 
-    async def _files_of(self, batch: RemoteBatch) -> OpenAIRemoteBatch:
+    async def _files_of(self, batch: RemoteBatch | str) -> OpenAIRemoteBatch:
         if isinstance(batch, OpenAIRemoteBatch):
             return batch
-        return remote_batch(await self._client.batches.retrieve(batch.id))
+        api_id = batch if isinstance(batch, str) else batch.id  # the engine passes the id only
+        return remote_batch(await self._client.batches.retrieve(api_id))
 
     @asynccontextmanager
-    async def result_lines(self, batch: RemoteBatch) -> AsyncIterator[AsyncIterator[list[bytes]]]:
+    async def result_lines(self, batch: RemoteBatch | str) -> AsyncIterator[AsyncIterator[list[bytes]]]:
         """The output file's lines, then the error file's, as canonical lines in blocks."""
         known = await self._files_of(batch)
         blocks = self._blocks([known.output_file_id, known.error_file_id])
@@ -211,7 +212,7 @@ class OpenAIProvider:
         if pending.strip():
             yield pending
 
-    async def discard_results(self, batch: RemoteBatch) -> None:
+    async def discard_results(self, batch: RemoteBatch | str) -> None:
         """Delete the batch's input, output and error files; a file already gone is fine."""
         known = await self._files_of(batch)
         for file_id in (known.input_file_id, known.output_file_id, known.error_file_id):
