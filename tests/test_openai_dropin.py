@@ -5,7 +5,9 @@ The real `openai` SDK (strict validation) over HTTP to the emulator, real SQLite
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -14,9 +16,14 @@ import pytest
 from openai import AsyncStream
 from openai.types.chat import ChatCompletion
 
+import router.client as client_module
 from router import InvalidRequestError, Router, RouterConfig
+from router.config import load_config
 from router.emulator import Emulator
-from tests.helpers import ask
+from router.errors import ConfigError
+from router.policy import Policy, format_effective_policy
+from router.providers.openai import OpenAIProvider
+from tests.helpers import ask, run_batches, stored
 
 GPT = "gpt-5.4-mini"
 
@@ -172,3 +179,162 @@ async def test_submit_stores_the_chat_completions_body(router: Router) -> None:
     assert (row.state, row.tag, row.model) == ("pending", "nightly", GPT)
     with pytest.raises(InvalidRequestError, match="is real time; submit"):
         await router.openai.chat.completions.submit(**chat("x"), latency="realtime")
+
+
+# ---------------------------------------------------------------- the deferred lane, end to end
+
+
+@pytest.fixture
+async def oa_engine(
+    config: RouterConfig,
+    sdk: anthropic.AsyncAnthropic,
+    oai: openai.AsyncOpenAI,
+    emulator: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Router]:
+    """A Router whose engine (flush, poll, watch) works through the OpenAI provider.
+
+    STAND-IN for wt-oaengine's engine, which picks each row's provider: on this branch the
+    engine has one provider, so these tests give it OpenAI's. At merge the plain `router`
+    fixture serves them.
+    """
+    monkeypatch.setattr(client_module, "AnthropicProvider", lambda _client: OpenAIProvider(oai))
+    async with Router(config, anthropic=sdk, openai_client=oai, clock=emulator.clock.now) as client:
+        yield client
+
+
+async def test_a_deferred_create_returns_the_chat_completion_of_a_direct_call(
+    oa_engine: Router, oai: openai.AsyncOpenAI, emulator: Emulator
+) -> None:
+    call = asyncio.create_task(
+        oa_engine.openai.chat.completions.create(**chat("Later, please."), latency="daily")
+    )
+    await stored(oa_engine, 1)
+    assert emulator.journal == []  # nothing sent before the flush
+    await run_batches(oa_engine, emulator)
+    routed = await asyncio.wait_for(call, 10)
+    direct = await oai.chat.completions.create(**chat("Later, please."))
+    assert type(routed) is ChatCompletion
+    assert shape(routed) == shape(direct)
+
+
+async def test_submit_then_results_wait_by_key(oa_engine: Router, emulator: Emulator) -> None:
+    ticket = await oa_engine.openai.chat.completions.submit(**chat("Keyed."), latency="daily", key="k-1")
+    assert ticket.created
+    await run_batches(oa_engine, emulator)
+    completion = await oa_engine.results.wait("k-1", timeout=10)
+    assert isinstance(completion, ChatCompletion)
+    assert completion.model == GPT and completion.choices[0].message.content
+
+
+async def test_a_failed_deferred_request_raises_what_real_time_raises(
+    oa_engine: Router, oai: openai.AsyncOpenAI, emulator: Emulator
+) -> None:
+    text = "[emulator:error=invalid_request_error]"
+    with pytest.raises(openai.BadRequestError) as direct:
+        await oai.chat.completions.create(**chat(text))
+    call = asyncio.create_task(oa_engine.openai.chat.completions.create(**chat(text), latency="daily"))
+    await stored(oa_engine, 1)
+    await run_batches(oa_engine, emulator)
+    with pytest.raises(openai.BadRequestError) as deferred:
+        await asyncio.wait_for(call, 10)
+    assert deferred.value.status_code == direct.value.status_code == 400
+    assert deferred.value.type == direct.value.type == "invalid_request_error"
+
+
+async def test_map_yields_every_key_with_its_outcome(oa_engine: Router, emulator: Emulator) -> None:
+    items = [
+        chat("one", key="m-1"),
+        chat("two", key="m-2"),
+        {"model": GPT, "messages": [{"role": "user", "content": "x"}], "key": "bad", "system": "s"},
+        chat("[emulator:error=invalid_request_error]", key="m-err"),
+    ]
+    results: dict[str, object] = {}
+
+    async def consume() -> None:
+        async for key, outcome in oa_engine.openai.chat.completions.map(items, latency="daily"):
+            results[key] = outcome
+
+    task = asyncio.create_task(consume())
+    await stored(oa_engine, 3)
+    await run_batches(oa_engine, emulator)
+    await asyncio.wait_for(task, 10)
+    assert isinstance(results["m-1"], ChatCompletion) and isinstance(results["m-2"], ChatCompletion)
+    assert isinstance(results["m-err"], openai.BadRequestError)
+    assert isinstance(results["bad"], InvalidRequestError)
+    assert "AsyncCompletions.create() got an unexpected keyword argument 'system'" in str(results["bad"])
+    with pytest.raises(InvalidRequestError, match="is real time; map"):
+        oa_engine.openai.chat.completions.map(items, latency="realtime")
+
+
+# ---------------------------------------------------------------- rules by provider and model
+
+
+RULES = """
+[[rules]]
+tag = "bulk-*"
+provider = "openai"
+class = "weekly"
+
+[[rules]]
+model = "gpt-5*"
+class = "daily"
+
+[[rules]]
+provider = "anthropic"
+tag = "bulk-*"
+class = "hourly"
+"""
+
+
+@pytest.fixture
+def rules_config(db_path: Path, emulator: Emulator) -> RouterConfig:
+    return RouterConfig.from_toml_text(RULES).with_store(str(db_path)).with_base_url(emulator.url)
+
+
+async def test_rules_route_by_provider_and_model_glob(
+    rules_config: RouterConfig, sdk: anthropic.AsyncAnthropic, oai: openai.AsyncOpenAI, emulator: Emulator
+) -> None:
+    async with Router(rules_config, anthropic=sdk, openai_client=oai, clock=emulator.clock.now) as client:
+        completions = client.openai.chat.completions
+        assert (await completions.submit(**chat("a"), tag="bulk-1")).latency == "weekly"
+        assert (await completions.submit(**chat("b"))).latency == "daily"  # model glob, no tag
+        # The Anthropic side: its own provider rule; an untagged Claude call gets the default.
+        assert (await client.messages.submit(**ask("c"), tag="bulk-1")).latency == "hourly"
+        with pytest.raises(InvalidRequestError, match="is real time; submit"):
+            await client.messages.submit(**ask("d"))
+        # A model no rule names on the OpenAI side goes real time (the default class).
+        reply = await completions.create(model="o4-mini", messages=[{"role": "user", "content": "e"}])
+        assert isinstance(reply, ChatCompletion)
+    policy = Policy(rules_config)
+    assert policy.resolve(None, "bulk-1", "gpt-4o", provider="openai").name == "weekly"
+    assert policy.resolve(None, None, "gpt-5.4", provider="anthropic").name == "daily"
+    assert policy.resolve(None, "bulk-1", "claude-haiku-4-5").name == "hourly"
+
+
+def test_validate_shows_the_provider_column(rules_config: RouterConfig) -> None:
+    text = format_effective_policy(rules_config, "rules.toml")
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith(("rule ", "rules["))]
+    assert rows == [
+        ["rule", "tag", "model", "provider", "->", "class"],
+        ["rules[0]", "bulk-*", "*", "openai", "weekly"],
+        ["rules[1]", "*", "gpt-5*", "*", "daily"],
+        ["rules[2]", "bulk-*", "*", "anthropic", "hourly"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        ('[[rules]]\nclass = "daily"\n', "rules[0].tag", "a rule needs at least one"),
+        ('[[rules]]\nprovider = "gemini"\nclass = "daily"\n', "rules[0].provider", "matches no provider"),
+        ('[[rules]]\nprovider = 5\nclass = "daily"\n', "rules[0].provider", 'a provider glob like "openai"'),
+    ],
+)
+def test_a_bad_rule_names_the_file_and_key(tmp_path: Path, text: str, where: str, problem: str) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message and where in message and problem in message
