@@ -12,9 +12,9 @@ from router.providers.base import Provider
 from router.providers.openai.provider import OpenAIProvider
 
 
-def build_openai_client() -> openai.AsyncOpenAI:
-    """The SDK client from OPENAI_API_KEY and OPENAI_BASE_URL (the SDK reads both)."""
-    return openai.AsyncOpenAI()
+def build_openai_client(base_url: str | None = None, api_key: str | None = None) -> openai.AsyncOpenAI:
+    """The SDK client; what is not given comes from OPENAI_BASE_URL and OPENAI_API_KEY."""
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
 
 
 def openai_provider(client: openai.AsyncOpenAI) -> Provider:
