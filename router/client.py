@@ -33,9 +33,6 @@ from .pricing import PriceTable
 from .providers.anthropic.limits import check_realtime_size
 from .providers.anthropic.provider import AnthropicProvider
 from .providers.base import Provider
-from .providers.openai.dropin import OpenAIDropIn
-from .providers.openai.params import batch_params as openai_batch_params
-from .providers.openai.standin import build_openai_client, openai_provider
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -54,6 +51,8 @@ from .webhooks import Dispatcher, outbox_policy
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
+
+    from .providers.openai.dropin import OpenAIDropIn
 
 log = get_logger(__name__)
 
@@ -272,6 +271,8 @@ class Router:
     def openai(self) -> OpenAIDropIn:
         """`client.openai`: an `openai.AsyncOpenAI` for chat completions, routed by latency
         class like `client.messages` (router/providers/openai/dropin.py)."""
+        from .providers.openai.dropin import OpenAIDropIn  # loads the openai SDK on first use
+
         _opened(self._store)
         return OpenAIDropIn(self)
 
@@ -290,6 +291,8 @@ class Router:
                         "OpenAI is not configured: set OPENAI_API_KEY (and [providers.openai] base_url"
                         " or OPENAI_BASE_URL for another endpoint)"
                     )
+                from .providers.openai.standin import build_openai_client
+
                 self._openai_client = build_openai_client()
         return self._openai_client
 
@@ -299,6 +302,8 @@ class Router:
         found: dict[str, Provider] = {"anthropic": self.provider}
         if self._given_openai is not None or os.environ.get("OPENAI_API_KEY"):
             if self._openai_provider is None:
+                from .providers.openai.standin import openai_provider
+
                 self._openai_provider = openai_provider(self.openai_client)
             found["openai"] = self._openai_provider
         return found
@@ -556,7 +561,12 @@ class Router:
         key: str | None,
         provider: str = "anthropic",  # STAND-IN (wt-oaengine contract): the row keeps no provider yet
     ) -> Ticket:
-        params = openai_batch_params(kwargs) if provider == "openai" else batch_params(kwargs)
+        if provider == "openai":
+            from .providers.openai.params import batch_params as openai_batch_params
+
+            params = openai_batch_params(kwargs)
+        else:
+            params = batch_params(kwargs)
         body = serialize(params)
         frame = self.providers[provider].batch_format
         limit = entries_budget(frame, self.config.batch.max_bytes)

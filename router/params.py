@@ -15,7 +15,7 @@ from anthropic._utils._json import openapi_dumps
 
 from .errors import InvalidRequestError
 from .providers.anthropic.cache_rules import CacheControlError, check_cache_control
-from .providers.keywords import ANTHROPIC_CREATE, OPENAI_CREATE, check_sdk_keywords
+from .providers.keywords import ANTHROPIC_CREATE, check_sdk_keywords, openai_create
 
 # Every keyword the installed SDK's messages.create takes, so the router follows the SDK.
 SDK_CREATE_KEYWORDS: frozenset[str] = ANTHROPIC_CREATE.keywords
@@ -47,7 +47,7 @@ def check_call_keywords(kwargs: Mapping[str, Any], method: str) -> None:
         kwargs,
         method=ANTHROPIC_CREATE.qualname if method == "create" else method,
         known=SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS,
-        foreign=OPENAI_CREATE.keywords - SDK_CREATE_KEYWORDS,
+        foreign=lambda: openai_create().keywords - SDK_CREATE_KEYWORDS,
     )
 
 

@@ -12,18 +12,18 @@ carries over (`system`, `top_k`, the legacy `max_tokens_to_sample`) reads exactl
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from anthropic.resources.messages.messages import AsyncMessages
-from openai.resources.chat.completions import AsyncCompletions
 
 __all__ = [
     "ANTHROPIC_CREATE",
-    "OPENAI_CREATE",
     "SdkMethod",
     "check_sdk_keywords",
+    "openai_create",
 ]
 
 
@@ -38,7 +38,15 @@ class SdkMethod:
 
 
 ANTHROPIC_CREATE = SdkMethod(AsyncMessages.create)  # "AsyncMessages.create"
-OPENAI_CREATE = SdkMethod(AsyncCompletions.create)  # "AsyncCompletions.create"
+
+
+@functools.cache
+def openai_create() -> SdkMethod:
+    """`chat.completions.create` of the `openai` SDK ("AsyncCompletions.create"); imported on
+    first use, so that a Router that only talks to Anthropic never loads the SDK."""
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return SdkMethod(AsyncCompletions.create)
 
 
 def check_sdk_keywords(
@@ -46,18 +54,18 @@ def check_sdk_keywords(
     *,
     method: str,
     known: Iterable[str],
-    foreign: frozenset[str] = frozenset(),
+    foreign: Callable[[], frozenset[str]] = frozenset,
     hints: bool = True,
 ) -> None:
     """Raise ``TypeError("<method>() got an unexpected keyword argument '<name>'")`` for the
-    first keyword not in `known`; with `hints`, a typo of a known one (not a `foreign` SDK's
-    keyword) gets ``; did you mean '<known>'?`` after it."""
+    first keyword not in `known`; with `hints`, a typo of a known one (not one of the
+    `foreign()` SDK's keywords, computed only then) gets ``; did you mean '<known>'?`` after it."""
     allowed = frozenset(known)
     for name in kwargs:
         if name in allowed:
             continue
         message = f"{method}() got an unexpected keyword argument {name!r}"
-        if hints and name not in foreign:
+        if hints and name not in foreign():
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             if close:
                 message += f"; did you mean {close[0]!r}?"

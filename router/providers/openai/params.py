@@ -14,11 +14,11 @@ from openai import NotGiven, Omit
 
 from router.errors import InvalidRequestError
 from router.params import ROUTER_KEYWORDS
-from router.providers.keywords import OPENAI_CREATE, check_sdk_keywords
+from router.providers.keywords import check_sdk_keywords, openai_create
 
 __all__ = ["OPENAI_CREATE_KEYWORDS", "batch_params", "check_call_keywords", "reject_batch_stream"]
 
-OPENAI_CREATE_KEYWORDS: frozenset[str] = OPENAI_CREATE.keywords
+OPENAI_CREATE_KEYWORDS: frozenset[str] = openai_create().keywords
 # Per-call transport options: a request inside a batch is a body only, so they cannot travel there.
 TRANSPORT_KEYWORDS = frozenset({"extra_headers", "extra_query", "timeout"})
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -30,7 +30,7 @@ def check_call_keywords(kwargs: Mapping[str, Any], method: str) -> None:
     `method` is "create" for it, else the router's own method ("submit")."""
     check_sdk_keywords(
         kwargs,
-        method=OPENAI_CREATE.qualname if method == "create" else method,
+        method=openai_create().qualname if method == "create" else method,
         known=OPENAI_CREATE_KEYWORDS | ROUTER_KEYWORDS,
         hints=False,
     )
