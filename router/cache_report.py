@@ -222,8 +222,9 @@ async def typical_prefixes(store: StoreEngine, config: RouterConfig, limit: int 
             for i, rule in enumerate(config.rules)
             if tag is not None
             and rule.class_ == latency
-            and fnmatch.fnmatchcase(tag, rule.tag)
+            and (rule.tag is None or fnmatch.fnmatchcase(tag, rule.tag))
             and (rule.model is None or fnmatch.fnmatchcase(model, rule.model))
+            and (rule.provider is None or fnmatch.fnmatchcase("anthropic", rule.provider))
         ]
         rows.append(
             (

@@ -52,6 +52,11 @@ from .store import (
 from .watcher import CompletionListener, CompletionWatcher
 from .webhooks import Dispatcher, outbox_policy
 
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+    from .providers.openai.dropin import OpenAIDropIn
+
 log = get_logger(__name__)
 
 Clock = Callable[[], float]
@@ -287,6 +292,15 @@ class Router:
     def provider(self) -> AnthropicProvider:
         """The provider the engine (flush, poll, reconcile, escalation) works through."""
         return _opened(self._provider)
+
+    @property
+    def openai(self) -> OpenAIDropIn:
+        """`client.openai`: an `openai.AsyncOpenAI` for chat completions, routed by latency
+        class like `client.messages` (router/providers/openai/dropin.py)."""
+        from .providers.openai.dropin import OpenAIDropIn  # loads the openai SDK on first use
+
+        _opened(self._store)
+        return OpenAIDropIn(self)
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -580,14 +594,14 @@ class Router:
         provider: str = "anthropic",
     ) -> Ticket:
         """Store a deferred request for `provider`'s batches. For "openai", `kwargs` are the
-        chat-completions keywords, stored as they are (the caller has checked them)."""
+        chat-completions keywords, checked and stored as the body of one batch line."""
         target = self._provider_named(provider)
         if provider == "anthropic":
             params = batch_params(kwargs)
         else:
-            params = dict(kwargs)
-            if not isinstance(params.get("model"), str) or not params["model"]:
-                raise InvalidRequestError(f"model: expected a model name string, got {params.get('model')!r}")
+            from .providers.openai.params import batch_params as openai_batch_params
+
+            params = openai_batch_params(kwargs)
         body = serialize(params)
         frame = target.batch_format
         max_bytes = min(self.config.batch.max_bytes, target.limits.max_bytes)

@@ -13,6 +13,7 @@ import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -724,16 +725,39 @@ def _cron_problem(expression: str, timezone: str) -> str | None:
     return None
 
 
+PROVIDER_NAMES = ("anthropic", "openai")  # the providers a rule's `provider` glob may match
+
+
 class Rule(BaseModel):
-    """Maps calls by tag glob (and optional model glob) to a class when no latency is given."""
+    """Maps calls to a class when no latency is given, by tag, model and provider globs: a rule
+    matches when every glob it gives matches, and gives at least one."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    tag: Annotated[str, BeforeValidator(_text('a tag glob like "nightly-*"'))]
+    tag: Annotated[str | None, BeforeValidator(_text('a tag glob like "nightly-*"'))] = None
     model: Annotated[str | None, BeforeValidator(_text('a model glob like "claude-haiku-*"'))] = None
+    provider: Annotated[str | None, BeforeValidator(_text('a provider glob like "openai"'))] = None
     # `class` is a Python keyword: the attribute and keyword argument are `class_`, the
     # TOML key is `class` (a validation alias, so typed code can still call Rule(class_=...)).
     class_: ClassName = Field(validation_alias="class", serialization_alias="class")
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> Rule:
+        if self.tag is None and self.model is None and self.provider is None:
+            raise _Problems(
+                [
+                    (
+                        ("tag",),
+                        'required key is missing; expected a tag glob like "nightly-*"'
+                        " (or a model or provider glob: a rule needs at least one)",
+                    )
+                ]
+            )
+        if self.provider is not None and not any(fnmatchcase(p, self.provider) for p in PROVIDER_NAMES):
+            names = ", ".join(f'"{p}"' for p in PROVIDER_NAMES)
+            problem = f"matches no provider; expected a glob matching one of: {names}"
+            raise _Problems([(("provider",), problem)])
+        return self
 
 
 class ModelPrice(BaseModel):

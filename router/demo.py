@@ -1,13 +1,16 @@
 """`hybrid-router demo`: a mixed workload through the router, offline against the emulator.
 
-Runs >= 1,000 requests (some real time, most deferrable across several tags), flushes
-them into batches, ends the batches on the emulator's clock, checks that every caller got
-the reply to its own request, and prints what the batch lane saved.
+Runs >= 1,000 requests over both providers (Claude through `client.messages`, GPT through
+`client.openai.chat.completions`; some real time, most deferrable across several tags),
+flushes them into batches, ends the batches on the emulator's clock, checks that every
+caller got the reply to its own request, and prints what the batch lane saved, in all and
+per provider.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import sys
 import tempfile
@@ -17,20 +20,26 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anthropic
-from anthropic.types import Message
 
 from .client import Router
 from .config import RouterConfig
-from .report import cost_summary
+from .pricing import provider_for
+from .report import billed, cost_summary, summary_of
 
-# (tag, latency class, model, share of the workload)
-WORKLOAD: tuple[tuple[str, str, str, float], ...] = (
-    ("chat", "realtime", "claude-sonnet-4-6", 0.15),
-    ("support-triage", "hourly", "claude-haiku-4-5", 0.15),
-    ("nightly-classify", "daily", "claude-haiku-4-5", 0.35),
-    ("enrichment", "daily", "claude-sonnet-4-6", 0.20),
-    ("evals", "weekly", "claude-opus-4-5", 0.15),
+# (tag, latency class, model, share of the workload, provider)
+WORKLOAD: tuple[tuple[str, str, str, float, str], ...] = (
+    ("chat", "realtime", "claude-sonnet-4-6", 0.10, "anthropic"),
+    ("support-triage", "hourly", "claude-haiku-4-5", 0.10, "anthropic"),
+    ("nightly-classify", "daily", "claude-haiku-4-5", 0.25, "anthropic"),
+    ("enrichment", "daily", "claude-sonnet-4-6", 0.15, "anthropic"),
+    ("evals", "weekly", "claude-opus-4-5", 0.10, "anthropic"),
+    ("gpt-chat", "realtime", "gpt-5.4", 0.05, "openai"),
+    ("gpt-nightly", "daily", "gpt-5.4-mini", 0.15, "openai"),
+    ("gpt-evals", "weekly", "gpt-5.4-mini", 0.10, "openai"),
 )
+PROVIDERS = ("anthropic", "openai")
+DEFAULT_PROVIDERS: tuple[str, ...] = PROVIDERS  # a live run is Anthropic's only (its key)
+_SYSTEM = "You label business documents. Answer with one word."
 
 _SUBJECTS = ("invoice", "support ticket", "product review", "news article", "bug report", "contract clause")
 
@@ -49,30 +58,45 @@ class DemoResult:
     seconds: float = 0.0
     summary_text: str = ""
     per_tag: dict[str, int] = field(default_factory=dict)
+    per_provider: dict[str, str] = field(default_factory=dict)  # provider -> its saving line
 
 
-def build_workload(total: int, seed: int = 7) -> list[dict[str, Any]]:
-    """`total` create() keyword sets, shuffled, with tags and classes in the WORKLOAD mix."""
+def build_workload(
+    total: int, seed: int = 7, providers: tuple[str, ...] = PROVIDERS
+) -> list[tuple[str, dict[str, Any]]]:
+    """`total` (provider, create() keywords) pairs, shuffled, in the WORKLOAD mix of `providers`."""
     rng = random.Random(seed)
-    calls: list[dict[str, Any]] = []
-    for tag, latency, model, share in WORKLOAD:
-        for _ in range(round(total * share)):
+    mix = [row for row in WORKLOAD if row[4] in providers]
+    scale = 1.0 / sum(row[3] for row in mix)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    for tag, latency, model, share, provider in mix:
+        for _ in range(round(total * share * scale)):
             n = len(calls)
             subject = rng.choice(_SUBJECTS)
-            calls.append(
-                {
+            question = {"role": "user", "content": f"[{tag} #{n}] Label this {subject}: item {n} of the run"}
+            if provider == "openai":
+                call: dict[str, Any] = {
                     "model": model,
-                    "max_tokens": 256,
-                    "system": "You label business documents. Answer with one word.",
-                    "messages": [
-                        {"role": "user", "content": f"[{tag} #{n}] Label this {subject}: item {n} of the run"}
-                    ],
-                    "latency": latency,
-                    "tag": tag,
+                    "max_completion_tokens": 256,
+                    "messages": [{"role": "system", "content": _SYSTEM}, question],
                 }
-            )
+            else:
+                call = {"model": model, "max_tokens": 256, "system": _SYSTEM, "messages": [question]}
+            calls.append((provider, {**call, "latency": latency, "tag": tag}))
     rng.shuffle(calls)
     return calls
+
+
+def reply_text(reply: Any) -> str:
+    """The text of a Message or a ChatCompletion."""
+    choices = getattr(reply, "choices", None)
+    if choices is not None:
+        return "".join(choice.message.content or "" for choice in choices)
+    return "".join(getattr(block, "text", "") for block in reply.content)
+
+
+def question_of(call: dict[str, Any]) -> str:
+    return str(call["messages"][-1]["content"])
 
 
 class Progress:
@@ -101,8 +125,9 @@ async def run_demo(
     db_path: Path | None = None,
     out: TextIO | None = None,
     live_model: str | None = None,
+    providers: tuple[str, ...] | None = None,
 ) -> DemoResult:
-    """Run the demo; offline against an in-process emulator unless `live`."""
+    """Run the demo; offline against an in-process emulator unless `live` (Anthropic only)."""
     from .emulator import Emulator, EmulatorClock
 
     out = out or sys.stdout
@@ -110,9 +135,11 @@ async def run_demo(
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="hybrid-router-demo-"))
     db = db_path or workdir / "demo.db"
-    calls = build_workload(total)
+    if providers is None:
+        providers = ("anthropic",) if live else DEFAULT_PROVIDERS
+    calls = build_workload(total, providers=providers)
     if live:
-        for call in calls:
+        for _, call in calls:
             call["model"] = live_model or "claude-haiku-4-5"
             call["max_tokens"] = 16
     config = RouterConfig.default(store_path=db)
@@ -126,21 +153,30 @@ async def run_demo(
         await emulator.start()
         client = anthropic.AsyncAnthropic(base_url=emulator.url, api_key="emulator-demo-key")
         out.write(f"Emulator on {emulator.url} (no key, no network); store {db}\n")
+    # The OpenAI side reaches the emulator's OpenAI routes through a client of its own.
+    openai_client = (
+        build_openai_client(f"{emulator.url}/v1", "emulator-demo-key")
+        if emulator is not None and "openai" in providers
+        else None
+    )
     progress = Progress(out)
     try:
-        async with Router(config, anthropic=client) as router:
+        async with Router(config, anthropic=client, openai=openai_client) as router:
             stats = {"done": 0, "stored": 0}
 
-            async def one(call: dict[str, Any]) -> tuple[dict[str, Any], Message | BaseException]:
+            async def one(provider: str, call: dict[str, Any]) -> tuple[dict[str, Any], Any]:
                 try:
-                    reply: Message | BaseException = await router.messages.create(**call)
+                    if provider == "openai":
+                        reply: Any = await router.openai.chat.completions.create(**call)
+                    else:
+                        reply = await router.messages.create(**call)
                 except Exception as exc:
                     reply = exc
                 stats["done"] += 1
                 return call, reply
 
-            tasks = [asyncio.create_task(one(call)) for call in calls]
-            deferred = sum(1 for c in calls if c["latency"] != "realtime")
+            tasks = [asyncio.create_task(one(provider, call)) for provider, call in calls]
+            deferred = sum(1 for _, c in calls if c["latency"] != "realtime")
             # Wait until every deferrable request is durably stored, showing progress.
             while True:
                 counts = await router.store.state_counts()
@@ -175,20 +211,37 @@ async def run_demo(
                 if isinstance(reply, BaseException):
                     result.failed += 1
                     continue
-                text = "".join(getattr(b, "text", "") for b in reply.content)
-                if emulator is not None and call["messages"][0]["content"] not in text:
+                if emulator is not None and question_of(call) not in reply_text(reply):
                     result.mismatched += 1
             result.batches = await router.store.batch_count()
             result.escalated = await router.store.escalated_count()
             summary = await cost_summary(router.store, router.config)
             result.summary_text = summary.render()
+            result.per_provider = await provider_savings(router)
     finally:
         if emulator is not None:
             await emulator.stop()
         await client.close()
+        if openai_client is not None:
+            await openai_client.close()
     result.seconds = time.monotonic() - started
     _print_report(result, out)
     return result
+
+
+async def provider_savings(router: Router) -> dict[str, str]:
+    """Each provider's saving line, from the ledger rows of the models its price table knows."""
+    rows = billed(await router.store.history_rows(-math.inf))
+    lines: dict[str, str] = {}
+    for provider in PROVIDERS:
+        mine = [row for row in rows if provider_for(str(row["model"])) == provider]
+        if mine:
+            part = summary_of(mine, router.config)
+            lines[provider] = (
+                f"{part.requests} requests, ${part.total_cost:,.4f} against ${part.all_realtime_cost:,.4f}"
+                f" all real time: saving ${part.saving:,.4f} ({part.saving_pct:.1f}%)"
+            )
+    return lines
 
 
 def _print_report(result: DemoResult, out: TextIO) -> None:
@@ -207,4 +260,16 @@ def _print_report(result: DemoResult, out: TextIO) -> None:
     out.write(f"failed          {result.failed}\n")
     out.write(f"wrong replies   {result.mismatched}\n")
     out.write(result.summary_text.rstrip() + "\n")
+    if result.per_provider:
+        out.write("saving per provider\n")
+        width = max(len(name) for name in result.per_provider)
+        for name, line in result.per_provider.items():
+            out.write(f"  {name.ljust(width)}  {line}\n")
     out.write(f"finished in {result.seconds:.1f} s\n")
+
+
+def build_openai_client(base_url: str, api_key: str) -> Any:
+    """The demo's `openai.AsyncOpenAI` for the emulator (the SDK loads only for the demo)."""
+    import openai
+
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key)

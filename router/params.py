@@ -6,23 +6,19 @@ caller is still there, with a message that names the field, and nothing is store
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from anthropic import NotGiven, Omit
 from anthropic._utils._json import openapi_dumps
-from anthropic.resources.messages.messages import AsyncMessages
 
 from .errors import InvalidRequestError
 from .providers.anthropic.cache_rules import CacheControlError, check_cache_control
+from .providers.keywords import ANTHROPIC_CREATE, check_sdk_keywords, openai_create
 
 # Every keyword the installed SDK's messages.create takes, so the router follows the SDK.
-SDK_CREATE_KEYWORDS: frozenset[str] = frozenset(
-    name for name in inspect.signature(AsyncMessages.create).parameters if name != "self"
-)
+SDK_CREATE_KEYWORDS: frozenset[str] = ANTHROPIC_CREATE.keywords
 # Transport options of one HTTP call, and the keywords the SDK's create() sends as request
 # headers rather than in the body: a request inside a batch is a body only, so they cannot
 # travel there (stored in its params, the Batch API would reject the whole batch).
@@ -42,14 +38,17 @@ def _is_given(value: object) -> bool:
 def check_call_keywords(kwargs: Mapping[str, Any], method: str) -> None:
     """Raise TypeError for a keyword `method` does not take, as Python (and so the SDK) would.
 
-    An unknown keyword is a mistake in the calling code, not in the request's values, so it
-    is the same TypeError the SDK's `messages.create` raises, with a hint when it is a typo.
+    An unknown keyword is a mistake in the calling code, not in the request's values, so for
+    create() it is the TypeError the SDK's `messages.create` raises, word for word
+    ("AsyncMessages.create() got an unexpected keyword argument ..."); a keyword of the
+    `openai` SDK's chat completions reads exactly so, a typo gets a hint after it.
     """
-    for name in kwargs:
-        if name not in SDK_CREATE_KEYWORDS and name not in ROUTER_KEYWORDS:
-            close = difflib.get_close_matches(name, sorted(SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"{method}() got an unexpected keyword argument {name!r}{hint}")
+    check_sdk_keywords(
+        kwargs,
+        method=ANTHROPIC_CREATE.qualname if method == "create" else method,
+        known=SDK_CREATE_KEYWORDS | ROUTER_KEYWORDS,
+        foreign=lambda: openai_create().keywords - SDK_CREATE_KEYWORDS,
+    )
 
 
 def check_keywords(kwargs: Mapping[str, Any]) -> None:

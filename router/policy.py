@@ -12,6 +12,13 @@ from router.units import format_duration, format_size
 __all__ = ["Policy", "format_effective_policy"]
 
 
+def _matches(glob: str | None, value: str | None) -> bool:
+    """A rule's glob matches the call's value; a glob it does not give matches anything."""
+    if glob is None:
+        return True
+    return value is not None and fnmatchcase(value, glob)
+
+
 class Policy:
     """Resolves a call's latency class from its explicit `latency`, its tag and model, or the default."""
 
@@ -26,27 +33,34 @@ class Policy:
         """Every defined class name, sorted."""
         return tuple(sorted(self._classes))
 
-    def resolve(self, latency: str | None, tag: str | None = None, model: str | None = None) -> LatencyClass:
+    def resolve(
+        self,
+        latency: str | None,
+        tag: str | None = None,
+        model: str | None = None,
+        *,
+        provider: str = "anthropic",
+    ) -> LatencyClass:
         """The class for a call: `latency` if given, else the first matching rule, else the default class.
 
         Raises InvalidRequestError when `latency` names no defined class.
         """
         if latency is not None:
             return self._named(latency)
-        rule = self.matching_rule(tag, model)
+        rule = self.matching_rule(tag, model, provider=provider)
         if rule is not None:
             return self._classes[rule.class_]
         return self._default
 
-    def matching_rule(self, tag: str | None, model: str | None = None) -> Rule | None:
-        """The first rule whose tag glob (and model glob, if any) matches; rules need a tag."""
-        if tag is None:
-            return None
+    def matching_rule(
+        self, tag: str | None, model: str | None = None, *, provider: str = "anthropic"
+    ) -> Rule | None:
+        """The first rule whose globs (tag, model, provider: those it gives) all match."""
         for rule in self._rules:
             # Case-sensitive on every platform: routing must not depend on the OS.
-            if not fnmatchcase(tag, rule.tag):
+            if not _matches(rule.tag, tag) or not _matches(rule.model, model):
                 continue
-            if rule.model is not None and (model is None or not fnmatchcase(model, rule.model)):
+            if not _matches(rule.provider, provider):
                 continue
             return rule
         return None
@@ -168,10 +182,10 @@ def format_effective_policy(config: RouterConfig, source: str) -> str:
     lines.append(f'Rules (first match wins; calls with no latency and no match use "{default}")')
     if config.rules:
         rule_rows: list[tuple[str, ...]] = [
-            (f"rules[{index}]", rule.tag, rule.model or "*", rule.class_)
+            (f"rules[{index}]", rule.tag or "*", rule.model or "*", rule.provider or "*", rule.class_)
             for index, rule in enumerate(config.rules)
         ]
-        lines += _table(("rule", "tag", "model", "-> class"), rule_rows)
+        lines += _table(("rule", "tag", "model", "provider", "-> class"), rule_rows)
     else:
         lines.append("  (none)")
     lines.append("")

@@ -129,7 +129,8 @@ def test_effective_policy_lists_every_class_and_rule(policy: Policy) -> None:
             assert format_duration(latency_class.deadline) in row
     for index, rule in enumerate(config.rules):
         row = next(line for line in text.splitlines() if line.strip().startswith(f"rules[{index}]"))
-        assert row.split() == [f"rules[{index}]", rule.tag, rule.model or "*", rule.class_]
+        globs = [rule.tag or "*", rule.model or "*", rule.provider or "*"]
+        assert row.split() == [f"rules[{index}]", *globs, rule.class_]
     weekly = next(line for line in text.splitlines() if line.strip().startswith("weekly"))
     assert "cron '0 3 * * 1' Europe/Paris" in weekly
     assert "max_pending 5000" in weekly and "max_pending_bytes 10MB" in weekly and "max_wait 6h" in weekly
