@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -70,3 +71,11 @@ def capture_router_logs() -> Iterator[list[dict[str, Any]]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def interruptible() -> None:
+    """`preexec_fn` of a child that a test stops with Ctrl-C (SIGINT): pytest-xdist's workers
+    ignore SIGINT, and an ignored signal stays ignored across exec, so without this the
+    child would never see the Ctrl-C (Python installs its KeyboardInterrupt handler only
+    where SIGINT is not ignored at start)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -25,6 +25,7 @@ from anthropic.types.messages import MessageBatchIndividualResponse
 from router import InvalidRequestError, Router
 from router.emulator import DEFAULT_BATCH_PARALLELISM, Emulator, EmulatorClock
 from router.providers.anthropic.cache_rules import min_cacheable_tokens
+from tests.helpers import interruptible
 
 BOTH_ENGINES = True  # the call-time checks below store nothing, on either engine
 
@@ -484,7 +485,12 @@ async def _read_url(process: asyncio.subprocess.Process) -> str:
 )
 async def test_batch_parallelism_on_the_command_line(argv: list[str]) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        sys.executable,
+        *argv,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     try:
         url = await _read_url(process)

@@ -19,6 +19,7 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
 from router.emulator import Emulator, EmulatorClock, OutcomeConfig
+from tests.helpers import interruptible
 
 START = 1_700_000_000.0
 MODEL = "gpt-5.4-mini"
@@ -675,7 +676,11 @@ async def test_served_by_hybrid_router_emulate() -> None:
         "0",
     ]
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *command,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=interruptible,
     )
     try:
         assert process.stdout is not None
