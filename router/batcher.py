@@ -7,11 +7,12 @@ provider's `BatchFormat`, with an exact length known before the first byte.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._crashpoints import crash_point
 from .config import LatencyClass
+from .errors import causes
 from .grouping import Calibration, ClaimJob, FlushPlan, plan_flush
 from .logs import get_logger
 from .prefix import rewrite_ttl_1h
@@ -117,17 +118,7 @@ def is_certain_failure(provider: Provider, exc: BaseException, *, body_started: 
     found to be wrong before it was all sent."""
     if provider.is_certain_failure(exc, body_started=body_started):
         return True
-    return any(isinstance(e, BodyLengthMismatchError) for e in _causes(exc))
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and what it was raised from (the SDK wraps what the transport raised)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
+    return any(isinstance(e, BodyLengthMismatchError) for e in causes(exc))
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -1,6 +1,8 @@
-"""Exceptions raised by hybrid-router itself."""
+"""Exceptions raised by hybrid-router itself, and `causes`: the chain an exception came from."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 __all__ = [
     "BatchResultMissingError",
@@ -53,3 +55,13 @@ class DeadlineError(RouterError):
 
 class BatchResultMissingError(RouterError):
     """A batch ended but its results could no longer be downloaded (e.g. past the 29-day limit)."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it was raised from (an SDK wraps what its transport raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
 
 import httpx2
 import openai
 
+from router.errors import causes
 from router.providers.openai.framing import BodyLengthError
 
 __all__ = [
@@ -27,16 +27,6 @@ class InputFileUploadError(Exception):
     """The batch input file did not upload, so `batches.create` was never sent: no batch
     exists. At worst a file was stored whose answer was lost; it is named after the
     intent (``hybrid-router-<intent id>.jsonl``) and harmless."""
-
-
-def causes(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and what it was raised from (the SDK wraps what the transport raised)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def api_error_of(exc: BaseException | None) -> BaseException | None:
