@@ -43,9 +43,9 @@ from router import Router, RouterConfig
 from router.cache_report import cache_report
 from router.emulator import Emulator, EmulatorClock
 from router.logs import configure_logging
-from router.params import serialize
 from router.prefix import identify
 from router.pricing import PriceTable, TokenCounts
+from router.providers.anthropic.params import serialize
 
 MODEL = "claude-sonnet-4-5"  # minimum cacheable prefix 1,024 tokens
 TAG = "judge"

@@ -6,7 +6,7 @@ async with Router.from_config("router.toml") as client:
 
 from __future__ import annotations
 
-from .client import Messages, Results, Router, UnknownKeyError
+from .client import Router, UnknownKeyError
 from .config import LatencyClass, RouterConfig, load_config
 from .errors import (
     BatchResultMissingError,
@@ -19,6 +19,7 @@ from .errors import (
     StoreError,
     StoreFullError,
 )
+from .providers.anthropic.dropin import Messages, Results
 from .store import Ticket
 
 __version__ = "0.1.0"

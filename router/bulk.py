@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .logs import get_logger
 from .outcomes import Outcome, outcome_of
-from .params import batch_params, check_key, check_keywords, check_tag, serialize
+from .params import check_key, check_tag
 from .prefix import identify
+from .providers.anthropic.params import batch_params, check_keywords, serialize
 from .store import NewRequest, entries_budget, entry_bytes
 
 if TYPE_CHECKING:

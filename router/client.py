@@ -1,4 +1,11 @@
-"""The Router: one async, drop-in interface over the real-time and batch lanes."""
+"""The Router: one async, drop-in interface over the real-time and batch lanes.
+
+It composes the providers by name (router/providers/): it opens their SDK clients, lanes
+and outcomes, and runs the flush, poll, reconciliation and escalation over them. What
+callers see of each provider is its drop-in: `client.messages` (and `models`, `beta`,
+`results`) in router/providers/anthropic/dropin.py, `client.openai` in
+router/providers/openai/dropin.py.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +13,26 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anthropic
-from anthropic import AsyncAnthropic, AsyncAPIResponse, AsyncStream
-from anthropic.resources.beta import AsyncBeta
-from anthropic.resources.messages import AsyncBatches, AsyncBatchesWithRawResponse
-from anthropic.resources.models import AsyncModels
-from anthropic.types import Message, MessageTokensCount, RawMessageStreamEvent
-from typing_extensions import Unpack
-
-from . import batcher, bulk, poller, reconcile
+from . import batcher, poller, reconcile
 from .config import LatencyClass, OpenAISettings, RouterConfig, load_config
-from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParamsStreaming, SubmitParams
 from .daemon_watch import DaemonWatch
 from .deadlines import EscalationReport, Escalator, TurnaroundEstimator
 from .errors import DeadlineError, InvalidRequestError, RouterError
 from .logs import get_logger
-from .outcomes import ProviderOutcomes, outcome_of, unwrap
-from .params import batch_params, check_call_keywords, check_key, check_tag, serialize
+from .outcomes import Outcome, ProviderOutcomes, outcome_of
 from .policy import Policy
 from .prefix import identify
 from .pricing import PriceTable
-from .providers.anthropic.limits import check_realtime_size
+from .providers.anthropic.client import AsyncAnthropic
+from .providers.anthropic.client import build_client as build_anthropic_client
+from .providers.anthropic.dropin import AnthropicDropIn, Messages, Results
+from .providers.anthropic.params import batch_params, serialize
 from .providers.anthropic.provider import AnthropicProvider
 from .providers.base import Provider
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
 from .realtime import RealtimeLane
 from .retry import Backoff, should_resubmit
 from .scheduler import RouterScheduler
@@ -53,14 +50,12 @@ from .watcher import CompletionListener, CompletionWatcher
 from .webhooks import Dispatcher, outbox_policy
 
 if TYPE_CHECKING:
-    from openai import AsyncOpenAI
-
+    from .providers.openai.client import AsyncOpenAI
     from .providers.openai.dropin import OpenAIDropIn
 
 log = get_logger(__name__)
 
 Clock = Callable[[], float]
-Outcome = Message | BaseException  # what a deferred request ends with: its Message or the error
 _T = TypeVar("_T")
 
 
@@ -71,7 +66,7 @@ class UnknownKeyError(RouterError, KeyError):
         return str(self.args[0]) if self.args else "unknown key"
 
 
-class Router:
+class Router(AnthropicDropIn):
     """Routes `messages.create` calls to real time or to batches by latency class.
 
     Use as ``async with Router.from_config("router.toml") as client: ...``.
@@ -152,7 +147,7 @@ class Router:
         cfg = self.config
         self._store = await open_store(cfg.store, create=self._create_store)
         self._store.set_outbox(outbox_policy(cfg))
-        self._client = self._given_client or build_anthropic_client(self.config)
+        self._client = self._given_client or build_anthropic_client(cfg.anthropic)
         self._provider = AnthropicProvider(self._client)
         self._providers = {"anthropic": self._provider}
         if self._given_openai is not None or openai_configured(cfg):
@@ -286,6 +281,7 @@ class Router:
 
     @property
     def anthropic(self) -> AsyncAnthropic:
+        """The `anthropic.AsyncAnthropic` client: the one given, else one of [anthropic]."""
         return _opened(self._client)
 
     @property
@@ -332,16 +328,6 @@ class Router:
                 f"provider {name!r} is not configured here (configured: {', '.join(sorted(self.providers))})"
             )
         return provider
-
-    @property
-    def models(self) -> AsyncModels:
-        """The SDK's `models` resource (list and retrieve the models the API offers)."""
-        return self.anthropic.models
-
-    @property
-    def beta(self) -> AsyncBeta:
-        """The SDK's `beta` resources, unrouted: beta calls go straight to the API."""
-        return self.anthropic.beta
 
     @property
     def scheduler(self) -> RouterScheduler | None:
@@ -602,7 +588,7 @@ class Router:
             from .providers.openai.params import batch_params as openai_batch_params
 
             params = openai_batch_params(kwargs)
-        body = serialize(params)
+        body = serialize(params)  # every provider's body in the one stored encoding
         frame = target.batch_format
         max_bytes = min(self.config.batch.max_bytes, target.limits.max_bytes)
         limit = entries_budget(frame, max_bytes)
@@ -635,209 +621,18 @@ class Router:
             self.after_enqueue(cls)
         return ticket
 
-    def _route(self, kwargs: dict[str, Any], method: str) -> tuple[LatencyClass, str | None, str | None]:
-        """Check the call's keywords and take the routing ones out: (class, tag, key)."""
-        check_call_keywords(kwargs, method)
-        latency = kwargs.pop("latency", None)
-        tag = check_tag(kwargs.pop("tag", None))
-        key = check_key(kwargs.pop("key", None))
-        return self._resolve_class(latency, tag, kwargs.get("model")), tag, key
-
-    async def _create(self, kwargs: dict[str, Any]) -> Any:
-        cls, tag, key = self._route(kwargs, "create")
-        if cls.route == "realtime":
-            check_realtime_size(kwargs)
-            try:
-                reply = await self._lane.call(self.anthropic.messages.create, **kwargs)
-            except anthropic.RateLimitError:
-                if cls.on_rate_limit != "defer" or kwargs.get("stream"):
-                    raise
-                target = self.config.classes[cls.defer_class or ""]
-                log.info("request_spilled_over", latency=cls.name, to=target.name, tag=tag)
-                cls = target
-            else:
-                self._lane.record(reply, latency=cls.name, tag=tag)  # a stream has no usage to record
-                return reply
-        ticket = await self._deferred_ticket(kwargs, cls, tag, key)
-        return unwrap(await self._waiters.wait(ticket.request_id))
-
-    async def _create_raw(self, kwargs: dict[str, Any]) -> AsyncAPIResponse[Any]:
-        cls, tag, _ = self._route(kwargs, "create")
-        if cls.route != "realtime":
-            raise InvalidRequestError(
-                f"latency: class {cls.name!r} is deferred to batches, and a request in a batch has no HTTP"
-                ' response of its own; use messages.create() for it, or latency="realtime" for the raw'
-                " response"
-            )
-        check_realtime_size(kwargs)
-        # No spill-over into a batch on a 429: a raw response could not be handed back from one.
-        response: AsyncAPIResponse[Any] = await self._lane.call(
-            self.anthropic.messages.with_raw_response.create, **kwargs
-        )
-        if not kwargs.get("stream"):
-            # The SDK caches the parse: the caller's own `await response.parse()` costs nothing more.
-            self._lane.record(await response.parse(), latency=cls.name, tag=tag)
-        return response
-
-    async def _submit(self, kwargs: dict[str, Any]) -> Ticket:
-        cls, tag, key = self._route(kwargs, "submit")
-        if cls.route != "batch":
-            raise InvalidRequestError(
-                f"latency: class {cls.name!r} is real time; submit() stores deferrable requests only"
-                " (use create() for real-time calls)"
-            )
-        return await self._deferred_ticket(kwargs, cls, tag, key)
-
-    async def _wait_key(self, key: str, timeout: float | None) -> Outcome:
+    async def _row_by_key(self, key: str) -> RequestRow:
         row = await self.store.get_by_key(key)
         if row is None:
             raise UnknownKeyError(f"no request with key {key!r} in {self.config.store.location}")
-        if row.state in states.FINAL_STATES:
-            return outcome_of(row, self.outcomes)
-        outcome: Outcome = await self._waiters.wait(row.id, timeout)
-        return outcome
-
-
-class Messages:
-    """`client.messages`: the SDK's messages resource, routed."""
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-        self.with_raw_response = MessagesWithRawResponse(router)
-
-    @overload
-    async def create(self, **kwargs: Unpack[CreateParams]) -> Message: ...
-    @overload
-    async def create(self, **kwargs: Unpack[CreateParamsStreaming]) -> AsyncStream[RawMessageStreamEvent]: ...
-    @overload
-    async def create(
-        self, **kwargs: Unpack[CreateParamsMaybeStreaming]
-    ) -> Message | AsyncStream[RawMessageStreamEvent]: ...
-    async def create(self, **kwargs: Any) -> Message | AsyncStream[RawMessageStreamEvent]:
-        """Same keywords as `AsyncAnthropic().messages.create`, plus `latency`, `tag` and `key`.
-
-        Returns an `anthropic.types.Message` on both lanes (or the SDK's stream for a
-        real-time `stream=True`). A deferred call resolves when its batch result arrives and
-        raises the exception the real-time endpoint would have raised for the same error.
-        An unknown keyword raises TypeError, as the SDK's create() does.
-        """
-        reply: Message | AsyncStream[RawMessageStreamEvent] = await self._router._create(kwargs)
-        return reply
-
-    async def submit(self, **kwargs: Unpack[SubmitParams]) -> Ticket:
-        """Store a deferrable request and return its ticket once durably committed."""
-        return await self._router._submit(dict(kwargs))
-
-    @property
-    def batches(self) -> AsyncBatches:
-        """The SDK's `messages.batches`, unrouted: batches this client makes itself are not in the store."""
-        return self._router.anthropic.messages.batches
-
-    def map(
-        self,
-        requests: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
-        *,
-        latency: str | None = None,
-        tag: str | None = None,
-        window: int = bulk.DEFAULT_WINDOW,
-    ) -> AsyncIterator[tuple[str, Outcome]]:
-        """Defer many requests; yields `(key, Message or exception)` as their results arrive.
-
-        `requests` is an iterable or async iterable of create() keyword dicts, each of which
-        may carry its own `key` (and `tag`); it is read lazily, and at most `window` requests
-        are stored but not yet yielded. A bad item is yielded with its InvalidRequestError
-        (nothing stored for it). Requests are flushed by the scheduler (or the daemon); results
-        come in completion order. Stopping early leaves the stored requests in the store.
-        """
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise InvalidRequestError(f"window: expected an integer >= 1, got {window!r}")
-        bulk.check_batch_class(self._router, latency, tag)
-        return bulk.map_requests(self._router, requests, latency=latency, tag=tag, window=window)
-
-    def stream(self, **kwargs: Any) -> Any:
-        """Real-time streaming, exactly as `AsyncAnthropic().messages.stream`."""
-        latency = kwargs.pop("latency", None)
-        tag = check_tag(kwargs.pop("tag", None))
-        kwargs.pop("key", None)
-        cls = self._router._resolve_class(latency, tag, kwargs.get("model"))
-        if cls.route != "realtime":
-            raise InvalidRequestError(
-                f"latency: class {cls.name!r} is deferred to batches, which cannot stream;"
-                ' use latency="realtime" to stream'
-            )
-        return self._router.anthropic.messages.stream(**kwargs)
-
-    async def count_tokens(self, **kwargs: Any) -> Any:
-        """Passes through to `AsyncAnthropic().messages.count_tokens`."""
-        return await self._router.anthropic.messages.count_tokens(**kwargs)
-
-
-class MessagesWithRawResponse:
-    """`client.messages.with_raw_response`: the SDK's raw HTTP responses, for real-time calls.
-
-    A deferred request travels inside a batch and has no HTTP response of its own, so
-    `create()` with a batch class raises InvalidRequestError before anything is stored.
-    """
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    @overload
-    async def create(self, **kwargs: Unpack[CreateParams]) -> AsyncAPIResponse[Message]: ...
-    @overload
-    async def create(
-        self, **kwargs: Unpack[CreateParamsStreaming]
-    ) -> AsyncAPIResponse[AsyncStream[RawMessageStreamEvent]]: ...
-    @overload
-    async def create(
-        self, **kwargs: Unpack[CreateParamsMaybeStreaming]
-    ) -> AsyncAPIResponse[Message | AsyncStream[RawMessageStreamEvent]]: ...
-    async def create(self, **kwargs: Any) -> AsyncAPIResponse[Any]:
-        """`AsyncAnthropic().messages.with_raw_response.create`, routed: `.headers`, `await .parse()`.
-
-        The call's usage is recorded in the cost ledger like any real-time call.
-        """
-        return await self._router._create_raw(kwargs)
-
-    @property
-    def count_tokens(self) -> Callable[..., Awaitable[AsyncAPIResponse[MessageTokensCount]]]:
-        """The SDK's `messages.with_raw_response.count_tokens`."""
-        return self._router.anthropic.messages.with_raw_response.count_tokens
-
-    @property
-    def batches(self) -> AsyncBatchesWithRawResponse:
-        """The SDK's `messages.with_raw_response.batches`, unrouted."""
-        return self._router.anthropic.messages.with_raw_response.batches
-
-
-class Results:
-    """`client.results`: outcomes of deferred requests by key, from any process on the same store."""
-
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    async def wait(self, key: str, *, timeout: float | None = None) -> Message:
-        """Wait for the request stored under `key`; returns its Message or raises its error."""
-        return unwrap(await self._router._wait_key(key, timeout))
-
-    async def get(self, key: str) -> Message | None:
-        """The Message if the request succeeded, None while it is in flight; raises its error if it failed."""
-        row = await self.status(key)
-        if row.state not in states.FINAL_STATES:
-            return None
-        message: Message | None = unwrap(outcome_of(row, self._router.outcomes))
-        return message
-
-    async def status(self, key: str) -> RequestRow:
-        """The stored row of a request (state, attempts, batch), without its params."""
-        row = await self._router.store.get_by_key(key)
-        if row is None:
-            raise UnknownKeyError(f"no request with key {key!r} in {self._router.config.store.location}")
         return row
 
-    async def wait_many(self, keys: Sequence[str]) -> list[Outcome]:
-        """Outcomes (Message or exception instance) for several keys, in order."""
-        return list(await asyncio.gather(*(self._router._wait_key(k, None) for k in keys)))
+    async def _wait_key(self, key: str, timeout: float | None) -> Outcome:
+        """The reply of the request stored under `key`, or its error, once it is final."""
+        row = await self._row_by_key(key)
+        if row.state in states.FINAL_STATES:
+            return outcome_of(row, self.outcomes)
+        return await self._waiters.wait(row.id, timeout)
 
 
 def _opened(part: _T | None) -> _T:
@@ -845,17 +640,6 @@ def _opened(part: _T | None) -> _T:
     if part is None:
         raise RouterError("the Router is not open: use `async with Router(...) as client:`")
     return part
-
-
-def build_anthropic_client(config: RouterConfig) -> AsyncAnthropic:
-    """The SDK client described by [anthropic]; the key comes from ANTHROPIC_API_KEY only."""
-    kwargs: dict[str, Any] = {
-        "timeout": config.anthropic.timeout,
-        "max_retries": config.anthropic.max_retries,
-    }
-    if config.anthropic.base_url:
-        kwargs["base_url"] = config.anthropic.base_url
-    return AsyncAnthropic(**kwargs)
 
 
 def openai_configured(config: RouterConfig) -> bool:

@@ -28,10 +28,9 @@ from .logs import get_logger
 from .store import PurgeReport, leases
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic  # only handed to the Router, which builds its provider
-
     from .metrics import Address, DaemonView
     from .observe import Snapshot
+    from .providers.anthropic.client import AsyncAnthropic  # only handed to the Router
     from .scheduler import RouterScheduler
 
 log = get_logger(__name__)

@@ -17,14 +17,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-import anthropic
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .client import Router
 from .config import RouterConfig
 from .pricing import provider_for
+from .providers.anthropic.client import connect
 from .report import billed, cost_summary, summary_of
+
+if TYPE_CHECKING:
+    from .providers.openai.client import AsyncOpenAI
 
 # (tag, latency class, model, share of the workload, provider)
 WORKLOAD: tuple[tuple[str, str, str, float, str], ...] = (
@@ -146,19 +148,20 @@ async def run_demo(
 
     emulator: Emulator | None = None
     if live:
-        client = anthropic.AsyncAnthropic()
+        client = connect()
         out.write(f"Live run against {client.base_url} ({len(calls)} requests).\n")
     else:
         emulator = Emulator(clock=EmulatorClock(start=time.time()), batch_seconds=3600.0)
         await emulator.start()
-        client = anthropic.AsyncAnthropic(base_url=emulator.url, api_key="emulator-demo-key")
+        client = connect(base_url=emulator.url, api_key="emulator-demo-key")
         out.write(f"Emulator on {emulator.url} (no key, no network); store {db}\n")
-    # The OpenAI side reaches the emulator's OpenAI routes through a client of its own.
-    openai_client = (
-        build_openai_client(f"{emulator.url}/v1", "emulator-demo-key")
-        if emulator is not None and "openai" in providers
-        else None
-    )
+    # The OpenAI side reaches the emulator's OpenAI routes through a client of its own; the
+    # openai SDK loads only for it.
+    openai_client: AsyncOpenAI | None = None
+    if emulator is not None and "openai" in providers:
+        from .providers.openai.client import connect as connect_openai
+
+        openai_client = connect_openai(f"{emulator.url}/v1", "emulator-demo-key")
     progress = Progress(out)
     try:
         async with Router(config, anthropic=client, openai=openai_client) as router:
@@ -266,10 +269,3 @@ def _print_report(result: DemoResult, out: TextIO) -> None:
         for name, line in result.per_provider.items():
             out.write(f"  {name.ljust(width)}  {line}\n")
     out.write(f"finished in {result.seconds:.1f} s\n")
-
-
-def build_openai_client(base_url: str, api_key: str) -> Any:
-    """The demo's `openai.AsyncOpenAI` for the emulator (the SDK loads only for the demo)."""
-    import openai
-
-    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .errors import DeadlineError, InvalidRequestError, RouterError
-from .params import ROUTER_KEYWORDS, batch_params, check_key, check_keywords, check_tag, serialize
+from .params import ROUTER_KEYWORDS, check_key, check_tag
 from .prefix import identify
+from .providers.anthropic.params import batch_params, check_keywords, serialize
 from .store import NewRequest, entries_budget, entry_bytes, states
 from .store.idempotency import digest_of
 

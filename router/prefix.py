@@ -11,7 +11,7 @@ on the same content name the same entry.
 The size is an estimate (characters of the canonical blocks / 4), never a `count_tokens`
 call per request; `Calibration` scales it by what the API returned for earlier requests.
 
-All of it reads the request's stored JSON bytes (`params.serialize`): the prefix is what
+All of it reads the request's stored JSON bytes (`providers.anthropic.params.serialize`): the prefix is what
 is sent, whatever Python objects the caller passed.
 """
 

@@ -15,7 +15,8 @@ from anthropic.types.beta import BetaMessage
 from router import InvalidRequestError, Router, RouterConfig, RouterError
 from router.create_params import CreateParams, CreateParamsStreaming, SubmitParams
 from router.emulator import Emulator
-from router.params import ROUTER_KEYWORDS, SDK_CREATE_KEYWORDS
+from router.params import ROUTER_KEYWORDS
+from router.providers.anthropic.params import SDK_CREATE_KEYWORDS
 from tests.helpers import MODEL, ask, reply_text, run_batches, stored
 
 UNEXPECTED = r"create\(\) got an unexpected keyword argument 'temprature'"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from router.params import serialize
 from router.prefix import estimate_tokens, identify, rewrite_ttl_1h, ttl_1h_delta
+from router.providers.anthropic.params import serialize
 
 RUBRIC = "Grade the answer from 1 to 5. " * 100
 MARK = {"type": "ephemeral"}

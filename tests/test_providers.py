@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -231,13 +235,18 @@ async def test_retry_after_not_found_and_transient(provider: Provider, emulator:
     assert provider.is_transient(httpx2.ReadError("stream cut")) and not provider.is_transient(ValueError())
 
 
-def _imports_of(path: Path) -> set[str]:
-    """The modules a module imports at run time (`if TYPE_CHECKING:` blocks left out): absolute
-    ones by their top-level package, relative ones as written (``..providers.base``)."""
-    tree = ast.parse(path.read_text())
+def _imports_of(path: Path, *, type_checking: bool = False) -> set[str]:
+    """The modules a module imports, wherever the import stands (a function body included):
+    absolute ones by their top-level package, relative ones as written (``..providers.base``).
+    `if TYPE_CHECKING:` blocks are left out unless `type_checking`."""
+    return _imports_in(path.read_text(), type_checking=type_checking)
+
+
+def _imports_in(source: str, *, type_checking: bool = False) -> set[str]:
+    tree = ast.parse(source)
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if not type_checking and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -249,6 +258,14 @@ def _imports_of(path: Path) -> set[str]:
             found.add(node.module.split(".")[0])
         elif isinstance(node, ast.ImportFrom):
             found.add("." * node.level + (node.module or ""))
+        elif (  # importlib.import_module("openai"), __import__("openai")
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) in ("importlib.import_module", "import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value.split(".")[0])
     return found
 
 
@@ -264,17 +281,68 @@ def test_the_engine_and_the_store_import_no_provider(module: str) -> None:
     assert not [i for i in imports if "providers.anthropic" in i or "providers.openai" in i], imports
 
 
-def test_outside_the_providers_and_the_emulator_only_the_drop_in_surface_imports_anthropic() -> None:
+SDKS = {"anthropic", "openai"}
+
+
+def test_the_import_walk_finds_type_checking_and_function_local_imports() -> None:
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from anthropic import AsyncAnthropic\n"
+        "def client():\n    import openai.types\n    return openai\n"
+        "def later():\n    return importlib.import_module('openai.resources')\n"
+    )
+    assert _imports_in(source) == {"typing", "openai"}
+    assert _imports_in(source, type_checking=True) == {"typing", "anthropic", "openai"}
+    assert SDKS <= _imports_of(ROUTER / "providers" / "anthropic" / "params.py") | _imports_of(
+        ROUTER / "providers" / "openai" / "params.py"
+    )
+
+
+def test_outside_the_providers_and_the_emulator_no_module_imports_a_provider_sdk() -> None:
+    """The SDKs are the providers' (router/providers/) and the emulator's: the Router, the CLI,
+    the daemon and the demo reach them through the providers' modules, type hints included."""
+    modules = [
+        p
+        for p in sorted(ROUTER.rglob("*.py"))
+        if p.relative_to(ROUTER).parts[0] not in ("providers", "emulator")
+    ]
+    assert len(modules) > 40  # the walk sees the whole package
     importing = {
-        str(path.relative_to(ROUTER))
-        for path in ROUTER.rglob("*.py")
-        if path.relative_to(ROUTER).parts[0] not in ("providers", "emulator")
-        and "anthropic" in _imports_of(path)
+        str(path.relative_to(ROUTER)): sorted(found)
+        for path in modules
+        if (found := _imports_of(path, type_checking=True) & SDKS)
     }
-    # The Anthropic call surface: the Messages facade, its keyword checks and types, the demo.
-    assert importing == {
-        "client.py",
-        "create_params.py",
-        "demo.py",
-        "params.py",
-    }
+    assert importing == {}
+
+
+def test_an_anthropic_only_router_never_loads_the_openai_sdk(tmp_path: Path) -> None:
+    """The openai SDK takes seconds to import: an app, a CLI command or the daemon that only
+    talks to Anthropic must not pay for it (a real process, so no other test's imports count)."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        import router, router.cli, router.create_params, router.daemon, router.demo
+        from router import Router, RouterConfig
+
+        async def main():
+            async with Router(RouterConfig.default(store_path=sys.argv[1]), scheduler=False) as client:
+                assert sorted(client.providers) == ["anthropic"], client.providers
+                client.messages, client.results, client.models, client.beta
+
+        asyncio.run(main())
+        assert "anthropic" in sys.modules
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "openai"))
+        """
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OPENAI_")}
+    # Never called: the Router builds its client at open, and sends nothing here.
+    env.update(ANTHROPIC_API_KEY="unused", ANTHROPIC_BASE_URL="http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "router.db")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ import pytest
 from router import Router, RouterConfig, RouterError, StoreError, StoreFullError, UnknownKeyError
 from router.cli import main
 from router.emulator import Emulator
-from router.params import serialize
+from router.providers.anthropic.params import serialize
 from router.store import NewRequest, Store
 from router.store.sqlite.schema import SCHEMA_VERSION
 from tests.durability import query

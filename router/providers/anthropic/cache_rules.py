@@ -1,8 +1,9 @@
 """The Anthropic API's prompt-caching rules, in one place for the emulator and the router.
 
 The emulator (`router.emulator.validation`) answers a request that breaks them with a 400
-`invalid_request_error`, and the router (`router.params.batch_params`) refuses a deferred
-request that breaks them at call time, before anything is stored, with the same message:
+`invalid_request_error`, and the router (`router.providers.anthropic.params.batch_params`)
+refuses a deferred request that breaks them at call time, before anything is stored, with
+the same message:
 ``"<dotted path>: <problem>"``, the path naming the field as the API does
 (``messages.0.content.1.cache_control.ttl``). The rules, from the prompt-caching docs
 (https://platform.claude.com/docs/en/build-with-claude/prompt-caching) and the API's own

@@ -15,7 +15,8 @@ import pydantic
 from anthropic import NotGiven, Omit
 
 from ...errors import InvalidRequestError
-from ...params import REALTIME_MAX_BYTES, ROUTER_KEYWORDS, TRANSPORT_KEYWORDS, serialize
+from ...params import ROUTER_KEYWORDS
+from .params import REALTIME_MAX_BYTES, TRANSPORT_KEYWORDS, serialize
 
 # JSON bytes per str character at worst: a non-BMP character escaped as two \uXXXX.
 _MAX_BYTES_PER_CHAR = 12

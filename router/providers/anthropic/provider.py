@@ -17,12 +17,12 @@ from anthropic.types import Message
 from anthropic.types.messages import MessageBatch
 
 from ...config import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS
-from ...params import REALTIME_MAX_BYTES
 from ...pricing import TokenCounts
 from ..base import BatchFormat, BatchLimits, RemoteBatch
 from ..lines import line_blocks
 from . import errors
 from .outcome import message_from
+from .params import REALTIME_MAX_BYTES
 
 BATCHES_PATH = "/v1/messages/batches"
 

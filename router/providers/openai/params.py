@@ -1,8 +1,9 @@
 """Checking `chat.completions.create` keywords before a request goes out or is stored.
 
-As for `messages.create` (router/params.py): a keyword the `openai` SDK does not take is
-its own TypeError; a value a batch cannot carry is an InvalidRequestError naming the field,
-raised while the caller is still there, before anything is stored.
+As for `messages.create` (router/providers/anthropic/params.py): a keyword the `openai`
+SDK does not take is its own TypeError; a value a batch cannot carry is an
+InvalidRequestError naming the field, raised while the caller is still there, before
+anything is stored.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from openai import NotGiven, Omit
 
 from router.errors import InvalidRequestError
-from router.params import ROUTER_KEYWORDS
+from router.params import ROUTER_KEYWORDS, body_params
 from router.providers.keywords import check_sdk_keywords, openai_create
 
 __all__ = ["OPENAI_CREATE_KEYWORDS", "batch_params", "check_call_keywords", "reject_batch_stream"]
@@ -51,31 +52,12 @@ def reject_batch_stream(kwargs: Mapping[str, Any], latency: str) -> None:
 
 def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The body of a batch line (`/v1/chat/completions`) built from create() keywords, checked."""
-    params: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name in ROUTER_KEYWORDS or not _is_given(value):
-            continue
-        if name in TRANSPORT_KEYWORDS:
-            if value is None:
-                continue
-            raise InvalidRequestError(
-                f"{name}: per-call transport options and headers cannot be deferred into a batch; send this"
-                ' request with latency="realtime" or drop the option'
-            )
-        if name == "extra_body":
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise InvalidRequestError(f"extra_body: expected a mapping, got {type(value).__name__}")
-            params.update(value)
-            continue
-        params[name] = value
-    if params.get("stream"):
-        raise InvalidRequestError(
-            "stream: streaming is not available for deferred requests (the Batch API cannot stream);"
-            ' use latency="realtime" to stream'
-        )
-    params.pop("stream", None)
+    params = body_params(
+        kwargs,
+        transport=TRANSPORT_KEYWORDS,
+        omitted=(NotGiven, Omit),
+        no_stream="the Batch API cannot stream",
+    )
     params.pop("stream_options", None)
     _check_core(params)
     return params
