@@ -177,6 +177,15 @@ class Daemon:
         while not self._stop.is_set():
             began = loop.time()
             if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
+                took = loop.time() - began
+                if took >= self.lease_ttl * (1 - LEASE_MARGIN):
+                    # The store answered late (retried through an outage, or stalled): the
+                    # expiry it wrote came from the call's `now`, so the lease has run out or
+                    # nearly, and _watch_lease would stop this daemon as soon as it started.
+                    # Renew it from a fresh `now` before driving; another daemon may have
+                    # taken it meanwhile, and then this one waits again.
+                    log.info("lease_acquired_late", owner=self.owner, took=round(took, 3))
+                    continue
                 self._held(began)
                 log.info(
                     "lease_acquired", owner=self.owner, store=router.config.store.location, waited=waiting

@@ -351,6 +351,43 @@ async def test_a_waiter_survives_a_server_restart(
         assert "across a restart" in reply_text(message)
 
 
+async def test_a_waiter_resolves_after_an_outage_its_listener_could_not_reconnect_through(
+    pg_server: PostgresServer | ExternalPostgres,
+    pg_url: str,
+    emulator: Emulator,
+    sdk: anthropic.AsyncAnthropic,
+) -> None:
+    """The listening connection is lost and fails to reconnect while the server is down; once
+    it is back, the waiter catches up from the completion sequence (it polls once an hour)."""
+    if not isinstance(pg_server, PostgresServer):
+        pytest.skip("an external server is not stopped by the tests")
+    fast, slow = _config(pg_url, emulator), _config(pg_url, emulator, '[router]\nwatch_interval = "1h"\n')
+
+    async def reconnects_failed() -> bool:
+        return sum(e["event"] == "store_listen_failed" for e in logs) >= 2
+
+    with capture_router_logs() as logs:
+        async with (
+            Router(fast, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as driver,
+            Router(slow, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as waiter,
+        ):
+            await driver.messages.submit(**ask("through an outage"), latency="daily", key="k1")
+            waiting = asyncio.create_task(waiter.results.wait("k1", timeout=120))
+            await waiter.store.listening()  # type: ignore[attr-defined]
+            await driver.flush()
+            await asyncio.to_thread(pg_server.stop)
+            try:
+                await until(reconnects_failed, timeout=30)
+            finally:
+                await asyncio.to_thread(pg_server.start)
+            assert not waiting.done()
+            emulator.end_batches()
+            await driver.poll()
+            message = await asyncio.wait_for(waiting, 60)
+            assert "through an outage" in reply_text(message)
+    assert any(e["event"] == "store_listen_restored" for e in logs)
+
+
 async def test_enqueue_is_durable_across_a_restart(
     pg_server: PostgresServer | ExternalPostgres, pg_url: str
 ) -> None:
