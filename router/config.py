@@ -323,6 +323,9 @@ class StoreSettings(BaseModel):
     retention: PositiveDuration = 30 * _DAY
     # PostgreSQL connections per process (the enqueue group commit needs only one).
     pool_size: Annotated[int, _int_field(1, 1000)] = 10
+    # PostgreSQL: how long an operation is tried again through a dropped connection or a
+    # restart before it fails with StoreError (a standby daemon then keeps waiting).
+    retry_for: PositiveDuration = 60.0
 
     @field_validator("path", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
+from .errors import StoreError
 from .logs import get_logger
 from .store import PurgeReport, leases
 
@@ -176,7 +177,18 @@ class Daemon:
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             began = loop.time()
-            if await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time()):
+            try:
+                acquired = await store.acquire_lease(self.owner, ttl=self.lease_ttl, now=time.time())
+                holder = None if acquired else await store.lease()
+            except StoreError as exc:
+                if not self.standby:
+                    raise
+                # The database is still away after the store's own retries: a standby is there
+                # to take over once it is back, so it keeps waiting rather than exiting.
+                log.warning("lease_check_failed", owner=self.owner, error=str(exc))
+                await self._pause()
+                continue
+            if acquired:
                 took = loop.time() - began
                 if took >= self.lease_ttl * (1 - LEASE_MARGIN):
                     # The store answered late (retried through an outage, or stalled): the
@@ -192,7 +204,6 @@ class Daemon:
                 )
                 crash_point("lease.after_acquire")
                 return True
-            holder = await store.lease()
             if not self.standby:
                 until = (
                     datetime.fromtimestamp(holder.expires_at, UTC).isoformat(timespec="seconds")
@@ -218,11 +229,14 @@ class Daemon:
                     store=router.config.store.location,
                 )
                 waiting = True
-            # Look again well within one lease period: a released or lapsed lease is taken quickly.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self.lease_ttl / 4, 1.0)):
-                    await self._stop.wait()
+            await self._pause()
         return False
+
+    async def _pause(self) -> None:
+        # Look again well within one lease period: a released or lapsed lease is taken quickly.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(self.lease_ttl / 4, 1.0)):
+                await self._stop.wait()
 
     def _held(self, began: float) -> None:
         self._held_until = max(self._held_until, began + self.lease_ttl)

@@ -221,7 +221,12 @@ def format_effective_policy(config: RouterConfig, source: str) -> str:
 
     store = config.store
     if store.url is not None:  # the location is the URL without its password
-        where = [("engine", "postgresql"), ("url", store.location), ("pool_size", str(store.pool_size))]
+        where = [
+            ("engine", "postgresql"),
+            ("url", store.location),
+            ("pool_size", str(store.pool_size)),
+            ("retry_for", format_duration(store.retry_for)),
+        ]
     else:
         synchronous = "synchronous=FULL" if store.durability == "full" else "synchronous=NORMAL"
         where = [

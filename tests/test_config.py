@@ -365,7 +365,7 @@ MALFORMED = [
         '[store]\ndurabilty = "full"\n',
         "store.durabilty",
         'unknown key (did you mean "durability"?);'
-        " expected one of: durability, path, pool_size, retention, url",
+        " expected one of: durability, path, pool_size, retention, retry_for, url",
         id="typo-suggests-closest-key",
     ),
     pytest.param(

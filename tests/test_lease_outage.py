@@ -78,17 +78,24 @@ async def test_a_lease_that_runs_out_in_an_outage_stops_the_daemon_before_a_stan
         assert await standby.exited(timeout=30) == 0, standby.err[-20:]
 
 
+@pytest.mark.parametrize("retry_for", ["60s", "1s"], ids=["retried-through", "retries-give-up"])
 async def test_a_standby_whose_takeover_outlasts_its_lease_in_an_outage_drives_with_a_fresh_one(
-    tmp_path: Path, pg_server: PostgresServer | ExternalPostgres, pg_url: str, emulator: Emulator
+    tmp_path: Path,
+    pg_server: PostgresServer | ExternalPostgres,
+    pg_url: str,
+    emulator: Emulator,
+    retry_for: str,
 ) -> None:
     """The standby's look at the lease begins while the server is down and is retried until it
     is back, longer than a lease: the expiry it writes comes from the `now` it began with, so
     that lease has run out when it is taken. The standby renews it before driving, rather than
-    stepping down (exit 4) at once and leaving the database without a daemon."""
+    stepping down (exit 4) at once and leaving the database without a daemon. With retries
+    shorter than the outage, its look fails instead, and it keeps waiting rather than exiting."""
     if not isinstance(pg_server, PostgresServer):
         pytest.skip("the outage stops the server: it needs the tests' own PostgreSQL")
     ttl = 2.0
     config = write_config(tmp_path, emulator.url, lease_ttl=f"{ttl:g}s", store=pg_url)
+    config.write_text(config.read_text().replace("[store]\n", f'[store]\nretry_for = "{retry_for}"\n'))
     store = await open_store(StoreSettings(url=pg_url))  # migrate, then plant the holder's lease
     await store.close()
     children: list[Child] = []
@@ -118,6 +125,8 @@ async def test_a_standby_whose_takeover_outlasts_its_lease_in_an_outage_drives_w
                 await asyncio.to_thread(pg_server.start)
 
             await until(lambda: bool(standby.events("lease_acquired")), timeout=60, what="the takeover")
+            if retry_for == "1s":
+                assert standby.events("lease_check_failed")
             await until(lambda: bool(standby.events("daemon_started")), timeout=60, what="the daemon started")
             assert owned_by(pg_url, standby)
             standby.proc.send_signal(signal.SIGTERM)

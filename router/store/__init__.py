@@ -87,7 +87,9 @@ async def open_store(settings: StoreSettings, *, create: bool = True) -> StoreEn
     if settings.url is not None:
         from .postgres import PostgresStore  # asyncpg only for those who use it
 
-        return await PostgresStore.open(settings.url, pool_size=settings.pool_size, create=create)
+        return await PostgresStore.open(
+            settings.url, pool_size=settings.pool_size, retry_for=settings.retry_for, create=create
+        )
     return await Store.open(settings.path, durability=settings.durability, create=create)
 
 
