@@ -159,14 +159,15 @@ async def _close_failed(
     on_finished: Callable[[Sequence[int]], None],
 ) -> None:
     """A batch the provider refused as a whole: its requests go back to pending when the
-    refusal may pass (`failure_retryable`), else they fail with the provider's reason."""
+    refusal may pass (`failure_retryable`), else they fail with the provider's result for
+    it (`failure_result`: the error the real-time call would have raised)."""
     assert batch.api_id is not None
     if remote.failure_retryable:
         released = await store.finish_batch(batch.id, now=now)
         log.warning("batch_failed_released", batch_id=batch.api_id, requests=released, error=remote.failure)
     else:
         reason = f"batch {batch.api_id} was refused by {provider.name}: {remote.failure or 'no reason given'}"
-        failed = await store.fail_missing(batch.id, now=now, reason=reason)
+        failed = await store.fail_missing(batch.id, now=now, reason=reason, result=remote.failure_result)
         log.error("batch_failed", batch_id=batch.api_id, requests=len(failed), error=remote.failure)
         if failed:
             on_finished(failed)

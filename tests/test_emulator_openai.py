@@ -529,6 +529,26 @@ async def test_invalid_input_files_fail_the_batch(
     assert (await client.batches.retrieve(batch.id)).status == "failed"
 
 
+async def test_a_queued_refusal_fails_the_next_batches_in_validation(
+    emu: Emulator, raw: httpx2.AsyncClient, client: openai.AsyncOpenAI
+) -> None:
+    async def errors_of_next_batch() -> list[tuple[str | None, int | None, str | None]] | None:
+        batch = await client.batches.retrieve((await submit(client, [line("a", "x")])).id)
+        assert (batch.status == "failed") == (batch.errors is not None)
+        return None if batch.errors is None else [(e.code, e.line, e.param) for e in batch.errors.data or []]
+
+    emu.config.openai.refuse_next("model_not_found", message="Not served.", param="body.model", line=1)
+    assert await errors_of_next_batch() == [("model_not_found", 1, "body.model")]
+    update = {"openai": {"refusals": [{"code": "token_limit_exceeded", "count": 2}]}}
+    assert (await raw.post("/_emulator/config", json=update)).status_code == 200
+    assert await errors_of_next_batch() == [("token_limit_exceeded", None, None)]
+    assert await errors_of_next_batch() == [("token_limit_exceeded", None, None)]
+    assert await errors_of_next_batch() is None  # the queue is spent
+    assert emu.config.openai.refusals == []
+    bad = await raw.post("/_emulator/config", json={"openai": {"refusals": [{"code": ""}]}})
+    assert bad.status_code == 400
+
+
 async def test_validation_takes_validating_seconds(emu: Emulator, client: openai.AsyncOpenAI) -> None:
     emu.config.openai.validating_seconds = 10
     batch = await submit(client, [line("a", "x")])

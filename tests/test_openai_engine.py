@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion
 from router import Router, RouterConfig
 from router.batcher import create_batch
 from router.emulator import Emulator
-from router.errors import BatchResultMissingError, ConfigError, RouterError
+from router.errors import ConfigError, RouterError
 from router.metrics import DaemonView
 from router.metrics import families as metric_families
 from router.observe import take
@@ -187,9 +187,59 @@ async def test_a_batch_refused_as_a_whole_fails_its_requests_with_the_reason(
     assert emulator.openai.batches[remote.id].status == "failed"
     await router.poll()
     for key in ("a", "b"):
-        with pytest.raises(BatchResultMissingError, match="model_mismatch"):
+        # What chat.completions.create raises for a request the API refuses: a 400.
+        with pytest.raises(openai.BadRequestError, match="model_mismatch") as refused:
             await router.results.wait(key, timeout=10)
+        assert refused.value.code == "model_mismatch" and refused.value.param == "body.model"
+        assert remote.id in refused.value.message
     assert await batches(router) == [("openai", "done", 2)]
+    rows = await raw_rows(router.store, "SELECT state, outcome, attempts FROM requests ORDER BY id")
+    assert [tuple(r) for r in rows] == [("failed", "errored", 1)] * 2
+    assert not emulator.openai.files
+
+
+async def test_a_batch_refused_for_its_model_raises_not_found_as_real_time_does(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "m", ask("which model?"))
+    emulator.config.openai.refuse_next(
+        "model_not_found",
+        message=f"The provided model '{GPT}' is not supported by the Batch API.",
+        param="body.model",
+        line=1,
+    )
+    await router.flush()
+    emulator.end_batches()
+    (remote,) = emulator.openai.batches.values()
+    assert remote.status == "failed"
+    await router.poll()
+    with pytest.raises(openai.NotFoundError) as refused:
+        await router.results.wait("m", timeout=10)
+    assert refused.value.status_code == 404 and refused.value.code == "model_not_found"
+    assert "not supported by the Batch API" in refused.value.message
+    assert await router.store.state_counts() == {"failed": 1}
+    assert len(emulator.openai.batches) == 1 and not emulator.openai.files
+
+
+async def test_a_batch_refused_for_the_moment_is_resubmitted(router: Router, emulator: Emulator) -> None:
+    for key in ("t1", "t2"):
+        await defer(router, key, ask(f"tokens {key}"))
+    emulator.config.openai.refuse_next(
+        "token_limit_exceeded", message=f"Enqueued token limit reached for {GPT} in organization org-emu."
+    )
+    await router.flush()
+    emulator.end_batches()
+    with capture_router_logs() as events:
+        await router.poll()
+    assert await router.store.state_counts() == {"pending": 2}
+    (released,) = [e for e in events if e["event"] == "batch_failed_released"]
+    assert released["requests"] == 2 and "token_limit_exceeded" in released["error"]
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
+    assert [b.status for b in emulator.openai.batches.values()] == ["failed", "completed"]
+    for key in ("t1", "t2"):
+        assert isinstance(await router.results.wait(key, timeout=10), ChatCompletion)
     assert not emulator.openai.files
 
 

@@ -94,6 +94,9 @@ class RemoteBatch:
     failed: bool = False  # the provider refused the batch as a whole (OpenAI `failed`)
     failure: str | None = None  # why, when `failed`
     failure_retryable: bool = False  # a `failed` batch whose requests may go in another batch
+    # The canonical `errored` result each request of a `failed` batch that is not
+    # `failure_retryable` ends with: what the provider's real-time call would have answered.
+    failure_result: Mapping[str, Any] | None = None
 
 
 class Provider(Protocol):
