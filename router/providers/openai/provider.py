@@ -27,11 +27,12 @@ from router.providers.openai.codec import (
 )
 from router.providers.openai.framing import JSONL_FORMAT, MultipartUpload
 
-__all__ = ["INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
+__all__ = ["INPUT_FILE_PREFIX", "INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
 
 log = get_logger(__name__)
 
 INTENT_METADATA_KEY: Final = "hybrid_router_intent"
+INPUT_FILE_PREFIX: Final = "hybrid-router-"  # an input file is named <prefix><intent id>.jsonl
 OPENAI_LIMITS = BatchLimits(
     max_requests=50_000,
     max_bytes=200 * 1024 * 1024,
@@ -108,6 +109,29 @@ def _failure_result(batch: Batch) -> dict[str, Any]:
     return canonical_result({"response": {"status_code": status, "request_id": None, "body": body}})
 
 
+# The upload's Content-Type travels under this header through the SDK's request building:
+# given as Content-Type, a "multipart/form-data" value makes `_build_request` encode a
+# multipart body itself (httpx's encoder, which takes no async stream) and refuse the
+# streamed `content`. `_streaming_uploads` moves it back just before the request is sent.
+_MULTIPART_HEADER: Final = "X-Hybrid-Router-Multipart-Content-Type"
+
+
+def _streaming_uploads(client: openai.AsyncOpenAI) -> openai.AsyncOpenAI:
+    """A copy of `client`, retries off, whose requests carrying `_MULTIPART_HEADER` go out
+    with it as their Content-Type, so a streamed upload is sent as the SDK's own
+    `files.create` sends one. Through the SDK's documented `_prepare_request` hook, set on
+    this copy only: the caller's client and its other copies are untouched."""
+    uploads = client.with_options(max_retries=0)
+
+    async def prepare(request: httpx2.Request) -> None:
+        content_type = request.headers.pop(_MULTIPART_HEADER, None)
+        if content_type is not None:
+            request.headers["Content-Type"] = content_type
+
+    uploads._prepare_request = prepare  # type: ignore[method-assign]
+    return uploads
+
+
 def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
     """The engine's view of an OpenAI `Batch`."""
     counts = batch.request_counts
@@ -153,6 +177,7 @@ class OpenAIProvider:
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self._client = client
         self._once = client.with_options(max_retries=0)
+        self._uploads = _streaming_uploads(client)
 
     # -- real time ----------------------------------------------------------------------------
 
@@ -202,15 +227,15 @@ class OpenAIProvider:
         A failed upload raises `InputFileUploadError` (from the SDK's error): no batch can
         exist. A `batches.create` refused with an error status deletes the uploaded file
         first; a lost answer leaves it, since the batch may exist and read it."""
-        upload = MultipartUpload.new(f"hybrid-router-{intent_id}.jsonl", length)
+        upload = MultipartUpload.new(f"{INPUT_FILE_PREFIX}{intent_id}.jsonl", length)
         try:
-            uploaded = await self._once.post(
+            uploaded = await self._uploads.post(
                 "/files",
                 content=upload.stream(body),
                 cast_to=FileObject,
                 options={
                     "headers": {
-                        "Content-Type": upload.content_type,
+                        _MULTIPART_HEADER: upload.content_type,
                         "Content-Length": str(upload.content_length),
                     }
                 },
