@@ -16,12 +16,15 @@ from openai.types.chat import ChatCompletion
 
 from router import Router, RouterConfig
 from router.batcher import create_batch
+from router.daemon import Daemon
 from router.emulator import Emulator
 from router.errors import ConfigError, RouterError
+from router.leftovers import sweep
 from router.metrics import DaemonView
 from router.metrics import families as metric_families
 from router.observe import take
 from router.pricing import TokenCounts
+from router.providers.openai.provider import ORPHAN_AGE
 from router.report import build_report, render_text
 from router.store import LedgerEntry, Ticket
 from tests.engine import engine_config
@@ -442,7 +445,68 @@ async def test_files_that_cannot_be_deleted_are_logged_and_the_results_kept(
     assert isinstance(await router.results.wait("d", timeout=10), ChatCompletion)
     (warning,) = [e for e in events if e["event"] == "batch_results_not_discarded"]
     assert warning["provider"] == "openai"
-    assert len(emulator.openai.files) == 1  # the one that failed is left to the file's retention
+    assert len(emulator.openai.files) == 1  # the one that failed is left for the sweep
+    # The daemon's purge sweeps: the file of the closed batch is deleted then.
+    daemon = Daemon(router.config)
+    daemon._router = router
+    emulator.faults.fail_next("openai.files.delete", status=500)
+    with capture_router_logs() as events:
+        await daemon.purge()  # this sweep's delete fails too: logged, tried again next time
+    assert [e["event"] for e in events if e["event"].startswith("openai_file")] == ["openai_file_not_deleted"]
+    assert len(emulator.openai.files) == 1
+    await daemon.purge()
+    assert not emulator.openai.files
+
+
+async def test_the_input_file_of_a_batch_never_created_is_swept(
+    router: Router, emulator: Emulator, oa_sdk: openai.AsyncOpenAI
+) -> None:
+    # Another router's batch in progress, and a file of another tool: the sweep leaves both.
+    other_input = await oa_sdk.files.create(file=("hybrid-router-7.jsonl", _line("o1")), purpose="batch")
+    other = await oa_sdk.batches.create(
+        input_file_id=other_input.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    unrelated = await oa_sdk.files.create(file=("mine.jsonl", _line("u1")), purpose="batch")
+    await defer(router, "lost", ask("never created"))
+    emulator.faults.fail_next("openai.batches.create", drop=True)  # dropped before it was handled
+    report = await router.flush()
+    assert report.uncertain == 1 and len(emulator.openai.batches) == 1
+    (orphan,) = [f for f in emulator.openai.files.values() if f.id not in (other_input.id, unrelated.id)]
+    assert orphan.filename.startswith("hybrid-router-")
+    emulator.clock.advance(router.config.batch.reconcile_grace + 1)
+    # The listing shows no batch with the intent's id: it was never created (the other one,
+    # with no metadata, has the same count and time, but OpenAI keeps intent ids: not taken).
+    await router.poll()
+    assert await router.store.state_counts() == {"pending": 1}
+    assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0, "openai": 0}
+    assert orphan.id in emulator.openai.files  # younger than ORPHAN_AGE: it could be mid-flush
+    emulator.clock.advance(ORPHAN_AGE)
+    with capture_router_logs() as events:
+        swept = await sweep(router.providers, router.store, now=router.clock())
+    assert swept == {"anthropic": 0, "openai": 1}
+    (swept_event,) = [e for e in events if e["event"] == "provider_swept"]
+    assert swept_event["deleted"] == 1
+    assert emulator.openai.batches[other.id].status == "completed"
+    kept = {other_input.id, unrelated.id, *_files_of(emulator, other.id)}
+    assert set(emulator.openai.files) == kept and len(kept) == 3
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
+    assert isinstance(await router.results.wait("lost", timeout=10), ChatCompletion)
+    assert set(emulator.openai.files) == kept  # our batch's files went after its ingest
+
+
+def _files_of(emulator: Emulator, batch_id: str) -> set[str]:
+    batch = emulator.openai.batches[batch_id]
+    return {f for f in (batch.output_file_id, batch.error_file_id) if f is not None}
+
+
+async def test_a_sweep_that_cannot_list_is_logged_and_skipped(router: Router, emulator: Emulator) -> None:
+    emulator.faults.fail_next("openai.files.list", status=500)
+    with capture_router_logs() as events:
+        assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0}
+    (failed,) = [e for e in events if e["event"] == "provider_sweep_failed"]
+    assert failed["provider"] == "openai"
 
 
 @pytest.mark.sqlite_only

@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletion
 
 from router.logs import get_logger
 from router.pricing import TokenCounts
-from router.providers.base import BatchFormat, BatchLimits, Provider, RemoteBatch
+from router.providers.base import BatchFormat, BatchLimits, ClosedBatches, Provider, RemoteBatch
 from router.providers.openai import errors
 from router.providers.openai.codec import (
     STATUS_BY_ERROR_TYPE,
@@ -27,7 +27,14 @@ from router.providers.openai.codec import (
 )
 from router.providers.openai.framing import JSONL_FORMAT, MultipartUpload
 
-__all__ = ["INPUT_FILE_PREFIX", "INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
+__all__ = [
+    "INPUT_FILE_PREFIX",
+    "INTENT_METADATA_KEY",
+    "OPENAI_LIMITS",
+    "ORPHAN_AGE",
+    "OpenAIProvider",
+    "OpenAIRemoteBatch",
+]
 
 log = get_logger(__name__)
 
@@ -43,6 +50,10 @@ OPENAI_LIMITS = BatchLimits(
 _ENDED = frozenset({"completed", "expired", "cancelled", "failed"})
 _CANCELLING = frozenset({"cancelling", "cancelled"})
 _BLOCK_LINES = 1000  # canonical lines per block handed to the ingest
+# An input file no batch reads this long after its upload never will: the create follows
+# the upload within one flush.
+ORPHAN_AGE: Final = 3600.0
+_CLOCK_SKEW = 60.0  # seconds of disagreement tolerated between our clock and the API's
 _LIST_PAGE = 100  # the most `GET /v1/batches` returns a page
 
 
@@ -171,6 +182,7 @@ class OpenAIProvider:
     """
 
     name = "openai"
+    keeps_intent_id = True  # in the batch's `metadata` (INTENT_METADATA_KEY)
     limits: BatchLimits = OPENAI_LIMITS
     batch_format: BatchFormat = JSONL_FORMAT
 
@@ -332,6 +344,50 @@ class OpenAIProvider:
                     first = first or exc
         if first is not None:
             raise first
+
+    async def sweep(self, *, now: float, closed: ClosedBatches) -> int:
+        """Delete the files of batches the store has closed, and every input file this router
+        names (`INPUT_FILE_PREFIX`) that no batch reads `ORPHAN_AGE` after its upload (its
+        create was lost, or refused and its delete failed). Such a file is an orphan
+        whichever router on the account uploaded it: a create follows its upload at once.
+        A delete that fails is logged and left to the next sweep."""
+        files: list[FileObject] = []
+        for purpose in ("batch", "batch_output"):
+            files.extend([f async for f in self._client.files.list(purpose=purpose)])
+        if not files:
+            return 0
+        present = {f.id for f in files}
+        since = min(f.created_at for f in files) - _CLOCK_SKEW
+        listed = [b async for b in self.list_batches(since=since)]
+        batches = [b for b in listed if isinstance(b, OpenAIRemoteBatch)]
+        done = set(await closed([b.id for b in batches]))
+        read = {fid for b in batches for fid in (b.input_file_id, b.output_file_id, b.error_file_id)}
+        doomed = [
+            fid
+            for b in batches
+            if b.id in done
+            for fid in (b.input_file_id, b.output_file_id, b.error_file_id)
+            if fid in present
+        ]
+        doomed += [
+            f.id
+            for f in files
+            if f.purpose == "batch"
+            and f.filename.startswith(INPUT_FILE_PREFIX)
+            and f.id not in read
+            and f.created_at <= now - ORPHAN_AGE
+        ]
+        deleted = 0
+        for file_id in dict.fromkeys(doomed):
+            try:
+                await self._client.files.delete(file_id)
+            except openai.NotFoundError:
+                continue
+            except openai.OpenAIError as exc:
+                log.warning("openai_file_not_deleted", file_id=file_id, error=str(exc))
+                continue
+            deleted += 1
+        return deleted
 
     async def _delete_file(self, file_id: str) -> None:
         try:
