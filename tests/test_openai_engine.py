@@ -18,7 +18,7 @@ from router import Router, RouterConfig
 from router.batcher import create_batch
 from router.daemon import Daemon
 from router.emulator import Emulator
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, RequestCanceledError, RequestExpiredError, RouterError
 from router.leftovers import sweep
 from router.metrics import DaemonView
 from router.metrics import families as metric_families
@@ -165,6 +165,58 @@ async def test_an_expired_batch_keeps_its_output_and_resubmits_the_rest(
         reply = await router.results.wait(key, timeout=10)
         assert isinstance(reply, ChatCompletion)
         assert (await router.results.status(key)).attempts == (1 if key in kept else 2)
+
+
+async def test_a_cancelled_batch_is_resubmitted_then_raises_canceled(
+    router: Router, emulator: Emulator, oa_sdk: openai.AsyncOpenAI
+) -> None:
+    await defer(router, "c", ask("cancel me"), latency="twice")
+    for attempt in (1, 2):  # `twice`: the first cancel sends it again, the second is final
+        report = await router.flush()
+        (api_id,) = report.batches
+        await oa_sdk.batches.cancel(api_id)  # someone else cancels it on the account
+        emulator.clock.advance(1)  # the cancel completes once the clock moves on
+        assert emulator.openai.batches[api_id].status == "cancelled"
+        await router.poll()
+        row = await router.results.status("c")
+        assert (row.state, row.attempts) == (("pending", 1) if attempt == 1 else ("failed", 2))
+    with pytest.raises(RequestCanceledError, match="after 2 attempt"):
+        await router.results.wait("c", timeout=10)
+    assert not emulator.openai.files
+
+
+async def test_a_request_that_keeps_expiring_raises_expired(router: Router, emulator: Emulator) -> None:
+    await defer(router, "x", ask("too slow [emulator:expire]"), latency="twice")
+    await defer(router, "ok", ask("in time"), latency="twice")
+    for _ in range(2):
+        await router.flush()
+        emulator.end_batches()
+        await router.poll()
+    with pytest.raises(RequestExpiredError, match="after 2 attempt"):
+        await router.results.wait("x", timeout=10)
+    assert isinstance(await router.results.wait("ok", timeout=10), ChatCompletion)
+    assert [n for *_, n in await batches(router)] == [2, 1]
+
+
+async def test_a_results_download_cut_short_is_read_again_without_duplicates(
+    router: Router, emulator: Emulator
+) -> None:
+    for i in range(5):
+        await defer(router, f"d{i}", ask(f"download {i}"))
+    await router.flush()
+    emulator.end_batches()
+    emulator.faults.set("openai.files.content", results_cut_after=2)
+    report = await router.poll()
+    assert report.errors == 1 and report.ended == []
+    assert await router.store.state_counts() == {"submitted": 5}  # open, to be read again
+    assert len(emulator.openai.files) == 2  # nothing deleted before the results are stored
+    emulator.faults.endpoints.clear()
+    report = await router.poll()
+    assert len(report.ended) == 1 and report.delivered == 5 and report.duplicates == 0
+    for i in range(5):
+        assert isinstance(await router.results.wait(f"d{i}", timeout=10), ChatCompletion)
+    rows = await raw_rows(router.store, "SELECT count(*), sum(duplicate) FROM ledger")
+    assert [tuple(r) for r in rows] == [(5, 0)]
 
 
 async def test_a_batch_refused_as_a_whole_fails_its_requests_with_the_reason(
@@ -499,6 +551,24 @@ async def test_the_input_file_of_a_batch_never_created_is_swept(
 def _files_of(emulator: Emulator, batch_id: str) -> set[str]:
     batch = emulator.openai.batches[batch_id]
     return {f for f in (batch.output_file_id, batch.error_file_id) if f is not None}
+
+
+async def test_an_upload_whose_answer_was_lost_is_sent_again_and_its_file_swept(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "u", ask("upload twice"))
+    emulator.faults.fail_next("openai.files.create", drop=True, after=True)  # stored, answer lost
+    report = await router.flush()
+    assert report.released == 1 and report.uncertain == 0 and not emulator.openai.batches
+    (orphan,) = emulator.openai.files
+    await router.flush()  # no batch can read a file whose id the router never had: sent again
+    emulator.end_batches()
+    await router.poll()
+    assert isinstance(await router.results.wait("u", timeout=10), ChatCompletion)
+    assert set(emulator.openai.files) == {orphan}
+    emulator.clock.advance(ORPHAN_AGE)
+    assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0, "openai": 1}
+    assert not emulator.openai.files
 
 
 async def test_a_sweep_that_cannot_list_is_logged_and_skipped(router: Router, emulator: Emulator) -> None:
