@@ -176,7 +176,7 @@ async def _close_failed(
 
 async def discard(provider: Provider, batch: BatchRow) -> None:
     """Best effort: delete what the provider keeps of an ingested batch (its files). A
-    failure is logged and left to the provider's own retention."""
+    failure is logged and left to the daemon's next sweep (router/leftovers.py)."""
     assert batch.api_id is not None
     try:
         await provider.discard_results(batch.api_id)
@@ -234,6 +234,14 @@ async def poll(
                     delay = next_poll_delay(age, base=base_interval, ceiling=max_interval)
                     await store.update_batch(batch.id, next_poll_at=now + delay)
                     continue
+                if remote.failed:
+                    # Closed in one step, never left `ended`: a re-read of a refused batch finds
+                    # no lines, and would put every request back. No turnaround either: a
+                    # refusal says nothing of how long batches take.
+                    log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
+                    await _close_failed(provider, store, batch, remote, now=now, on_finished=on_finished)
+                    report.ended.append(batch.api_id)
+                    continue
                 ended_at = remote.ended_at if remote.ended_at is not None else now
                 await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
                 if not remote.cancel_requested and remote.ended_at is not None:
@@ -244,10 +252,6 @@ async def poll(
                     await store.record_turnaround(batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
                 crash_point("poll.after_ended")
-                if remote.failed:
-                    await _close_failed(provider, store, batch, remote, now=now, on_finished=on_finished)
-                    report.ended.append(batch.api_id)
-                    continue
             with ingesting():
                 stats = await ingest(
                     provider,

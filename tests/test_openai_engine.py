@@ -274,6 +274,9 @@ async def test_a_batch_refused_for_its_model_raises_not_found_as_real_time_does(
     assert "not supported by the Batch API" in refused.value.message
     assert await router.store.state_counts() == {"failed": 1}
     assert len(emulator.openai.batches) == 1 and not emulator.openai.files
+    # Closed at once, with no turnaround: a refusal says nothing of how long batches take.
+    assert await batches(router) == [("openai", "done", 1)]
+    assert [tuple(r) for r in await raw_rows(router.store, "SELECT count(*) FROM turnarounds")] == [(0,)]
 
 
 async def test_a_batch_refused_for_the_moment_is_resubmitted(router: Router, emulator: Emulator) -> None:
