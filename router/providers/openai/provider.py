@@ -238,7 +238,8 @@ class OpenAIProvider:
 
         A failed upload raises `InputFileUploadError` (from the SDK's error): no batch can
         exist. A `batches.create` refused with an error status deletes the uploaded file
-        first; a lost answer leaves it, since the batch may exist and read it."""
+        first; a lost answer leaves it, since the batch may exist and read it (`sweep`
+        deletes it once no batch does)."""
         upload = MultipartUpload.new(f"{INPUT_FILE_PREFIX}{intent_id}.jsonl", length)
         try:
             uploaded = await self._uploads.post(
@@ -392,7 +393,7 @@ class OpenAIProvider:
     async def _delete_file(self, file_id: str) -> None:
         try:
             await self._client.files.delete(file_id)
-        except openai.OpenAIError as exc:  # the file is an orphan either way, and harmless
+        except openai.OpenAIError as exc:  # harmless meanwhile: `sweep` deletes the orphan
             log.warning("openai_input_file_not_deleted", file_id=file_id, error=str(exc))
 
     # -- results to the caller ----------------------------------------------------------------
