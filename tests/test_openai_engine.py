@@ -250,6 +250,8 @@ async def test_a_batch_refused_as_a_whole_fails_its_requests_with_the_reason(
     assert await batches(router) == [("openai", "done", 2)]
     rows = await raw_rows(router.store, "SELECT state, outcome, attempts FROM requests ORDER BY id")
     assert [tuple(r) for r in rows] == [("failed", "errored", 1)] * 2
+    ledger = await raw_rows(router.store, "SELECT provider, lane, result_type, input_tokens FROM ledger")
+    assert [tuple(r) for r in ledger] == [("openai", "batch", "errored", 0)] * 2  # unbilled
     assert not emulator.openai.files
 
 
@@ -288,17 +290,38 @@ async def test_a_batch_refused_for_the_moment_is_resubmitted(router: Router, emu
     await router.flush()
     emulator.end_batches()
     with capture_router_logs() as events:
-        await router.poll()
+        report = await router.poll()
+    assert (report.retried, report.delivered) == (2, 0)
     assert await router.store.state_counts() == {"pending": 2}
-    (released,) = [e for e in events if e["event"] == "batch_failed_released"]
-    assert released["requests"] == 2 and "token_limit_exceeded" in released["error"]
+    (refused,) = [e for e in events if e["event"] == "batch_refused"]
+    assert (refused["retried"], refused["final"]) == (2, 0) and "token_limit_exceeded" in refused["error"]
     await router.flush()
     emulator.end_batches()
     await router.poll()
     assert [b.status for b in emulator.openai.batches.values()] == ["failed", "completed"]
     for key in ("t1", "t2"):
         assert isinstance(await router.results.wait(key, timeout=10), ChatCompletion)
+        assert (await router.results.status(key)).attempts == 2  # the refused batch counted
     assert not emulator.openai.files
+
+
+async def test_a_batch_refused_for_the_moment_until_the_class_limit_raises_rate_limit(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "q", ask("queue full"), latency="twice")
+    emulator.config.openai.refuse_next(
+        "token_limit_exceeded", message="Enqueued token limit reached.", count=2
+    )
+    for _ in range(2):  # `twice`: sent again once, then the class's attempts are spent
+        await router.flush()
+        emulator.end_batches()
+        await router.poll()
+    # What chat.completions.create raises when the account is over its limit: a 429.
+    with pytest.raises(openai.RateLimitError, match="Enqueued token limit reached") as limited:
+        await router.results.wait("q", timeout=10)
+    assert limited.value.code == "token_limit_exceeded"
+    assert [b.status for b in emulator.openai.batches.values()] == ["failed", "failed"]
+    assert (await router.results.status("q")).attempts == 2
 
 
 async def test_a_lost_create_answer_is_adopted_by_its_intent_id(

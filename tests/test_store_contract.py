@@ -367,14 +367,13 @@ async def test_fail_missing_fails_the_unanswered_with_a_result_line(store: Store
     assert row.result is not None and json.loads(row.result)["result"]["reason"] == "gone"
 
 
-async def test_fail_missing_with_a_result_stores_that_result(store: StoreEngine) -> None:
-    batch_id, ids = await submitted_batch(store, 2)
-    refused = {"type": "errored", "error": {"type": "error", "error": {"type": "invalid_request_error"}}}
-    assert await store.fail_missing(batch_id, now=NOW + 40, reason="refused", result=refused) == ids
-    for row in await store.get_many(ids):
-        assert (row.state, row.outcome, row.attempts) == (states.FAILED, "errored", 1)
-        assert row.result is not None and json.loads(row.result)["result"] == refused
-    assert batch_id not in {b.id for b in await store.open_batches()}
+async def test_unanswered_lists_the_requests_still_waiting(store: StoreEngine) -> None:
+    batch_id, ids = await submitted_batch(store, 3)
+    assert await store.unanswered(batch_id) == ids
+    await apply(store, batch_id, [line(ids[1])])
+    assert await store.unanswered(batch_id) == [ids[0], ids[2]]
+    await store.finish_batch(batch_id, now=NOW + 30)
+    assert await store.unanswered(batch_id) == []
 
 
 async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(store: StoreEngine) -> None:

@@ -97,9 +97,9 @@ class RemoteBatch:
     counts: Mapping[str, int] = field(default_factory=dict)  # the provider's own, for logs
     failed: bool = False  # the provider refused the batch as a whole (OpenAI `failed`)
     failure: str | None = None  # why, when `failed`
-    failure_retryable: bool = False  # a `failed` batch whose requests may go in another batch
-    # The canonical `errored` result each request of a `failed` batch that is not
-    # `failure_retryable` ends with: what the provider's real-time call would have answered.
+    # The canonical `errored` result of each request of a `failed` batch: the error the
+    # provider's real-time call would have answered, whose type the retry policy reads
+    # (a moment's refusal, such as a queue limit, is retried; a refusal of the input is not).
     failure_result: Mapping[str, Any] | None = None
 
 

@@ -182,12 +182,11 @@ class StoreEngine(Protocol):
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a fully ingested batch; its requests with no result line go back to pending (how many)."""
 
-    async def fail_missing(
-        self, batch_id: int, *, now: float, reason: str, result: Mapping[str, Any] | None = None
-    ) -> list[int]:
-        """Fail the unanswered requests of a batch whose results are lost, close it; their ids.
-        Each gets `result` (a canonical result object, the provider's refusal of the batch)
-        when given, else a ``missing`` result saying `reason`."""
+    async def unanswered(self, batch_id: int) -> list[int]:
+        """The requests of a batch still waiting for its result, in id order."""
+
+    async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
+        """Fail the unanswered requests of a batch whose results are lost, close it; their ids."""
 
     async def record_turnaround(self, batch_id: int, seconds: float) -> None:
         """Remember how long a batch took, once per model it carried."""

@@ -85,34 +85,36 @@ def _failure_of(batch: Batch) -> str | None:
     return "; ".join(parts)
 
 
-# Batch-level errors about the account's moment, not the file: the same file may pass later.
-_RETRYABLE_FAILURES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "server_error"})
-# The HTTP status a real-time call answers for the cause of a batch error (`errors.data[].code`):
-# a model the API does not serve is a 404 (`model_not_found`) there too; every other refusal
-# of the input (`invalid_json_line`, `missing_required_parameter`, `too_many_tokens`,
-# `model_mismatch`, ...) is a request the API cannot take, a 400.
-_FAILURE_STATUS = {"model_not_found": 404}
-
-
-def _retryable_failure(batch: Batch) -> bool:
-    data = batch.errors.data if batch.errors is not None else None
-    return bool(data) and all(error.code in _RETRYABLE_FAILURES for error in data or ())
+# The HTTP status a real-time call answers for the cause of a batch error (`errors.data[].code`).
+# The account's moment, not the file (the same file may pass later): the enqueued token limit
+# and rate limits are a 429, a server error a 500, both retried by the retry policy. A model
+# the API does not serve is a 404 (`model_not_found`) there too. Every other refusal of the
+# input (`invalid_json_line`, `missing_required_parameter`, `too_many_tokens`,
+# `model_mismatch`, ...) is a request the API cannot take: a 400, never retried.
+_FAILURE_STATUS = {
+    "token_limit_exceeded": 429,
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "model_not_found": 404,
+}
+_ERROR_TYPE_OF_STATUS = {429: "tokens", 500: "server_error"}  # OpenAI's; else invalid_request_error
 
 
 def _failure_result(batch: Batch) -> dict[str, Any]:
     """The canonical `errored` result of each request of a refused batch, its `openai` part
     the error response the real-time call would have had (so `outcome` raises the same
-    `openai` exception: `BadRequestError`, `NotFoundError`). The first error gives the
-    status, code and param; the message names every error listed."""
-    data = batch.errors.data if batch.errors is not None else None
-    first = data[0] if data else None
+    `openai` exception: `BadRequestError`, `NotFoundError`, `RateLimitError`). The first
+    error that a retry cannot mend gives the status, code and param, else the first error
+    (then every one may pass later). The message names every error listed."""
+    data = list(batch.errors.data or []) if batch.errors is not None else []
+    final = [e for e in data if _FAILURE_STATUS.get(e.code or "", 400) < 429]
+    first = final[0] if final else data[0] if data else None
     code = first.code if first is not None else None
     status = _FAILURE_STATUS.get(code or "", 400)
-    message = f"batch {batch.id} was refused: {_failure_of(batch)}"
     body = {
         "error": {
-            "message": message,
-            "type": "invalid_request_error",
+            "message": f"batch {batch.id} was refused: {_failure_of(batch)}",
+            "type": _ERROR_TYPE_OF_STATUS.get(status, "invalid_request_error"),
             "param": first.param if first is not None else None,
             "code": code,
         }
@@ -162,10 +164,7 @@ def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
         ),
         failed=batch.status == "failed",
         failure=_failure_of(batch) if batch.status == "failed" else None,
-        failure_retryable=batch.status == "failed" and _retryable_failure(batch),
-        failure_result=(
-            _failure_result(batch) if batch.status == "failed" and not _retryable_failure(batch) else None
-        ),
+        failure_result=_failure_result(batch) if batch.status == "failed" else None,
         status=batch.status,
         input_file_id=batch.input_file_id,
         output_file_id=batch.output_file_id,

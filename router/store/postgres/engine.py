@@ -34,7 +34,7 @@ from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
 from ..ledger import LedgerRow, ledger_row
-from ..missing import unanswered_line, unanswered_outcome
+from ..missing import missing_line
 from ..records import (
     CACHE_FIGURE_FIELDS,
     CALIBRATION_DEPTH,
@@ -590,17 +590,19 @@ class PostgresStore(FigureOps, OutboxOps):
 
         return await self._run("finish_batch", fn)
 
-    async def fail_missing(
-        self, batch_id: int, *, now: float, reason: str, result: Mapping[str, Any] | None = None
-    ) -> list[int]:
-        outcome = unanswered_outcome(result)
+    async def unanswered(self, batch_id: int) -> list[int]:
+        async def fn(conn: Conn) -> list[int]:
+            return [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
 
+        return await self._run("unanswered", fn)
+
+    async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         async def fn(conn: Conn) -> list[int]:
             ids = [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
             if ids:
                 await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
-                lines = [unanswered_line(rid, reason, result) for rid in ids]
-                seqs = await conn.fetch(sql.FAIL_MISSING, batch_id, now, ids, lines, outcome)
+                lines = [missing_line(rid, reason) for rid in ids]
+                seqs = await conn.fetch(sql.FAIL_MISSING, batch_id, now, ids, lines)
                 await conn.execute(sql.NOTIFY, CHANNEL, str(max(int(r[0]) for r in seqs)))
             await conn.execute(sql.BATCH_DONE, batch_id, now)
             await outbox.emit_batch_closed(conn, self._outbox, batch_id, now)

@@ -121,10 +121,10 @@ OPEN_BATCHES = (
 )
 UNANSWERED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitted'"
 BATCH_DONE = "UPDATE batches SET state = 'done', ended_at = COALESCE(ended_at, $2) WHERE id = $1"
-# fail_missing: $1 batch, $2 now, $3 ids and $4 their lines (from Python), $5 the outcome.
+# fail_missing: $1 batch, $2 now, $3 reason's lines come from Python, by id.
 UNANSWERED = "SELECT id FROM requests WHERE batch_id = $1 AND state = 'submitted' ORDER BY id FOR UPDATE"
 FAIL_MISSING = """
-UPDATE requests r SET state = 'failed', outcome = $5, done_seq = nextval('done_seq_numbers'),
+UPDATE requests r SET state = 'failed', outcome = 'missing', done_seq = nextval('done_seq_numbers'),
     finished_at = $2, attempts = r.attempts + 1, result = u.line
 FROM (SELECT * FROM unnest($3::bigint[], $4::bytea[]) AS u(id, line) ORDER BY id) AS u
 WHERE r.id = u.id AND r.batch_id + 0 = $1 AND r.state = 'submitted'  -- by id (see ingest.WRITE)

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from .. import states
-from ..missing import unanswered_line, unanswered_outcome
+from ..missing import missing_line
 from .connections import Connections, fold_completions, next_done_seq
 from .outbox import emit_batch_closed
 from .sql import NOT_COMPLETED, RESULT_INSERT
@@ -16,12 +13,17 @@ from .sql import NOT_COMPLETED, RESULT_INSERT
 class MissingOps(Connections):
     """Failing the requests of a batch whose results are lost (a mixin of `Store`)."""
 
-    async def fail_missing(
-        self, batch_id: int, *, now: float, reason: str, result: Mapping[str, Any] | None = None
-    ) -> list[int]:
+    async def unanswered(self, batch_id: int) -> list[int]:
+        """The requests of the batch still waiting for their result (completions counted)."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id FROM requests_now WHERE batch_id = ? AND state = ? ORDER BY id",
+            (batch_id, states.SUBMITTED),
+        )
+        return [int(r[0]) for r in rows]
+
+    async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         """Fail every request of the batch still waiting for its result and close the batch;
         returns their ids."""
-        outcome = unanswered_outcome(result)
         async with self._transaction() as w:
             async with w.execute(
                 f"SELECT id FROM requests WHERE batch_id = ? AND state = ? AND {NOT_COMPLETED} ORDER BY id",
@@ -30,16 +32,13 @@ class MissingOps(Connections):
                 ids = [int(r[0]) for r in await cur.fetchall()]
             seq = await next_done_seq(w)
             await w.executemany(
-                "UPDATE requests SET state = ?, outcome = ?, done_seq = ?, finished_at = ?,"
+                "UPDATE requests SET state = ?, outcome = 'missing', done_seq = ?, finished_at = ?,"
                 " attempts = attempts + 1 WHERE id = ? AND batch_id = ? AND state = ?",
-                [
-                    (states.FAILED, outcome, seq + n, now, rid, batch_id, states.SUBMITTED)
-                    for n, rid in enumerate(ids)
-                ],
+                [(states.FAILED, seq + n, now, rid, batch_id, states.SUBMITTED) for n, rid in enumerate(ids)],
             )
             # Same transaction as the SELECT above: every id read there was just updated.
             await w.executemany(
-                RESULT_INSERT, [(seq + n, unanswered_line(rid, reason, result)) for n, rid in enumerate(ids)]
+                RESULT_INSERT, [(seq + n, missing_line(rid, reason)) for n, rid in enumerate(ids)]
             )
             await fold_completions(w)  # what the broken-off ingests of this batch did complete
             await emit_batch_closed(w, self._outbox, batch_id, now)
