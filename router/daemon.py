@@ -25,6 +25,7 @@ from ._crashpoints import crash_point
 from .client import Router
 from .config import RouterConfig
 from .errors import StoreError
+from .leftovers import sweep
 from .logs import get_logger
 from .store import PurgeReport, leases
 
@@ -357,8 +358,11 @@ class Daemon:
         crash_point("lease.after_renew")
 
     async def purge(self) -> PurgeReport:
-        """Drop what is past `[store] retention` (finished requests, done batches, ledger rows)."""
+        """Drop what is past `[store] retention` (finished requests, done batches, ledger rows),
+        and delete what the providers keep that no batch needs (router/leftovers.py)."""
         assert self._router is not None
+        # First, while the store still knows the batches it has closed.
+        await sweep(self._router.providers, self._router.store, now=self._router.clock())
         before = time.time() - self.config.store.retention
         report = await self._router.store.purge(before=before)
         # Events past retention whose deliveries are all done; pending ones are kept.

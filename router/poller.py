@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ._crashpoints import crash_point
 from .logs import get_logger
 from .providers.base import Provider, RemoteBatch
-from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, states
+from .store import BatchRow, FinalRow, IngestStats, RetryPolicy, StoreEngine, custom_id_for, states
 from .store.missing import RESULTS_RETENTION_SECONDS
 
 log = get_logger(__name__)
@@ -91,12 +92,8 @@ async def ingest(
         nonlocal totals
         task = in_flight.popleft()
         stats, finished = await task
-        totals = IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
-        if finished:
-            if on_final is not None:
-                on_final(finished)
-            else:
-                on_finished([row[0] for row in finished])
+        totals = _added(totals, stats)
+        _hand_on(finished, on_final, on_finished)
         crash_point("ingest.after_chunk")
 
     async def apply() -> None:
@@ -156,26 +153,43 @@ async def _close_failed(
     remote: RemoteBatch,
     *,
     now: float,
+    max_attempts: Mapping[str, int],
+    retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
-) -> None:
-    """A batch the provider refused as a whole: its requests go back to pending when the
-    refusal may pass (`failure_retryable`), else they fail with the provider's reason."""
+    on_final: Callable[[Sequence[FinalRow]], None] | None,
+) -> IngestStats:
+    """A batch the provider refused as a whole: each request still waiting gets the
+    provider's result for the refusal (`failure_result`) as its result line, and the retry
+    policy decides as for any errored line: a moment's refusal goes back to pending while
+    the class's attempts allow, a refusal of the input fails with the error the real-time
+    call would have raised. Then the batch is closed."""
     assert batch.api_id is not None
-    if remote.failure_retryable:
-        released = await store.finish_batch(batch.id, now=now)
-        log.warning("batch_failed_released", batch_id=batch.api_id, requests=released, error=remote.failure)
-    else:
-        reason = f"batch {batch.api_id} was refused by {provider.name}: {remote.failure or 'no reason given'}"
-        failed = await store.fail_missing(batch.id, now=now, reason=reason)
-        log.error("batch_failed", batch_id=batch.api_id, requests=len(failed), error=remote.failure)
-        if failed:
-            on_finished(failed)
+    result = remote.failure_result or {
+        "type": "errored",
+        "error": {"type": "error", "error": {"type": "api_error", "message": remote.failure or ""}},
+    }
+    ids = await store.unanswered(batch.id)
+    totals = IngestStats()
+    for start in range(0, len(ids), INGEST_CHUNK):
+        lines = [
+            json.dumps({"custom_id": custom_id_for(rid), "result": result}, separators=(",", ":")).encode()
+            for rid in ids[start : start + INGEST_CHUNK]
+        ]
+        stats, finished = await store.apply_results(
+            batch.id, lines, now=now, max_attempts=max_attempts, retry=retry
+        )
+        totals = _added(totals, stats)
+        _hand_on(finished, on_final, on_finished)
+    await store.finish_batch(batch.id, now=now)
+    counts = {"final": totals.delivered, "retried": totals.retried}
+    log.error("batch_refused", batch_id=batch.api_id, provider=provider.name, error=remote.failure, **counts)
     await discard(provider, batch)
+    return totals
 
 
 async def discard(provider: Provider, batch: BatchRow) -> None:
     """Best effort: delete what the provider keeps of an ingested batch (its files). A
-    failure is logged and left to the provider's own retention."""
+    failure is logged and left to the daemon's next sweep (router/leftovers.py)."""
     assert batch.api_id is not None
     try:
         await provider.discard_results(batch.api_id)
@@ -183,6 +197,24 @@ async def discard(provider: Provider, batch: BatchRow) -> None:
         log.warning(
             "batch_results_not_discarded", batch_id=batch.api_id, provider=provider.name, error=str(exc)
         )
+
+
+def _added(totals: IngestStats, stats: IngestStats) -> IngestStats:
+    return IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
+
+
+def _hand_on(
+    finished: Sequence[FinalRow],
+    on_final: Callable[[Sequence[FinalRow]], None] | None,
+    on_finished: Callable[[Sequence[int]], None],
+) -> None:
+    """Final rows to `on_final` when given, else their ids to `on_finished`."""
+    if not finished:
+        return
+    if on_final is not None:
+        on_final(finished)
+    else:
+        on_finished([row[0] for row in finished])
 
 
 def _as_tuple(stats: IngestStats) -> tuple[int, int, int, int, int]:
@@ -233,6 +265,27 @@ async def poll(
                     delay = next_poll_delay(age, base=base_interval, ceiling=max_interval)
                     await store.update_batch(batch.id, next_poll_at=now + delay)
                     continue
+                if remote.failed:
+                    # Closed in one step, never left `ended`: a re-read of a refused batch finds
+                    # no lines, and would put every request back. No turnaround either: a
+                    # refusal says nothing of how long batches take.
+                    log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
+                    with ingesting():
+                        refused = await _close_failed(
+                            provider,
+                            store,
+                            batch,
+                            remote,
+                            now=now,
+                            max_attempts=max_attempts,
+                            retry=retry,
+                            on_finished=on_finished,
+                            on_final=on_final,
+                        )
+                    report.ended.append(batch.api_id)
+                    report.delivered += refused.delivered
+                    report.retried += refused.retried
+                    continue
                 ended_at = remote.ended_at if remote.ended_at is not None else now
                 await store.update_batch(batch.id, state=states.B_ENDED, ended_at=ended_at)
                 if not remote.cancel_requested and remote.ended_at is not None:
@@ -243,10 +296,6 @@ async def poll(
                     await store.record_turnaround(batch.id, turnaround)
                 log.info("batch_ended", batch_id=batch.api_id, counts=dict(remote.counts))
                 crash_point("poll.after_ended")
-                if remote.failed:
-                    await _close_failed(provider, store, batch, remote, now=now, on_finished=on_finished)
-                    report.ended.append(batch.api_id)
-                    continue
             with ingesting():
                 stats = await ingest(
                     provider,

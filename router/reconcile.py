@@ -102,7 +102,7 @@ async def _reconcile(
     candidates = sorted((b for b in remote if b.id not in known), key=lambda b: b.created_at)
     taken: set[str] = set()
     by_intent = {b.intent_id: b for b in candidates if b.intent_id is not None}
-    exact = any(b.intent_id is not None for b in remote)
+    exact = provider.keeps_intent_id
     for intent in sorted(due, key=lambda b: b.created_at):
         low, high = intent.created_at - CLOCK_SKEW, intent.created_at + max(grace, 0.0) + CLOCK_SKEW
         if exact:

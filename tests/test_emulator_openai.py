@@ -370,10 +370,34 @@ async def test_bad_uploads(raw: httpx2.AsyncClient, client: openai.AsyncOpenAI) 
     no_file = await raw.post("/v1/files", files={"purpose": (None, "batch")}, headers=headers)
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
     not_multipart = await raw.post("/v1/files", json={"purpose": "batch"}, headers=headers)
-    assert (
-        not_multipart.status_code == 400 and "multipart/form-data" in not_multipart.json()["error"]["message"]
+    assert not_multipart.status_code == 415
+    assert not_multipart.json()["error"]["message"].startswith(
+        "Invalid Content-Type header (application/json), expected multipart/form-data."
     )
     assert [f async for f in client.files.list()] == []  # nothing stored
+
+
+async def test_an_upload_is_taken_only_as_the_sdk_sends_it(
+    emu: Emulator, raw: httpx2.AsyncClient, client: openai.AsyncOpenAI
+) -> None:
+    await client.files.create(file=("in.jsonl", jsonl([line("a", "x")])), purpose="batch")
+    (sent,) = [e.headers["content-type"] for e in emu.journal if e.endpoint == "openai.files.create"]
+    assert re.fullmatch(r"multipart/form-data; boundary=[0-9a-f]{32}", sent)  # httpx's encoder
+    form = b'--b1\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b1\r\n'
+    form += b'Content-Disposition: form-data; name="file"; filename="in.jsonl"\r\n\r\n{}\n\r\n--b1--\r\n'
+    headers = {"authorization": "Bearer k"}
+    taken = await raw.post(
+        "/v1/files", content=form, headers={**headers, "content-type": "multipart/form-data; boundary=b1"}
+    )
+    assert taken.status_code == 200, taken.text
+    for spelling in (
+        "Multipart/form-data; boundary=b1",  # RFC 9110 allows it; the API is not shown to
+        "multipart/form-data",  # no boundary
+        "multipart/mixed; boundary=b1",
+    ):
+        refused = await raw.post("/v1/files", content=form, headers={**headers, "content-type": spelling})
+        assert refused.status_code == 415 and spelling in refused.json()["error"]["message"]
+    assert len([f async for f in client.files.list()]) == 2
 
 
 async def test_file_content_cut_short(
@@ -527,6 +551,26 @@ async def test_invalid_input_files_fail_the_batch(
     assert batch.request_counts is not None and batch.request_counts.total == 0
     emu.clock.advance(3600)
     assert (await client.batches.retrieve(batch.id)).status == "failed"
+
+
+async def test_a_queued_refusal_fails_the_next_batches_in_validation(
+    emu: Emulator, raw: httpx2.AsyncClient, client: openai.AsyncOpenAI
+) -> None:
+    async def errors_of_next_batch() -> list[tuple[str | None, int | None, str | None]] | None:
+        batch = await client.batches.retrieve((await submit(client, [line("a", "x")])).id)
+        assert (batch.status == "failed") == (batch.errors is not None)
+        return None if batch.errors is None else [(e.code, e.line, e.param) for e in batch.errors.data or []]
+
+    emu.config.openai.refuse_next("model_not_found", message="Not served.", param="body.model", line=1)
+    assert await errors_of_next_batch() == [("model_not_found", 1, "body.model")]
+    update = {"openai": {"refusals": [{"code": "token_limit_exceeded", "count": 2}]}}
+    assert (await raw.post("/_emulator/config", json=update)).status_code == 200
+    assert await errors_of_next_batch() == [("token_limit_exceeded", None, None)]
+    assert await errors_of_next_batch() == [("token_limit_exceeded", None, None)]
+    assert await errors_of_next_batch() is None  # the queue is spent
+    assert emu.config.openai.refusals == []
+    bad = await raw.post("/_emulator/config", json={"openai": {"refusals": [{"code": ""}]}})
+    assert bad.status_code == 400
 
 
 async def test_validation_takes_validating_seconds(emu: Emulator, client: openai.AsyncOpenAI) -> None:

@@ -16,12 +16,15 @@ from openai.types.chat import ChatCompletion
 
 from router import Router, RouterConfig
 from router.batcher import create_batch
+from router.daemon import Daemon
 from router.emulator import Emulator
-from router.errors import BatchResultMissingError, ConfigError, RouterError
+from router.errors import ConfigError, RequestCanceledError, RequestExpiredError, RouterError
+from router.leftovers import sweep
 from router.metrics import DaemonView
 from router.metrics import families as metric_families
 from router.observe import take
 from router.pricing import TokenCounts
+from router.providers.openai.provider import ORPHAN_AGE
 from router.report import build_report, render_text
 from router.store import LedgerEntry, Ticket
 from tests.engine import engine_config
@@ -164,6 +167,58 @@ async def test_an_expired_batch_keeps_its_output_and_resubmits_the_rest(
         assert (await router.results.status(key)).attempts == (1 if key in kept else 2)
 
 
+async def test_a_cancelled_batch_is_resubmitted_then_raises_canceled(
+    router: Router, emulator: Emulator, oa_sdk: openai.AsyncOpenAI
+) -> None:
+    await defer(router, "c", ask("cancel me"), latency="twice")
+    for attempt in (1, 2):  # `twice`: the first cancel sends it again, the second is final
+        report = await router.flush()
+        (api_id,) = report.batches
+        await oa_sdk.batches.cancel(api_id)  # someone else cancels it on the account
+        emulator.clock.advance(1)  # the cancel completes once the clock moves on
+        assert emulator.openai.batches[api_id].status == "cancelled"
+        await router.poll()
+        row = await router.results.status("c")
+        assert (row.state, row.attempts) == (("pending", 1) if attempt == 1 else ("failed", 2))
+    with pytest.raises(RequestCanceledError, match="after 2 attempt"):
+        await router.results.wait("c", timeout=10)
+    assert not emulator.openai.files
+
+
+async def test_a_request_that_keeps_expiring_raises_expired(router: Router, emulator: Emulator) -> None:
+    await defer(router, "x", ask("too slow [emulator:expire]"), latency="twice")
+    await defer(router, "ok", ask("in time"), latency="twice")
+    for _ in range(2):
+        await router.flush()
+        emulator.end_batches()
+        await router.poll()
+    with pytest.raises(RequestExpiredError, match="after 2 attempt"):
+        await router.results.wait("x", timeout=10)
+    assert isinstance(await router.results.wait("ok", timeout=10), ChatCompletion)
+    assert [n for *_, n in await batches(router)] == [2, 1]
+
+
+async def test_a_results_download_cut_short_is_read_again_without_duplicates(
+    router: Router, emulator: Emulator
+) -> None:
+    for i in range(5):
+        await defer(router, f"d{i}", ask(f"download {i}"))
+    await router.flush()
+    emulator.end_batches()
+    emulator.faults.set("openai.files.content", results_cut_after=2)
+    report = await router.poll()
+    assert report.errors == 1 and report.ended == []
+    assert await router.store.state_counts() == {"submitted": 5}  # open, to be read again
+    assert len(emulator.openai.files) == 2  # nothing deleted before the results are stored
+    emulator.faults.endpoints.clear()
+    report = await router.poll()
+    assert len(report.ended) == 1 and report.delivered == 5 and report.duplicates == 0
+    for i in range(5):
+        assert isinstance(await router.results.wait(f"d{i}", timeout=10), ChatCompletion)
+    rows = await raw_rows(router.store, "SELECT count(*), sum(duplicate) FROM ledger")
+    assert [tuple(r) for r in rows] == [(5, 0)]
+
+
 async def test_a_batch_refused_as_a_whole_fails_its_requests_with_the_reason(
     router: Router, emulator: Emulator
 ) -> None:
@@ -187,10 +242,86 @@ async def test_a_batch_refused_as_a_whole_fails_its_requests_with_the_reason(
     assert emulator.openai.batches[remote.id].status == "failed"
     await router.poll()
     for key in ("a", "b"):
-        with pytest.raises(BatchResultMissingError, match="model_mismatch"):
+        # What chat.completions.create raises for a request the API refuses: a 400.
+        with pytest.raises(openai.BadRequestError, match="model_mismatch") as refused:
             await router.results.wait(key, timeout=10)
+        assert refused.value.code == "model_mismatch" and refused.value.param == "body.model"
+        assert remote.id in refused.value.message
     assert await batches(router) == [("openai", "done", 2)]
+    rows = await raw_rows(router.store, "SELECT state, outcome, attempts FROM requests ORDER BY id")
+    assert [tuple(r) for r in rows] == [("failed", "errored", 1)] * 2
+    ledger = await raw_rows(router.store, "SELECT provider, lane, result_type, input_tokens FROM ledger")
+    assert [tuple(r) for r in ledger] == [("openai", "batch", "errored", 0)] * 2  # unbilled
     assert not emulator.openai.files
+
+
+async def test_a_batch_refused_for_its_model_raises_not_found_as_real_time_does(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "m", ask("which model?"))
+    emulator.config.openai.refuse_next(
+        "model_not_found",
+        message=f"The provided model '{GPT}' is not supported by the Batch API.",
+        param="body.model",
+        line=1,
+    )
+    await router.flush()
+    emulator.end_batches()
+    (remote,) = emulator.openai.batches.values()
+    assert remote.status == "failed"
+    await router.poll()
+    with pytest.raises(openai.NotFoundError) as refused:
+        await router.results.wait("m", timeout=10)
+    assert refused.value.status_code == 404 and refused.value.code == "model_not_found"
+    assert "not supported by the Batch API" in refused.value.message
+    assert await router.store.state_counts() == {"failed": 1}
+    assert len(emulator.openai.batches) == 1 and not emulator.openai.files
+    # Closed at once, with no turnaround: a refusal says nothing of how long batches take.
+    assert await batches(router) == [("openai", "done", 1)]
+    assert [tuple(r) for r in await raw_rows(router.store, "SELECT count(*) FROM turnarounds")] == [(0,)]
+
+
+async def test_a_batch_refused_for_the_moment_is_resubmitted(router: Router, emulator: Emulator) -> None:
+    for key in ("t1", "t2"):
+        await defer(router, key, ask(f"tokens {key}"))
+    emulator.config.openai.refuse_next(
+        "token_limit_exceeded", message=f"Enqueued token limit reached for {GPT} in organization org-emu."
+    )
+    await router.flush()
+    emulator.end_batches()
+    with capture_router_logs() as events:
+        report = await router.poll()
+    assert (report.retried, report.delivered) == (2, 0)
+    assert await router.store.state_counts() == {"pending": 2}
+    (refused,) = [e for e in events if e["event"] == "batch_refused"]
+    assert (refused["retried"], refused["final"]) == (2, 0) and "token_limit_exceeded" in refused["error"]
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
+    assert [b.status for b in emulator.openai.batches.values()] == ["failed", "completed"]
+    for key in ("t1", "t2"):
+        assert isinstance(await router.results.wait(key, timeout=10), ChatCompletion)
+        assert (await router.results.status(key)).attempts == 2  # the refused batch counted
+    assert not emulator.openai.files
+
+
+async def test_a_batch_refused_for_the_moment_until_the_class_limit_raises_rate_limit(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "q", ask("queue full"), latency="twice")
+    emulator.config.openai.refuse_next(
+        "token_limit_exceeded", message="Enqueued token limit reached.", count=2
+    )
+    for _ in range(2):  # `twice`: sent again once, then the class's attempts are spent
+        await router.flush()
+        emulator.end_batches()
+        await router.poll()
+    # What chat.completions.create raises when the account is over its limit: a 429.
+    with pytest.raises(openai.RateLimitError, match="Enqueued token limit reached") as limited:
+        await router.results.wait("q", timeout=10)
+    assert limited.value.code == "token_limit_exceeded"
+    assert [b.status for b in emulator.openai.batches.values()] == ["failed", "failed"]
+    assert (await router.results.status("q")).attempts == 2
 
 
 async def test_a_lost_create_answer_is_adopted_by_its_intent_id(
@@ -392,7 +523,86 @@ async def test_files_that_cannot_be_deleted_are_logged_and_the_results_kept(
     assert isinstance(await router.results.wait("d", timeout=10), ChatCompletion)
     (warning,) = [e for e in events if e["event"] == "batch_results_not_discarded"]
     assert warning["provider"] == "openai"
-    assert len(emulator.openai.files) == 1  # the one that failed is left to the file's retention
+    assert len(emulator.openai.files) == 1  # the one that failed is left for the sweep
+    # The daemon's purge sweeps: the file of the closed batch is deleted then.
+    daemon = Daemon(router.config)
+    daemon._router = router
+    emulator.faults.fail_next("openai.files.delete", status=500)
+    with capture_router_logs() as events:
+        await daemon.purge()  # this sweep's delete fails too: logged, tried again next time
+    assert [e["event"] for e in events if e["event"].startswith("openai_file")] == ["openai_file_not_deleted"]
+    assert len(emulator.openai.files) == 1
+    await daemon.purge()
+    assert not emulator.openai.files
+
+
+async def test_the_input_file_of_a_batch_never_created_is_swept(
+    router: Router, emulator: Emulator, oa_sdk: openai.AsyncOpenAI
+) -> None:
+    # Another router's batch in progress, and a file of another tool: the sweep leaves both.
+    other_input = await oa_sdk.files.create(file=("hybrid-router-7.jsonl", _line("o1")), purpose="batch")
+    other = await oa_sdk.batches.create(
+        input_file_id=other_input.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    unrelated = await oa_sdk.files.create(file=("mine.jsonl", _line("u1")), purpose="batch")
+    await defer(router, "lost", ask("never created"))
+    emulator.faults.fail_next("openai.batches.create", drop=True)  # dropped before it was handled
+    report = await router.flush()
+    assert report.uncertain == 1 and len(emulator.openai.batches) == 1
+    (orphan,) = [f for f in emulator.openai.files.values() if f.id not in (other_input.id, unrelated.id)]
+    assert orphan.filename.startswith("hybrid-router-")
+    emulator.clock.advance(router.config.batch.reconcile_grace + 1)
+    # The listing shows no batch with the intent's id: it was never created (the other one,
+    # with no metadata, has the same count and time, but OpenAI keeps intent ids: not taken).
+    await router.poll()
+    assert await router.store.state_counts() == {"pending": 1}
+    assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0, "openai": 0}
+    assert orphan.id in emulator.openai.files  # younger than ORPHAN_AGE: it could be mid-flush
+    emulator.clock.advance(ORPHAN_AGE)
+    with capture_router_logs() as events:
+        swept = await sweep(router.providers, router.store, now=router.clock())
+    assert swept == {"anthropic": 0, "openai": 1}
+    (swept_event,) = [e for e in events if e["event"] == "provider_swept"]
+    assert swept_event["deleted"] == 1
+    assert emulator.openai.batches[other.id].status == "completed"
+    kept = {other_input.id, unrelated.id, *_files_of(emulator, other.id)}
+    assert set(emulator.openai.files) == kept and len(kept) == 3
+    await router.flush()
+    emulator.end_batches()
+    await router.poll()
+    assert isinstance(await router.results.wait("lost", timeout=10), ChatCompletion)
+    assert set(emulator.openai.files) == kept  # our batch's files went after its ingest
+
+
+def _files_of(emulator: Emulator, batch_id: str) -> set[str]:
+    batch = emulator.openai.batches[batch_id]
+    return {f for f in (batch.output_file_id, batch.error_file_id) if f is not None}
+
+
+async def test_an_upload_whose_answer_was_lost_is_sent_again_and_its_file_swept(
+    router: Router, emulator: Emulator
+) -> None:
+    await defer(router, "u", ask("upload twice"))
+    emulator.faults.fail_next("openai.files.create", drop=True, after=True)  # stored, answer lost
+    report = await router.flush()
+    assert report.released == 1 and report.uncertain == 0 and not emulator.openai.batches
+    (orphan,) = emulator.openai.files
+    await router.flush()  # no batch can read a file whose id the router never had: sent again
+    emulator.end_batches()
+    await router.poll()
+    assert isinstance(await router.results.wait("u", timeout=10), ChatCompletion)
+    assert set(emulator.openai.files) == {orphan}
+    emulator.clock.advance(ORPHAN_AGE)
+    assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0, "openai": 1}
+    assert not emulator.openai.files
+
+
+async def test_a_sweep_that_cannot_list_is_logged_and_skipped(router: Router, emulator: Emulator) -> None:
+    emulator.faults.fail_next("openai.files.list", status=500)
+    with capture_router_logs() as events:
+        assert await sweep(router.providers, router.store, now=router.clock()) == {"anthropic": 0}
+    (failed,) = [e for e in events if e["event"] == "provider_sweep_failed"]
+    assert failed["provider"] == "openai"
 
 
 @pytest.mark.sqlite_only

@@ -149,6 +149,11 @@ async def test_create_uploads_the_exact_file_streamed(emu: Emulator, provider: O
     # The announced Content-Length is what was sent: the multipart framing plus the file.
     assert int(upload.headers["content-length"]) == upload.body_size > body.length
     assert "transfer-encoding" not in upload.headers
+    # The media type as the SDK's own files.create writes it; the header that carried it
+    # through the SDK's request building is gone.
+    assert upload.headers["content-type"].startswith("multipart/form-data; boundary=hybrid-router-")
+    assert not [name for name in upload.headers if name.startswith("x-hybrid-router")]
+    assert "_prepare_request" not in vars(provider.client)  # the caller's client is untouched
     assert emu.openai.batches[batch.id].metadata == {"hybrid_router_intent": "42"}
 
 

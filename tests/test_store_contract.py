@@ -367,6 +367,15 @@ async def test_fail_missing_fails_the_unanswered_with_a_result_line(store: Store
     assert row.result is not None and json.loads(row.result)["result"]["reason"] == "gone"
 
 
+async def test_unanswered_lists_the_requests_still_waiting(store: StoreEngine) -> None:
+    batch_id, ids = await submitted_batch(store, 3)
+    assert await store.unanswered(batch_id) == ids
+    await apply(store, batch_id, [line(ids[1])])
+    assert await store.unanswered(batch_id) == [ids[0], ids[2]]
+    await store.finish_batch(batch_id, now=NOW + 30)
+    assert await store.unanswered(batch_id) == []
+
+
 async def test_a_line_that_is_not_json_is_named_and_nothing_is_written(store: StoreEngine) -> None:
     batch_id, ids = await submitted_batch(store, 1)
     with pytest.raises(ValueError, match="line 2"):

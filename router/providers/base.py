@@ -21,13 +21,17 @@ through `Provider`. Two facts shape it:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..pricing import TokenCounts
+
+
+# Which of these provider batch ids the store has closed (their results all stored).
+ClosedBatches = Callable[[Collection[str]], Awaitable[Collection[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,13 +97,19 @@ class RemoteBatch:
     counts: Mapping[str, int] = field(default_factory=dict)  # the provider's own, for logs
     failed: bool = False  # the provider refused the batch as a whole (OpenAI `failed`)
     failure: str | None = None  # why, when `failed`
-    failure_retryable: bool = False  # a `failed` batch whose requests may go in another batch
+    # The canonical `errored` result of each request of a `failed` batch: the error the
+    # provider's real-time call would have answered, whose type the retry policy reads
+    # (a moment's refusal, such as a queue limit, is retried; a refusal of the input is not).
+    failure_result: Mapping[str, Any] | None = None
 
 
 class Provider(Protocol):
     """One provider's API, wire format, limits and prices."""
 
     name: str  # "anthropic", "openai": the `provider` label of the ledger, report and metrics
+    # The provider keeps the router's intent id with each batch (`RemoteBatch.intent_id`): a
+    # lost create is then reconciled by that id alone, never by count and time.
+    keeps_intent_id: bool
     limits: BatchLimits
     batch_format: BatchFormat
 
@@ -150,6 +160,13 @@ class Provider(Protocol):
     async def discard_results(self, api_id: str) -> None:
         """Delete what the provider keeps of a batch once its results are stored (its files);
         nothing where the provider keeps nothing deletable."""
+        ...
+
+    async def sweep(self, *, now: float, closed: ClosedBatches) -> int:
+        """Delete what the provider still keeps that no batch needs: the files of batches the
+        store has closed (`closed` tells which of some batch ids those are: a delete after
+        ingest failed) and the input files of batches never created. How many were deleted;
+        0 where the provider keeps nothing deletable."""
         ...
 
     # Results to the caller.

@@ -182,6 +182,9 @@ class StoreEngine(Protocol):
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a fully ingested batch; its requests with no result line go back to pending (how many)."""
 
+    async def unanswered(self, batch_id: int) -> list[int]:
+        """The requests of a batch still waiting for its result, in id order."""
+
     async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         """Fail the unanswered requests of a batch whose results are lost, close it; their ids."""
 

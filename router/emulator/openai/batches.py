@@ -4,7 +4,8 @@ A batch is created `validating`. When `OpenAIConfig.validating_seconds` have pas
 (0: on the next request), its input file is checked line by line; any problem fails
 the batch (`failed`, with `errors.data` naming the line and a code: `invalid_json_line`,
 `missing_required_parameter`, `invalid_value`, `url_mismatch`, `duplicate_custom_id`,
-`model_mismatch`, `empty_file`, `too_many_tasks`, `file_too_large`). Otherwise it is
+`model_mismatch`, `empty_file`, `too_many_tasks`, `file_too_large`), as does a refusal
+queued by `OpenAIConfig.refuse_next` (any code, e.g. `token_limit_exceeded`). Otherwise it is
 `in_progress` until ``created_at + batch_seconds`` (the turnaround in force at creation,
 plus `late_seconds` for a late batch), then `finalizing` for
 `OpenAIConfig.finalizing_seconds`, then `completed`. A batch whose turnaround reaches
@@ -386,7 +387,10 @@ class OpenAIBatchStore:
         limits = self._config.openai
         problems = _Problems()
         requests: list[_Request] = []
-        if len(data) > limits.max_batch_bytes:
+        refusal = limits.take_refusal()
+        if refusal is not None:
+            problems.add(refusal.code, refusal.message, line=refusal.line, param=refusal.param)
+        elif len(data) > limits.max_batch_bytes:
             problems.add(
                 "file_too_large",
                 f"The input file is {len(data):,} bytes; a batch input file holds at most "

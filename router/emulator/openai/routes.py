@@ -136,10 +136,7 @@ class _OpenAIApp:
     # -- files ------------------------------------------------------------------------------
 
     async def create_file(self, request: web.Request) -> web.StreamResponse:
-        if not request.content_type.startswith("multipart/"):
-            raise OpenAIError.invalid(
-                f"Invalid content type {request.content_type!r}; a file upload is multipart/form-data."
-            )
+        _check_upload_type(request.headers.get("Content-Type", ""))
         reader = await request.multipart()
         purpose: str | None = None
         expires_after: dict[str, str] = {}
@@ -242,6 +239,29 @@ class _OpenAIApp:
 
     async def admin_batches(self, request: web.Request) -> web.StreamResponse:
         return web.json_response([batch.to_api() for batch in self.emu.openai.batches.values()])
+
+
+# The media type of an upload exactly as the SDK's `files.create` writes it (httpx's
+# multipart encoder: "multipart/form-data; boundary=<hex>"), the one form known to be taken
+# by api.openai.com. Media types are case-insensitive in RFC 9110 (8.3.1), and aiohttp's
+# `content_type` folds case, but nothing shows the real server does: a client that relies on
+# another spelling ("Multipart/form-data") must fail here, not first in production.
+_UPLOAD_MEDIA_TYPE = "multipart/form-data"
+
+
+def _check_upload_type(header: str) -> None:
+    """Refuse, as OpenAI does (415), an upload that is not multipart/form-data with a boundary."""
+    media_type, _, parameters = header.partition(";")
+    boundary = any(
+        name.strip().lower() == "boundary" and value.strip()
+        for name, _, value in (part.partition("=") for part in parameters.split(";"))
+    )
+    if media_type.strip() != _UPLOAD_MEDIA_TYPE or not boundary:
+        raise OpenAIError(
+            415,
+            f"Invalid Content-Type header ({header or 'none'}), expected multipart/form-data. "
+            "(HINT: If you're using curl, you can pass -H 'Content-Type: multipart/form-data')",
+        )
 
 
 def _cut_point(data: bytes, after_lines: int | None, after_bytes: int | None) -> int | None:

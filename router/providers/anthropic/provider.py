@@ -18,7 +18,7 @@ from anthropic.types.messages import MessageBatch
 
 from ...config import BATCH_MAX_BYTES, BATCH_MAX_REQUESTS
 from ...pricing import TokenCounts
-from ..base import BatchFormat, BatchLimits, RemoteBatch
+from ..base import BatchFormat, BatchLimits, ClosedBatches, RemoteBatch
 from ..lines import line_blocks
 from . import errors
 from .outcome import message_from
@@ -47,6 +47,7 @@ class AnthropicProvider:
     """The `Provider` of the Anthropic API, over one SDK client (its base URL, key, timeout)."""
 
     name = "anthropic"
+    keeps_intent_id = False  # no metadata on a message batch
     limits = BATCH_LIMITS
     batch_format = BATCH_FORMAT
 
@@ -110,6 +111,10 @@ class AnthropicProvider:
 
     async def discard_results(self, api_id: str) -> None:
         """Nothing to delete: the API drops batch results itself after 29 days."""
+
+    async def sweep(self, *, now: float, closed: ClosedBatches) -> int:
+        """Nothing to delete: a batch is one call, and its results go after 29 days."""
+        return 0
 
     # ------------------------------------------------------------------ results to the caller
 

@@ -107,10 +107,9 @@ class MultipartUpload:
 
     @property
     def content_type(self) -> str:
-        # "Multipart/...": media types are case-insensitive (RFC 9110, 8.3.1), and the SDK
-        # only replaces a lower-case "multipart/form-data" header with its own
-        # httpx-encoded form, which cannot stream an async body of known length.
-        return f"Multipart/form-data; boundary={self.boundary}"
+        """The header as the SDK's own `files.create` sends it (httpx's multipart encoder:
+        ``multipart/form-data; boundary=...``), the one spelling known to reach the API."""
+        return f"multipart/form-data; boundary={self.boundary}"
 
     async def stream(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """The request body: head, the file as `body` yields it, tail. Raises

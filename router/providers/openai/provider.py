@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletion
 
 from router.logs import get_logger
 from router.pricing import TokenCounts
-from router.providers.base import BatchFormat, BatchLimits, Provider, RemoteBatch
+from router.providers.base import BatchFormat, BatchLimits, ClosedBatches, Provider, RemoteBatch
 from router.providers.openai import errors
 from router.providers.openai.codec import (
     STATUS_BY_ERROR_TYPE,
@@ -27,11 +27,19 @@ from router.providers.openai.codec import (
 )
 from router.providers.openai.framing import JSONL_FORMAT, MultipartUpload
 
-__all__ = ["INTENT_METADATA_KEY", "OPENAI_LIMITS", "OpenAIProvider", "OpenAIRemoteBatch"]
+__all__ = [
+    "INPUT_FILE_PREFIX",
+    "INTENT_METADATA_KEY",
+    "OPENAI_LIMITS",
+    "ORPHAN_AGE",
+    "OpenAIProvider",
+    "OpenAIRemoteBatch",
+]
 
 log = get_logger(__name__)
 
 INTENT_METADATA_KEY: Final = "hybrid_router_intent"
+INPUT_FILE_PREFIX: Final = "hybrid-router-"  # an input file is named <prefix><intent id>.jsonl
 OPENAI_LIMITS = BatchLimits(
     max_requests=50_000,
     max_bytes=200 * 1024 * 1024,
@@ -42,6 +50,10 @@ OPENAI_LIMITS = BatchLimits(
 _ENDED = frozenset({"completed", "expired", "cancelled", "failed"})
 _CANCELLING = frozenset({"cancelling", "cancelled"})
 _BLOCK_LINES = 1000  # canonical lines per block handed to the ingest
+# An input file no batch reads this long after its upload never will: the create follows
+# the upload within one flush.
+ORPHAN_AGE: Final = 3600.0
+_CLOCK_SKEW = 60.0  # seconds of disagreement tolerated between our clock and the API's
 _LIST_PAGE = 100  # the most `GET /v1/batches` returns a page
 
 
@@ -73,13 +85,64 @@ def _failure_of(batch: Batch) -> str | None:
     return "; ".join(parts)
 
 
-# Batch-level errors about the account's moment, not the file: the same file may pass later.
-_RETRYABLE_FAILURES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "server_error"})
+# The HTTP status a real-time call answers for the cause of a batch error (`errors.data[].code`).
+# The account's moment, not the file (the same file may pass later): the enqueued token limit
+# and rate limits are a 429, a server error a 500, both retried by the retry policy. A model
+# the API does not serve is a 404 (`model_not_found`) there too. Every other refusal of the
+# input (`invalid_json_line`, `missing_required_parameter`, `too_many_tokens`,
+# `model_mismatch`, ...) is a request the API cannot take: a 400, never retried.
+_FAILURE_STATUS = {
+    "token_limit_exceeded": 429,
+    "rate_limit_exceeded": 429,
+    "server_error": 500,
+    "model_not_found": 404,
+}
+_ERROR_TYPE_OF_STATUS = {429: "tokens", 500: "server_error"}  # OpenAI's; else invalid_request_error
 
 
-def _retryable_failure(batch: Batch) -> bool:
-    data = batch.errors.data if batch.errors is not None else None
-    return bool(data) and all(error.code in _RETRYABLE_FAILURES for error in data or ())
+def _failure_result(batch: Batch) -> dict[str, Any]:
+    """The canonical `errored` result of each request of a refused batch, its `openai` part
+    the error response the real-time call would have had (so `outcome` raises the same
+    `openai` exception: `BadRequestError`, `NotFoundError`, `RateLimitError`). The first
+    error that a retry cannot mend gives the status, code and param, else the first error
+    (then every one may pass later). The message names every error listed."""
+    data = list(batch.errors.data or []) if batch.errors is not None else []
+    final = [e for e in data if _FAILURE_STATUS.get(e.code or "", 400) < 429]
+    first = final[0] if final else data[0] if data else None
+    code = first.code if first is not None else None
+    status = _FAILURE_STATUS.get(code or "", 400)
+    body = {
+        "error": {
+            "message": f"batch {batch.id} was refused: {_failure_of(batch)}",
+            "type": _ERROR_TYPE_OF_STATUS.get(status, "invalid_request_error"),
+            "param": first.param if first is not None else None,
+            "code": code,
+        }
+    }
+    return canonical_result({"response": {"status_code": status, "request_id": None, "body": body}})
+
+
+# The upload's Content-Type travels under this header through the SDK's request building:
+# given as Content-Type, a "multipart/form-data" value makes `_build_request` encode a
+# multipart body itself (httpx's encoder, which takes no async stream) and refuse the
+# streamed `content`. `_streaming_uploads` moves it back just before the request is sent.
+_MULTIPART_HEADER: Final = "X-Hybrid-Router-Multipart-Content-Type"
+
+
+def _streaming_uploads(client: openai.AsyncOpenAI) -> openai.AsyncOpenAI:
+    """A copy of `client`, retries off, whose requests carrying `_MULTIPART_HEADER` go out
+    with it as their Content-Type, so a streamed upload is sent as the SDK's own
+    `files.create` sends one. Through the SDK's documented `_prepare_request` hook, set on
+    this copy only: the caller's client and its other copies are untouched."""
+    uploads = client.with_options(max_retries=0)
+
+    async def prepare(request: httpx2.Request) -> None:
+        content_type = request.headers.pop(_MULTIPART_HEADER, None)
+        if content_type is not None:
+            request.headers["Content-Type"] = content_type
+
+    uploads._prepare_request = prepare  # type: ignore[method-assign]
+    return uploads
 
 
 def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
@@ -101,7 +164,7 @@ def remote_batch(batch: Batch) -> OpenAIRemoteBatch:
         ),
         failed=batch.status == "failed",
         failure=_failure_of(batch) if batch.status == "failed" else None,
-        failure_retryable=batch.status == "failed" and _retryable_failure(batch),
+        failure_result=_failure_result(batch) if batch.status == "failed" else None,
         status=batch.status,
         input_file_id=batch.input_file_id,
         output_file_id=batch.output_file_id,
@@ -118,12 +181,14 @@ class OpenAIProvider:
     """
 
     name = "openai"
+    keeps_intent_id = True  # in the batch's `metadata` (INTENT_METADATA_KEY)
     limits: BatchLimits = OPENAI_LIMITS
     batch_format: BatchFormat = JSONL_FORMAT
 
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self._client = client
         self._once = client.with_options(max_retries=0)
+        self._uploads = _streaming_uploads(client)
 
     # -- real time ----------------------------------------------------------------------------
 
@@ -172,16 +237,17 @@ class OpenAIProvider:
 
         A failed upload raises `InputFileUploadError` (from the SDK's error): no batch can
         exist. A `batches.create` refused with an error status deletes the uploaded file
-        first; a lost answer leaves it, since the batch may exist and read it."""
-        upload = MultipartUpload.new(f"hybrid-router-{intent_id}.jsonl", length)
+        first; a lost answer leaves it, since the batch may exist and read it (`sweep`
+        deletes it once no batch does)."""
+        upload = MultipartUpload.new(f"{INPUT_FILE_PREFIX}{intent_id}.jsonl", length)
         try:
-            uploaded = await self._once.post(
+            uploaded = await self._uploads.post(
                 "/files",
                 content=upload.stream(body),
                 cast_to=FileObject,
                 options={
                     "headers": {
-                        "Content-Type": upload.content_type,
+                        _MULTIPART_HEADER: upload.content_type,
                         "Content-Length": str(upload.content_length),
                     }
                 },
@@ -279,10 +345,54 @@ class OpenAIProvider:
         if first is not None:
             raise first
 
+    async def sweep(self, *, now: float, closed: ClosedBatches) -> int:
+        """Delete the files of batches the store has closed, and every input file this router
+        names (`INPUT_FILE_PREFIX`) that no batch reads `ORPHAN_AGE` after its upload (its
+        create was lost, or refused and its delete failed). Such a file is an orphan
+        whichever router on the account uploaded it: a create follows its upload at once.
+        A delete that fails is logged and left to the next sweep."""
+        files: list[FileObject] = []
+        for purpose in ("batch", "batch_output"):
+            files.extend([f async for f in self._client.files.list(purpose=purpose)])
+        if not files:
+            return 0
+        present = {f.id for f in files}
+        since = min(f.created_at for f in files) - _CLOCK_SKEW
+        listed = [b async for b in self.list_batches(since=since)]
+        batches = [b for b in listed if isinstance(b, OpenAIRemoteBatch)]
+        done = set(await closed([b.id for b in batches]))
+        read = {fid for b in batches for fid in (b.input_file_id, b.output_file_id, b.error_file_id)}
+        doomed = [
+            fid
+            for b in batches
+            if b.id in done
+            for fid in (b.input_file_id, b.output_file_id, b.error_file_id)
+            if fid in present
+        ]
+        doomed += [
+            f.id
+            for f in files
+            if f.purpose == "batch"
+            and f.filename.startswith(INPUT_FILE_PREFIX)
+            and f.id not in read
+            and f.created_at <= now - ORPHAN_AGE
+        ]
+        deleted = 0
+        for file_id in dict.fromkeys(doomed):
+            try:
+                await self._client.files.delete(file_id)
+            except openai.NotFoundError:
+                continue
+            except openai.OpenAIError as exc:
+                log.warning("openai_file_not_deleted", file_id=file_id, error=str(exc))
+                continue
+            deleted += 1
+        return deleted
+
     async def _delete_file(self, file_id: str) -> None:
         try:
             await self._client.files.delete(file_id)
-        except openai.OpenAIError as exc:  # the file is an orphan either way, and harmless
+        except openai.OpenAIError as exc:  # harmless meanwhile: `sweep` deletes the orphan
             log.warning("openai_input_file_not_deleted", file_id=file_id, error=str(exc))
 
     # -- results to the caller ----------------------------------------------------------------

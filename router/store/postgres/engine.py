@@ -590,6 +590,12 @@ class PostgresStore(FigureOps, OutboxOps):
 
         return await self._run("finish_batch", fn)
 
+    async def unanswered(self, batch_id: int) -> list[int]:
+        async def fn(conn: Conn) -> list[int]:
+            return [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
+
+        return await self._run("unanswered", fn)
+
     async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         async def fn(conn: Conn) -> list[int]:
             ids = [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]

@@ -13,6 +13,14 @@ from .sql import NOT_COMPLETED, RESULT_INSERT
 class MissingOps(Connections):
     """Failing the requests of a batch whose results are lost (a mixin of `Store`)."""
 
+    async def unanswered(self, batch_id: int) -> list[int]:
+        """The requests of the batch still waiting for their result (completions counted)."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT id FROM requests_now WHERE batch_id = ? AND state = ? ORDER BY id",
+            (batch_id, states.SUBMITTED),
+        )
+        return [int(r[0]) for r in rows]
+
     async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         """Fail every request of the batch still waiting for its result and close the batch;
         returns their ids."""
