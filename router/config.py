@@ -196,22 +196,6 @@ _FROZEN = ConfigDict(frozen=True, extra="forbid")
 # --------------------------------------------------------------------------- sections
 
 
-class AnthropicSettings(BaseModel):
-    """How to reach the Anthropic API. The key comes only from ANTHROPIC_API_KEY."""
-
-    model_config = _FROZEN
-
-    base_url: str | None = None
-    realtime_concurrency: Annotated[int, _int_field(1, 10_000)] = 16
-    timeout: PositiveDuration = 600.0
-    max_retries: Annotated[int, _int_field(0, 100)] = 2
-
-    @field_validator("base_url", mode="before")
-    @classmethod
-    def _check_base_url(cls, value: Any) -> Any:
-        return _http_url(value)
-
-
 def _http_url(value: Any) -> str | None:
     if value is None:
         return None
@@ -220,10 +204,8 @@ def _http_url(value: Any) -> str | None:
     raise ValueError(f'expected an http(s) URL like "http://127.0.0.1:8765", got {_show(value)}')
 
 
-class OpenAISettings(BaseModel):
-    """How to reach the OpenAI API (`[providers.openai]`). The base URL is this table's
-    `base_url`, else OPENAI_BASE_URL, else the SDK's default; the key comes only from
-    OPENAI_API_KEY."""
+class _ProviderSettings(BaseModel):
+    """How to reach one provider's API: the keys its table takes, the same for every provider."""
 
     model_config = _FROZEN
 
@@ -236,6 +218,16 @@ class OpenAISettings(BaseModel):
     @classmethod
     def _check_base_url(cls, value: Any) -> Any:
         return _http_url(value)
+
+
+class AnthropicSettings(_ProviderSettings):
+    """How to reach the Anthropic API. The key comes only from ANTHROPIC_API_KEY."""
+
+
+class OpenAISettings(_ProviderSettings):
+    """How to reach the OpenAI API (`[providers.openai]`). The base URL is this table's
+    `base_url`, else OPENAI_BASE_URL, else the SDK's default; the key comes only from
+    OPENAI_API_KEY."""
 
 
 class ProvidersSettings(BaseModel):

@@ -49,7 +49,7 @@ turnaround_prior = "1h"
 [router]
 flusher = "daemon"
 watch_interval = "50ms"
-lease_ttl = "2s"
+lease_ttl = "30s"  # no takeover by lapse here: a stall on a busy machine must not make it step down
 
 {daemon}
 [classes.daily]
@@ -166,7 +166,9 @@ async def test_a_scrape_shows_the_figures_of_every_app_moving_under_a_mixed_work
             assert {key: f"tonight {key[1:]}" in text for key, text in texts.items()} == {
                 f"d{i}": True for i in range(5)
             }
-        # The app has closed: its real-time accounting is committed.
+        # The app has closed: its real-time accounting is committed. The waiters resolved when the
+        # batch's results committed; the daemon closes the batch after that, then logs this.
+        await read_until_event(daemon, "batch_ingested", timeout=60)
 
         after, text = await scrape(address)
         answers = {

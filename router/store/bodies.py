@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .records import CUSTOM_ID_PREFIX
+from .records import CUSTOM_ID_PREFIX, BatchClaim, ClaimSelector
 
 if TYPE_CHECKING:
     from ..providers.base import BatchFormat
@@ -31,3 +31,26 @@ def body_bytes(frame: BatchFormat, entries_total: int) -> int:
 def entry_bytes(frame: BatchFormat, request_id: int, params_size: int) -> int:
     """Bytes a request occupies in a batch body, separator included."""
     return entry_cost(frame) + len(str(request_id)) + params_size
+
+
+def claimed(
+    frame: BatchFormat,
+    batch_id: int,
+    count: int,
+    entries_total: int,
+    *,
+    select: ClaimSelector | None,
+    provider: str,
+    model: str | None,
+) -> BatchClaim:
+    """The claim of the `count` requests a claim moved into batch `batch_id`, whose entries
+    (each counted with `entry_cost`, and its 1-hour TTL delta when `select` asks for that TTL)
+    sum to `entries_total`; with its body's exact length in `frame`."""
+    return BatchClaim(
+        batch_id=batch_id,
+        request_count=count,
+        body_bytes=body_bytes(frame, entries_total),
+        ttl_1h=select is not None and select.ttl_1h,
+        provider=provider,
+        model=model,
+    )

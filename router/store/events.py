@@ -1,15 +1,16 @@
-"""The events of the webhook outbox: their names and the data each carries, for both engines.
+"""The events of the webhook outbox: their names and the rows that carry them, for both engines.
 
 Each engine writes an event in the transaction of the change it announces (its outbox.py);
-what the event says is built here, from the figures the engine read in that transaction.
+which events are written and the outbox row of each, `OutboxRow`, are built here, from the
+figures the engine read in that transaction.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import pydantic_core
 
@@ -23,7 +24,8 @@ from ..event_names import (
     REQUEST_FAILED,
     TAG_DRAINED,
 )
-from .records import OutboxPolicy
+from . import states
+from .records import AtRisk, OutboxPolicy
 
 __all__ = [
     "BATCH_ENDED",
@@ -34,13 +36,20 @@ __all__ = [
     "REQUEST_ESCALATED",
     "REQUEST_FAILED",
     "TAG_DRAINED",
+    "OutboxRow",
     "batch_ended",
+    "drained_through",
+    "escalated",
+    "escalations",
     "is_keyed",
-    "request_escalated",
     "request_final",
     "tag_drained",
     "wants_request",
 ]
+
+# An event as an engine inserts it into its outbox: (type, tag, payload); its created_at is
+# the `now` of the transaction that writes it.
+OutboxRow: TypeAlias = tuple[str, str | None, str]
 
 # Keys the router makes up for calls that gave none (client.py); such requests are not "keyed".
 GENERATED_KEY_PREFIX: Final = "auto-"
@@ -76,102 +85,96 @@ def _money(policy: OutboxPolicy, ledger: Sequence[Mapping[str, Any]]) -> tuple[f
 
 def batch_ended(
     policy: OutboxPolicy,
-    *,
     batch_id: int,
-    api_id: str | None,
-    classes: Sequence[str],
+    batch: Sequence[Any],
+    *,
     counts: Mapping[str, int],
-    submitted_at: float | None,
-    ended_at: float | None,
+    missing: int,
+    classes: Sequence[str],
     turnaround: float | None,
     ledger: Sequence[Mapping[str, Any]],
-) -> str:
-    """The data of batch.ended: the batch, its class, its results by type, turnaround and cost."""
+) -> OutboxRow:
+    """batch.ended: the batch, given as (api id, submitted_at, ended_at), its class, its results
+    by type (`counts` from the ledger, plus the `missing` requests), turnaround and cost. With
+    no turnaround recorded, it is the time from submission to the end."""
+    api_id, submitted_at, ended_at = batch
+    counts = {**counts, "missing": missing} if missing else dict(counts)
+    if turnaround is None and submitted_at is not None:
+        turnaround = max(0.0, float(ended_at) - float(submitted_at))
     cost, saving = _money(policy, ledger)
-    return to_json(
-        {
-            "batch_id": api_id,
-            "local_batch_id": batch_id,
-            "class": classes[0] if len(classes) == 1 else None,
-            "classes": list(classes),
-            "counts": dict(counts),
-            "requests": sum(counts.values()),
-            "submitted_at": rfc3339(submitted_at),
-            "ended_at": rfc3339(ended_at),
-            "turnaround_seconds": turnaround,
-            "cost_usd": cost,
-            "saving_usd": saving,
-        }
-    )
+    data = {
+        "batch_id": api_id,
+        "local_batch_id": batch_id,
+        "class": classes[0] if len(classes) == 1 else None,
+        "classes": list(classes),
+        "counts": counts,
+        "requests": sum(counts.values()),
+        "submitted_at": rfc3339(submitted_at),
+        "ended_at": rfc3339(ended_at),
+        "turnaround_seconds": turnaround,
+        "cost_usd": cost,
+        "saving_usd": saving,
+    }
+    return BATCH_ENDED, None, to_json(data)
 
 
 def tag_drained(
-    policy: OutboxPolicy,
-    *,
-    tag: str,
-    counts: Mapping[str, int],
-    first_submitted_at: float,
-    last_submitted_at: float,
-    ledger: Sequence[Mapping[str, Any]],
-) -> str:
-    """The data of tag.drained: the tag's requests since its previous drain, by outcome."""
+    policy: OutboxPolicy, tag: str, groups: Sequence[Sequence[Any]], ledger: Sequence[Mapping[str, Any]]
+) -> OutboxRow:
+    """tag.drained: the tag's requests since its previous drain, by outcome; `groups` holds, per
+    outcome, (outcome, requests, first created_at, last created_at, last id)."""
+    counts = {str(g[0]): int(g[1]) for g in groups}
     cost, saving = _money(policy, ledger)
-    return to_json(
-        {
-            "tag": tag,
-            "requests": sum(counts.values()),
-            "counts": dict(counts),
-            "cost_usd": cost,
-            "saving_usd": saving,
-            "first_submitted_at": rfc3339(first_submitted_at),
-            "last_submitted_at": rfc3339(last_submitted_at),
-        }
-    )
+    data = {
+        "tag": tag,
+        "requests": sum(counts.values()),
+        "counts": counts,
+        "cost_usd": cost,
+        "saving_usd": saving,
+        "first_submitted_at": rfc3339(min(float(g[2]) for g in groups)),
+        "last_submitted_at": rfc3339(max(float(g[3]) for g in groups)),
+    }
+    return TAG_DRAINED, tag, to_json(data)
 
 
-def request_final(
-    *,
-    request_id: int,
-    key: str,
-    tag: str | None,
-    latency: str,
-    model: str,
-    outcome: str | None,
-    attempts: int,
-) -> str:
-    """The data of request.completed / request.failed."""
-    return to_json(
-        {
-            "request_id": request_id,
-            "key": key,
-            "tag": tag,
-            "class": latency,
-            "model": model,
-            "outcome": outcome,
-            "attempts": attempts,
-        }
-    )
+def drained_through(groups: Sequence[Sequence[Any]]) -> int:
+    """The last request id a drain of these `groups` (as `tag_drained` takes them) covers."""
+    return max(int(g[4]) for g in groups)
 
 
-def request_escalated(
-    *,
-    request_id: int,
-    key: str,
-    tag: str | None,
-    latency: str,
-    model: str,
-    deadline_at: float | None,
-    from_state: str,
-) -> str:
-    """The data of request.escalated: a deadline sent the request to the real-time lane."""
-    return to_json(
-        {
-            "request_id": request_id,
-            "key": key,
-            "tag": tag,
-            "class": latency,
-            "model": model,
-            "deadline_at": rfc3339(deadline_at),
-            "from_state": from_state,
-        }
-    )
+def _about(request_id: int, key: str, tag: str | None, latency: str, model: str) -> dict[str, Any]:
+    return {"request_id": request_id, "key": key, "tag": tag, "class": latency, "model": model}
+
+
+def request_final(policy: OutboxPolicy, row: Iterable[Any]) -> OutboxRow | None:
+    """request.completed / request.failed for a request made final, given as (id, key, class,
+    tag, model, state, attempts, outcome); None when the policy does not want it. SQLite's
+    ingest builds the same data in SQL (sqlite/outbox.py: emit_ingest_events)."""
+    request_id, key, latency, tag, model, state, attempts, outcome = tuple(row)[:8]
+    kind = REQUEST_COMPLETED if state == states.SUCCEEDED else REQUEST_FAILED
+    if not (policy.wants(kind) and wants_request(policy, key, tag)):
+        return None
+    data = _about(int(request_id), key, tag, latency, model)
+    data.update(outcome=outcome, attempts=int(attempts))
+    return kind, tag, to_json(data)
+
+
+def escalations(policy: OutboxPolicy | None, rows: Sequence[AtRisk], won: Collection[int]) -> list[AtRisk]:
+    """Those of `rows` an escalation took (their ids in `won`) that get a request.escalated
+    event: none unless the policy wants it."""
+    if policy is None or not policy.wants(REQUEST_ESCALATED) or not won:
+        return []
+    taken = set(won)
+    return [r for r in rows if r.id in taken]
+
+
+def escalated(taken: Sequence[AtRisk], tags: Mapping[int, str | None]) -> list[OutboxRow]:
+    """request.escalated for each of `taken` (from `escalations`), its tag looked up in `tags`:
+    a deadline sent the request to the real-time lane."""
+    out: list[OutboxRow] = []
+    for r in taken:
+        tag = tags.get(r.id)
+        data = _about(r.id, r.key, tag, r.latency, r.model)
+        data.update(deadline_at=rfc3339(r.deadline_at), from_state=r.state)
+        out.append((REQUEST_ESCALATED, tag, to_json(data)))
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -322,10 +322,16 @@ class Delivery:
     first_tried_at: float | None
 
 
+def outbox_event_of(row: Iterable[Any]) -> OutboxEvent:
+    """An OutboxEvent from a row of (id, type, created_at, tag, payload), as both engines select it."""
+    eid, kind, at, tag, payload = row
+    return OutboxEvent(int(eid), str(kind), float(at), tag, str(payload))
+
+
 def delivery_of(row: Sequence[Any]) -> Delivery:
     """A Delivery from a row of `_DELIVERY_COLUMNS` (both engines select them in this order)."""
-    did, endpoint, state, attempts, next_at, status, error, updated, first, eid, kind, at, tag, payload = row
-    event = OutboxEvent(int(eid), str(kind), float(at), tag, str(payload))
+    did, endpoint, state, attempts, next_at, status, error, updated, first, *event_row = row
+    event = outbox_event_of(event_row)
     return Delivery(
         int(did), event, str(endpoint), str(state), int(attempts), next_at, status, error, updated, first
     )
@@ -348,3 +354,12 @@ class EndpointFigures:
     def failing(self) -> bool:
         """True while a delivery to it waits to be tried again after a failed attempt."""
         return self.retrying > 0
+
+
+def endpoint_figures_of(row: Iterable[Any]) -> EndpointFigures:
+    """EndpointFigures from a row of (endpoint, pending, retrying, delivered, failed,
+    max_attempts, oldest_pending_at, last_error), as both engines select it."""
+    endpoint, pending, retrying, delivered, failed, most, oldest, error = row
+    return EndpointFigures(
+        str(endpoint), int(pending), int(retrying), int(delivered), int(failed), int(most), error, oldest
+    )

@@ -29,7 +29,7 @@ from ...errors import InvalidRequestError, StoreError
 from ...logs import get_logger
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
-from ..bodies import body_bytes, entries_budget, entry_cost
+from ..bodies import claimed, entries_budget, entry_cost
 from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..leases import DRIVER, owner_is_dead
@@ -393,18 +393,12 @@ class PostgresStore(FigureOps, OutboxOps):
             count, total = (0, 0) if row is None else row
             if count == 0:
                 raise _NothingClaimed
-            body = body_bytes(frame, int(total))
-            await conn.execute(sql.SET_INTENT_SIZE, batch_id, count, body)
-            crash_point("claim.before_commit")
-            ttl_1h = select is not None and select.ttl_1h
-            return BatchClaim(
-                batch_id=batch_id,
-                request_count=int(count),
-                body_bytes=body,
-                ttl_1h=ttl_1h,
-                provider=provider,
-                model=model,
+            claim = claimed(
+                frame, batch_id, int(count), int(total), select=select, provider=provider, model=model
             )
+            await conn.execute(sql.SET_INTENT_SIZE, batch_id, claim.request_count, claim.body_bytes)
+            crash_point("claim.before_commit")
+            return claim
 
         try:
             return await self._run("claim_batch", fn)

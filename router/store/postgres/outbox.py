@@ -1,6 +1,6 @@
 """The webhook outbox on PostgreSQL: events written inside the transactions that cause them
 (the `emit_*` functions, given the transaction's connection), and the delivery side
-(`OutboxOps`). The SQLite engine's outbox.py says what each event holds.
+(`OutboxOps`). What each event holds is built in router/store/events.py.
 
 Every transaction that makes requests final holds the completion lock (engine.py), and the
 drain check takes it too: whichever transaction finishes a tag's last request sees every
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from .. import events, states
+from .. import events
 from ..records import (
     LEDGER_TOTAL_FIELDS,
     AtRisk,
@@ -24,13 +24,14 @@ from ..records import (
     OutboxEvent,
     OutboxPolicy,
     delivery_of,
+    endpoint_figures_of,
+    outbox_event_of,
 )
 from .schema import COMPLETION_LOCK
 
 T = TypeVar("T")
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
-_INSERT = "INSERT INTO outbox (type, created_at, tag, payload) VALUES ($1, $2, $3, $4)"
 _INSERT_MANY = (
     "INSERT INTO outbox (type, created_at, tag, payload)"
     " SELECT t, $1, g, p FROM unnest($2::text[], $3::text[], $4::text[]) AS u(t, g, p)"
@@ -44,7 +45,7 @@ _LEDGER = (
 )
 
 
-async def _insert_many(conn: Conn, rows: Sequence[tuple[str, str | None, str]], now: float) -> None:
+async def _insert_many(conn: Conn, rows: Sequence[events.OutboxRow], now: float) -> None:
     if rows:
         kinds, tags, payloads = (list(c) for c in zip(*rows, strict=True))
         await conn.execute(_INSERT_MANY, now, kinds, tags, payloads)
@@ -57,21 +58,7 @@ async def emit_ingest_events(
     `done`, in completion order), inside the chunk's transaction."""
     if policy is None or not (policy.wants(events.REQUEST_COMPLETED) or policy.wants(events.REQUEST_FAILED)):
         return
-    rows: list[tuple[str, str | None, str]] = []
-    for r in done:
-        rid, key, latency, tag, model, state, attempts, outcome = tuple(r)[:8]
-        kind = events.REQUEST_COMPLETED if state == states.SUCCEEDED else events.REQUEST_FAILED
-        if policy.wants(kind) and events.wants_request(policy, key, tag):
-            data = events.request_final(
-                request_id=int(rid),
-                key=key,
-                tag=tag,
-                latency=latency,
-                model=model,
-                outcome=outcome,
-                attempts=int(attempts),
-            )
-            rows.append((kind, tag, data))
+    rows = [event for r in done if (event := events.request_final(policy, r)) is not None]
     await _insert_many(conn, rows, now)
 
 
@@ -80,24 +67,13 @@ async def emit_request_final(conn: Conn, policy: OutboxPolicy | None, request_id
     if policy is None:
         return
     row = await conn.fetchrow(
-        "SELECT key, tag, class, model, state, outcome, attempts FROM requests WHERE id = $1", request_id
+        "SELECT id, key, class, tag, model, state, attempts, outcome FROM requests WHERE id = $1", request_id
     )
     if row is None:
         return
-    key, tag, latency, model, state, outcome, attempts = tuple(row)
-    kind = events.REQUEST_COMPLETED if state == states.SUCCEEDED else events.REQUEST_FAILED
-    if policy.wants(kind) and events.wants_request(policy, key, tag):
-        data = events.request_final(
-            request_id=request_id,
-            key=key,
-            tag=tag,
-            latency=latency,
-            model=model,
-            outcome=outcome,
-            attempts=int(attempts),
-        )
-        await conn.execute(_INSERT, kind, now, tag, data)
-    if tag is not None:
+    if (event := events.request_final(policy, row)) is not None:
+        await _insert_many(conn, [event], now)
+    if (tag := row[3]) is not None:
         await emit_drains(conn, policy, [tag], now)
 
 
@@ -105,27 +81,14 @@ async def emit_escalated(
     conn: Conn, policy: OutboxPolicy | None, rows: Sequence[AtRisk], won: Sequence[int], now: float
 ) -> None:
     """request.escalated for each request the escalation took, inside its transaction."""
-    if policy is None or not policy.wants(events.REQUEST_ESCALATED) or not won:
+    if not (taken := events.escalations(policy, rows, won)):
         return
-    taken = set(won)
+    ids = list({r.id for r in taken})
     tags = {
         int(i): t
-        for i, t in await conn.fetch("SELECT id, tag FROM requests WHERE id = ANY($1::bigint[])", list(taken))
+        for i, t in await conn.fetch("SELECT id, tag FROM requests WHERE id = ANY($1::bigint[])", ids)
     }
-    out: list[tuple[str, str | None, str]] = []
-    for r in rows:
-        if r.id in taken:
-            data = events.request_escalated(
-                request_id=r.id,
-                key=r.key,
-                tag=tags.get(r.id),
-                latency=r.latency,
-                model=r.model,
-                deadline_at=r.deadline_at,
-                from_state=r.state,
-            )
-            out.append((events.REQUEST_ESCALATED, tags.get(r.id), data))
-    await _insert_many(conn, out, now)
+    await _insert_many(conn, events.escalated(taken, tags), now)
 
 
 async def _ledger(conn: Conn, where: str, *args: Any) -> list[dict[str, Any]]:
@@ -142,7 +105,6 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
             "SELECT api_id, submitted_at, COALESCE(ended_at, $2) FROM batches WHERE id = $1", batch_id, now
         )
         if batch is not None and batch[0] is not None:
-            api_id, submitted_at, ended_at = tuple(batch)
             counts = {
                 str(t): int(n)
                 for t, n in await conn.fetch(
@@ -154,8 +116,6 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
             missing = await conn.fetchval(
                 "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing'", batch_id
             )
-            if missing:
-                counts["missing"] = int(missing)
             classes = [
                 str(r[0])
                 for r in await conn.fetch(
@@ -167,20 +127,18 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
             turnaround = await conn.fetchval(
                 "SELECT max(seconds) FROM turnarounds WHERE batch_id = $1", batch_id
             )
-            if turnaround is None and submitted_at is not None:
-                turnaround = max(0.0, float(ended_at) - float(submitted_at))
-            data = events.batch_ended(
+            ledger = await _ledger(conn, "batch_id = $1", batch_id)
+            event = events.batch_ended(
                 policy,
-                batch_id=batch_id,
-                api_id=api_id,
-                classes=classes,
+                batch_id,
+                tuple(batch),
                 counts=counts,
-                submitted_at=submitted_at,
-                ended_at=ended_at,
+                missing=int(missing),
+                classes=classes,
                 turnaround=turnaround,
-                ledger=await _ledger(conn, "batch_id = $1", batch_id),
+                ledger=ledger,
             )
-            await conn.execute(_INSERT, events.BATCH_ENDED, now, None, data)
+            await _insert_many(conn, [event], now)
     if policy.wants(events.TAG_DRAINED):
         tags = [
             str(r[0])
@@ -207,15 +165,17 @@ async def emit_drains(conn: Conn, policy: OutboxPolicy, tags: Iterable[str], now
         )
         if still_open:
             continue
-        rows = await conn.fetch(
-            "SELECT outcome, count(*), min(created_at), max(created_at), max(id) FROM requests"
-            " WHERE tag = $1 AND id > $2 GROUP BY outcome",
-            tag,
-            after,
-        )
+        rows = [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT outcome, count(*), min(created_at), max(created_at), max(id) FROM requests"
+                " WHERE tag = $1 AND id > $2 GROUP BY outcome",
+                tag,
+                after,
+            )
+        ]
         if not rows:
             continue
-        counts = {str(r[0]): int(r[1]) for r in rows}
         ledger = await _ledger(
             conn,
             "tag = $1 AND request_id > $2 AND (batch_id IN (SELECT DISTINCT batch_id FROM requests"
@@ -224,20 +184,12 @@ async def emit_drains(conn: Conn, policy: OutboxPolicy, tags: Iterable[str], now
             tag,
             after,
         )
-        data = events.tag_drained(
-            policy,
-            tag=tag,
-            counts=counts,
-            first_submitted_at=min(float(r[2]) for r in rows),
-            last_submitted_at=max(float(r[3]) for r in rows),
-            ledger=ledger,
-        )
-        await conn.execute(_INSERT, events.TAG_DRAINED, now, tag, data)
+        await _insert_many(conn, [events.tag_drained(policy, tag, rows, ledger)], now)
         await conn.execute(
             "INSERT INTO tag_drains (tag, last_id, drained_at) VALUES ($1, $2, $3)"
             " ON CONFLICT (tag) DO UPDATE SET last_id = excluded.last_id, drained_at = excluded.drained_at",
             tag,
-            max(int(r[4]) for r in rows),
+            events.drained_through(rows),
             now,
         )
 
@@ -269,7 +221,7 @@ class OutboxOps:
             "SELECT id, type, created_at, tag, payload FROM outbox WHERE routed = 0 ORDER BY id LIMIT $1",
             limit,
         )
-        return [OutboxEvent(int(i), str(k), float(a), t, str(p)) for i, k, a, t, p in rows]
+        return [outbox_event_of(r) for r in rows]
 
     async def route_events(
         self, event_ids: Sequence[int], deliveries: Sequence[tuple[int, str]], *, now: float
@@ -343,10 +295,7 @@ class OutboxOps:
         rows = await self._fetch(
             "outbox_event", "SELECT id, type, created_at, tag, payload FROM outbox WHERE id = $1", event_id
         )
-        if not rows:
-            return None
-        eid, kind, at, tag, payload = tuple(rows[0])
-        return OutboxEvent(int(eid), str(kind), float(at), tag, str(payload))
+        return outbox_event_of(rows[0]) if rows else None
 
     async def endpoint_figures(self) -> list[EndpointFigures]:
         rows = await self._fetch(
@@ -361,10 +310,7 @@ class OutboxOps:
             "  ORDER BY e.updated_at DESC LIMIT 1)"
             " FROM deliveries d JOIN outbox o ON o.id = d.event_id GROUP BY d.endpoint ORDER BY d.endpoint",
         )
-        return [
-            EndpointFigures(str(e), int(p), int(r), int(d), int(f), int(m), err, oldest)
-            for e, p, r, d, f, m, oldest, err in rows
-        ]
+        return [endpoint_figures_of(r) for r in rows]
 
     async def outbox_counts(self) -> dict[str, int]:
         rows = await self._fetch("outbox_counts", "SELECT type, count(*) FROM outbox GROUP BY type")

@@ -22,6 +22,8 @@ from ..records import (
     OutboxEvent,
     OutboxPolicy,
     delivery_of,
+    endpoint_figures_of,
+    outbox_event_of,
 )
 from .connections import Connections
 from .sql import chunks
@@ -73,6 +75,10 @@ def emit_ingest_events(c: sqlite3.Connection, policy: OutboxPolicy | None, now: 
     )
 
 
+async def _insert(w: aiosqlite.Connection, rows: Sequence[events.OutboxRow], now: float) -> None:
+    await w.executemany(_INSERT, [(kind, now, tag, payload) for kind, tag, payload in rows])
+
+
 async def emit_request_final(
     w: aiosqlite.Connection, policy: OutboxPolicy | None, request_id: int, now: float
 ) -> None:
@@ -81,25 +87,15 @@ async def emit_request_final(
     if policy is None:
         return
     async with w.execute(
-        "SELECT key, tag, class, model, state, outcome, attempts FROM requests WHERE id = ?", (request_id,)
+        "SELECT id, key, class, tag, model, state, attempts, outcome FROM requests WHERE id = ?",
+        (request_id,),
     ) as cur:
         row = await cur.fetchone()
     if row is None:
         return
-    key, tag, latency, model, state, outcome, attempts = row
-    kind = events.REQUEST_COMPLETED if state == states.SUCCEEDED else events.REQUEST_FAILED
-    if policy.wants(kind) and events.wants_request(policy, key, tag):
-        data = events.request_final(
-            request_id=request_id,
-            key=key,
-            tag=tag,
-            latency=latency,
-            model=model,
-            outcome=outcome,
-            attempts=int(attempts),
-        )
-        await w.execute(_INSERT, (kind, now, tag, data))
-    if tag is not None:
+    if (event := events.request_final(policy, row)) is not None:
+        await _insert(w, [event], now)
+    if (tag := row[3]) is not None:
         await emit_drains(w, policy, [tag], now)
 
 
@@ -111,36 +107,15 @@ async def emit_escalated(
     now: float,
 ) -> None:
     """request.escalated for each request the escalation took, inside its transaction."""
-    if policy is None or not policy.wants(events.REQUEST_ESCALATED) or not won:
+    if not (taken := events.escalations(policy, rows, won)):
         return
-    taken = set(won)
-    found: dict[int, str | None] = {}
-    for part in chunks(list(taken)):
+    tags: dict[int, str | None] = {}
+    for part in chunks(list({r.id for r in taken})):
         async with w.execute(
             f"SELECT id, tag FROM requests WHERE id IN ({','.join('?' * len(part))})", part
         ) as cur:
-            found.update({int(i): t for i, t in await cur.fetchall()})
-    await w.executemany(
-        _INSERT,
-        [
-            (
-                events.REQUEST_ESCALATED,
-                now,
-                found.get(r.id),
-                events.request_escalated(
-                    request_id=r.id,
-                    key=r.key,
-                    tag=found.get(r.id),
-                    latency=r.latency,
-                    model=r.model,
-                    deadline_at=r.deadline_at,
-                    from_state=r.state,
-                ),
-            )
-            for r in rows
-            if r.id in taken
-        ],
-    )
+            tags.update({int(i): t for i, t in await cur.fetchall()})
+    await _insert(w, events.escalated(taken, tags), now)
 
 
 async def _ledger(w: aiosqlite.Connection, where: str, args: Sequence[Any]) -> list[dict[str, Any]]:
@@ -166,7 +141,6 @@ async def emit_batch_closed(
         ) as cur:
             batch = await cur.fetchone()
         if batch is not None and batch[0] is not None:
-            api_id, submitted_at, ended_at = batch
             async with w.execute(
                 "SELECT result_type, COUNT(*) FROM ledger WHERE batch_id = ? AND duplicate = 0"
                 " GROUP BY result_type",
@@ -174,11 +148,9 @@ async def emit_batch_closed(
             ) as cur:
                 counts = {str(t): int(n) for t, n in await cur.fetchall()}
             async with w.execute(
-                "SELECT outcome, COUNT(*) FROM requests WHERE batch_id = ? AND outcome = 'missing'"
-                " GROUP BY outcome",
-                (batch_id,),
+                "SELECT COUNT(*) FROM requests WHERE batch_id = ? AND outcome = 'missing'", (batch_id,)
             ) as cur:
-                counts.update({str(t): int(n) for t, n in await cur.fetchall()})
+                (missing,) = await cur.fetchone() or (0,)
             async with w.execute(
                 "SELECT DISTINCT class FROM ledger WHERE batch_id = ? AND class IS NOT NULL ORDER BY class",
                 (batch_id,),
@@ -188,20 +160,18 @@ async def emit_batch_closed(
                 "SELECT MAX(seconds) FROM turnarounds WHERE batch_id = ?", (batch_id,)
             ) as cur:
                 (turnaround,) = await cur.fetchone() or (None,)
-            if turnaround is None and submitted_at is not None:
-                turnaround = max(0.0, float(ended_at) - float(submitted_at))
-            data = events.batch_ended(
+            ledger = await _ledger(w, "batch_id = ?", (batch_id,))
+            event = events.batch_ended(
                 policy,
-                batch_id=batch_id,
-                api_id=api_id,
-                classes=classes,
+                batch_id,
+                batch,
                 counts=counts,
-                submitted_at=submitted_at,
-                ended_at=ended_at,
+                missing=int(missing),
+                classes=classes,
                 turnaround=turnaround,
-                ledger=await _ledger(w, "batch_id = ?", (batch_id,)),
+                ledger=ledger,
             )
-            await w.execute(_INSERT, (events.BATCH_ENDED, now, None, data))
+            await _insert(w, [event], now)
     if policy.wants(events.TAG_DRAINED):
         async with w.execute(
             "SELECT DISTINCT tag FROM requests WHERE batch_id = ? AND tag IS NOT NULL", (batch_id,)
@@ -237,10 +207,6 @@ async def emit_drains(w: aiosqlite.Connection, policy: OutboxPolicy, tags: Itera
             rows = list(await cur.fetchall())
         if not rows:
             continue
-        counts = {str(o): int(n) for o, n, *_ in rows}
-        first = min(float(r[2]) for r in rows)
-        last = max(float(r[3]) for r in rows)
-        top = max(int(r[4]) for r in rows)
         ledger = await _ledger(
             w,
             "tag = ? AND request_id > ? AND (batch_id IN (SELECT DISTINCT batch_id FROM requests"
@@ -248,14 +214,11 @@ async def emit_drains(w: aiosqlite.Connection, policy: OutboxPolicy, tags: Itera
             " (SELECT id FROM requests WHERE tag = ? AND id > ? AND escalated_at IS NOT NULL)))",
             (tag, after, tag, after, tag, after),
         )
-        data = events.tag_drained(
-            policy, tag=tag, counts=counts, first_submitted_at=first, last_submitted_at=last, ledger=ledger
-        )
-        await w.execute(_INSERT, (events.TAG_DRAINED, now, tag, data))
+        await _insert(w, [events.tag_drained(policy, tag, rows, ledger)], now)
         await w.execute(
             "INSERT INTO tag_drains (tag, last_id, drained_at) VALUES (?, ?, ?)"
             " ON CONFLICT (tag) DO UPDATE SET last_id = excluded.last_id, drained_at = excluded.drained_at",
-            (tag, top, now),
+            (tag, events.drained_through(rows), now),
         )
 
 
@@ -276,7 +239,7 @@ class OutboxOps(Connections):
             "SELECT id, type, created_at, tag, payload FROM outbox WHERE routed = 0 ORDER BY id LIMIT ?",
             (limit,),
         )
-        return [OutboxEvent(int(i), str(k), float(a), t, str(p)) for i, k, a, t, p in rows]
+        return [outbox_event_of(r) for r in rows]
 
     async def route_events(
         self, event_ids: Sequence[int], deliveries: Sequence[tuple[int, str]], *, now: float
@@ -340,10 +303,7 @@ class OutboxOps(Connections):
                 "SELECT id, type, created_at, tag, payload FROM outbox WHERE id = ?", (event_id,)
             )
         )
-        if not rows:
-            return None
-        eid, kind, at, tag, payload = rows[0]
-        return OutboxEvent(int(eid), str(kind), float(at), tag, str(payload))
+        return outbox_event_of(rows[0]) if rows else None
 
     async def endpoint_figures(self) -> list[EndpointFigures]:
         rows = await self._reader.execute_fetchall(
@@ -356,10 +316,7 @@ class OutboxOps(Connections):
             "  ORDER BY e.updated_at DESC LIMIT 1)"
             " FROM deliveries d JOIN outbox o ON o.id = d.event_id GROUP BY d.endpoint ORDER BY d.endpoint"
         )
-        return [
-            EndpointFigures(str(e), int(p), int(r), int(d), int(f), int(m), err, oldest)
-            for e, p, r, d, f, m, oldest, err in rows
-        ]
+        return [endpoint_figures_of(r) for r in rows]
 
     async def outbox_counts(self) -> dict[str, int]:
         rows = await self._reader.execute_fetchall("SELECT type, COUNT(*) FROM outbox GROUP BY type")

@@ -23,7 +23,7 @@ from ..._crashpoints import crash_point
 from ...errors import InvalidRequestError, RouterError, StoreError
 from .. import states
 from ..base import RetryPolicy, StoreClosedError
-from ..bodies import body_bytes, entries_budget, entry_cost
+from ..bodies import claimed, entries_budget, entry_cost
 from ..group_commit import GroupCommitter
 from ..idempotency import digest_of
 from ..ledger import LedgerRow, ledger_row
@@ -436,25 +436,19 @@ class Store(
                 if count == 0:
                     await rollback(w)
                     return None
-                body = body_bytes(frame, int(total))
+                claim = claimed(
+                    frame, batch_id, int(count), int(total), select=select, provider=provider, model=model
+                )
                 await w.execute(
                     "UPDATE batches SET request_count = ?, body_bytes = ? WHERE id = ?",
-                    (count, body, batch_id),
+                    (claim.request_count, claim.body_bytes, batch_id),
                 )
                 crash_point("claim.before_commit")
                 await w.execute("COMMIT")
             except BaseException:
                 await rollback(w)
                 raise
-        ttl_1h = select is not None and select.ttl_1h
-        return BatchClaim(
-            batch_id=batch_id,
-            request_count=int(count),
-            body_bytes=body,
-            ttl_1h=ttl_1h,
-            provider=provider,
-            model=model,
-        )
+        return claim
 
     async def iter_claimed(self, batch_id: int, chunk: int = 1000) -> AsyncIterator[list[tuple[int, bytes]]]:
         """Yield (request id, params) of a claimed batch in id order, `chunk` rows at a time.
