@@ -2,8 +2,8 @@
 
 bench_before_after.py runs each tree's own copy of a script through this file, so the code
 before a change is measured by the script written for it. It imports nothing of the project:
-the script's directory goes first on sys.path (its `_common` then puts its own tree's `router`
-first), the script is imported under its own name (so functions it hands to spawned children
+the script's directory and its tree go first on sys.path (its `_common` also puts that tree's
+`router` first), the script is imported under its own name (so functions it hands to spawned children
 pickle as `bench_x.fn` and the children import them from the same tree), module constants
 are overridden (`--set REPEATS=1`: the old scripts have no `--repeats`; in this process only,
 so a spawned child still sees the script's own value), and one function
@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
         parser.error(f"no script at {script}")
     here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if p != here]  # this checkout's bench/ must not shadow the tree's
-    sys.path.insert(0, str(script.parent))
+    # The script's directory, as Python puts it, then its tree's root, as that tree's own venv
+    # would (deadline_drill.py imports `router` without going through `_common`).
+    sys.path[:0] = [str(script.parent), str(script.parent.parent)]
     sys.argv = [str(script), *script_args]
     module = importlib.import_module(script.stem)
     router = sys.modules.get("router")
