@@ -1,5 +1,5 @@
-"""SQLite figures of this code against an earlier commit's, each tree measured by its own
-bench scripts, in one run, alternating.
+"""SQLite figures (by default) of this code against an earlier commit's, each tree measured by
+its own bench scripts, in one run, alternating.
 
 The earlier commit (by default 3003882, the last commit before the store's engine seam) is
 extracted with `git archive` into a temporary directory. Each tree runs its OWN copy of each
@@ -31,6 +31,7 @@ the finished children): on a loaded machine it moves far less than the wall-cloc
 
     .venv/bin/python bench/bench_before_after.py [--commit 3003882] [--rounds 5]
         [--scripts enqueue,flush,ingest,realtime,takeover,wake] [--output DIR]
+        [--engine sqlite|postgresql]   # postgresql: against a commit that has the engine
 """
 
 from __future__ import annotations
@@ -168,12 +169,13 @@ class Tree:
 
 
 def command(script: str, tree: Tree, args: argparse.Namespace) -> tuple[list[str], dict[str, str]] | None:
-    """How to run `script` once on `tree` (argv, extra environment), or None if the tree has none."""
+    """How to run `script` once on `tree` (argv, extra environment), or None if the tree has none
+    (or it cannot run on `args.engine`)."""
     if script == "wake":  # this checkout's copy on both trees (the old tree has none)
         argv = [
             str(ROOT / "bench" / FILES[script]),
             "--engine",
-            "sqlite",
+            args.engine,
             "--results",
             str(args.wake_results),
         ]
@@ -185,13 +187,17 @@ def command(script: str, tree: Tree, args: argparse.Namespace) -> tuple[list[str
     call: list[str]
     if script in ("enqueue", "flush", "ingest"):
         if re.search(r"^def run_engine\(engine: str, repeats: int", source, re.M):
-            call = ["--call", "run_engine", "sqlite", "1"]
-        else:
+            call = ["--call", "run_engine", args.engine, "1"]
+        elif args.engine == "sqlite":
             call = ["--set", "REPEATS=1", "--call", "main"]
+        else:
+            return None  # a script from before the engines: SQLite only
     elif script == "realtime":
         call = ["--set", f"REPEATS={args.realtime_pairs}", "--call", "main"]
     elif script == "takeover":
         call = ["--call", "main", "--", "--rounds", "1"]
+    elif args.engine != "sqlite":
+        return None  # SQLite only
     else:  # million, drill: their defaults
         call = ["--call", "main", "--"]
     return [sys.executable, str(RUNNER), str(path), *call], {}
@@ -309,6 +315,12 @@ def main() -> int:
     parser.add_argument("--scripts", default=DEFAULT_SCRIPTS, help=f"of: {', '.join(FILES)}")
     parser.add_argument("--realtime-pairs", type=int, default=7, help="bench_realtime's pairs a run")
     parser.add_argument("--wake-results", type=int, default=300)
+    parser.add_argument(
+        "--engine",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: enqueue, flush, ingest and wake, on two trees that both have the engine",
+    )
     parser.add_argument("--output", type=Path, help="keep each run's output in this directory")
     args = parser.parse_args()
     scripts = [s for s in args.scripts.split(",") if s]
@@ -326,7 +338,7 @@ def main() -> int:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        print(f"### SQLite figures: this code ({head}) against {described}")
+        print(f"### {args.engine} figures: this code ({head}) against {described}")
         print(f"machine: {os.cpu_count()} cpus, python {sys.version.split()[0]}", flush=True)
         print(f"{args.rounds} rounds of {', '.join(scripts)}", flush=True)
         print(f"load average at the start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)

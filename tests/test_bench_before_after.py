@@ -94,7 +94,9 @@ def test_the_runner_names_a_constant_the_script_lacks(tmp_path: Path) -> None:
 
 
 def options(**kw: object) -> argparse.Namespace:
-    return argparse.Namespace(**{"realtime_pairs": 7, "wake_results": 300, "output": None, **kw})
+    return argparse.Namespace(
+        **{"realtime_pairs": 7, "wake_results": 300, "output": None, "engine": "sqlite", **kw}
+    )
 
 
 def test_each_tree_is_called_the_way_its_own_script_takes(tmp_path: Path) -> None:
@@ -126,6 +128,10 @@ def test_each_tree_is_called_the_way_its_own_script_takes(tmp_path: Path) -> Non
     assert command("ingest", Tree("before", old), options()) is None
     wake = command("wake", Tree("before", old), options())
     assert wake is not None and wake[1] == {"HYBRID_ROUTER_BENCH_CODE": str(old)}
+    # On PostgreSQL, only a tree whose script takes an engine runs it.
+    assert command("flush", Tree("before", old), options(engine="postgresql")) is None
+    planned_pg = command("flush", Tree("after", new), options(engine="postgresql"))
+    assert planned_pg is not None and planned_pg[0][-2:] == ["postgresql", "1"]
 
 
 def test_figures_are_read_from_every_scripts_output() -> None:
