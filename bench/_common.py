@@ -2,8 +2,9 @@
 and the store under test (an SQLite file or a PostgreSQL database on a throwaway server).
 
 HYBRID_ROUTER_BENCH_CODE names another checkout whose `router` package is measured instead of
-this one (bench_before_after.py uses it to run the same scripts on the code before a change);
-the emulator and the sink stay this checkout's, so both sides talk to the same server.
+this one (bench_before_after.py runs bench_wake.py, which the older code lacks, on that code;
+bench_ingest.py --before measures another checkout); the emulator and the sink stay this
+checkout's, so both sides talk to the same server.
 """
 
 from __future__ import annotations
