@@ -26,6 +26,7 @@ from ..records import (
     delivery_of,
 )
 from .schema import COMPLETION_LOCK
+from .sql import BATCH_ROWS, LISTED_BY_BATCH
 
 T = TypeVar("T")
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -152,7 +153,9 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
                 )
             }
             missing = await conn.fetchval(
-                "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing'", batch_id
+                "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing' AND "
+                + LISTED_BY_BATCH.format(""),
+                batch_id,
             )
             if missing:
                 counts["missing"] = int(missing)
@@ -185,7 +188,9 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
         tags = [
             str(r[0])
             for r in await conn.fetch(
-                "SELECT DISTINCT tag FROM requests WHERE batch_id = $1 AND tag IS NOT NULL", batch_id
+                f"SELECT DISTINCT tag FROM ({BATCH_ROWS.format(columns='r.tag', batches='= $1')}) AS b"
+                " WHERE tag IS NOT NULL",
+                batch_id,
             )
         ]
         if tags:
