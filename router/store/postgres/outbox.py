@@ -152,6 +152,8 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
                     batch_id,
                 )
             }
+            # Rows failed for a missing result stay in requests_by_batch; naming its
+            # predicate lets the planner read them there.
             missing = await conn.fetchval(
                 "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing' AND "
                 + LISTED_BY_BATCH.format(""),
