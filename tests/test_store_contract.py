@@ -500,6 +500,39 @@ async def test_turnarounds_are_kept_per_model(store: StoreEngine) -> None:
     assert await store.recent_turnarounds() == [(MODEL, 42.0)]
 
 
+async def test_an_open_batch_counts_every_request_however_it_ended(store: StoreEngine) -> None:
+    # Final by the batch's own result, answered in real time after an escalation, failed for
+    # its deadline, resubmitted, still waiting: an open batch's progress and its turnaround's
+    # models count them all (PostgreSQL finds the first kind by its ledger row, sql.BATCH_ROWS).
+    models = ["m-escalated", "m-deadline", "m-ingested", "m-retried", "m-waiting"]
+    tickets = await store.enqueue_many(
+        [NewRequest(f"k{i}", "daily", None, m, b"{}", NOW, None) for i, m in enumerate(models)]
+    )
+    claim = await store.claim_batch(
+        frame=BATCH_FORMAT, latencies=None, max_requests=10, max_bytes=10**9, now=NOW
+    )
+    assert claim is not None and claim.request_count == len(models)
+    batch_id = claim.batch_id
+    await store.mark_submitted(batch_id, "msgbatch_1", now=NOW, next_poll_at=NOW)
+    escalated, deadline, ingested, retried, _ = (t.request_id for t in tickets)
+    at_risk = AtRisk(escalated, "k0", "daily", models[0], states.SUBMITTED, NOW, batch_id)
+    assert await store.mark_escalated([at_risk], NOW) == [escalated]
+    args: dict[str, Any] = {"line": b"{}", "now": NOW + 1}
+    assert await store.complete(
+        escalated, from_states=[states.ESCALATED], succeeded=True, outcome="succeeded", **args
+    )
+    assert await store.complete(
+        deadline, from_states=[states.SUBMITTED], succeeded=False, outcome="deadline", **args
+    )
+    stats, _ = await apply(store, batch_id, [line(ingested), line(retried, "errored", error={})])
+    assert (stats.delivered, stats.retried) == (1, 1)
+    progress = await store.open_batch_progress()
+    assert progress[batch_id] == {"succeeded": 2, "failed": 1, "pending": 1, "submitted": 1}
+    await store.record_turnaround(batch_id, 60.0)
+    assert sorted(await store.recent_turnarounds()) == [(m, 60.0) for m in sorted(models)]
+    assert await store.still_in_batch(batch_id) == 1
+
+
 # ---------------------------------------------------------------------------- ledger, leases, purge
 
 

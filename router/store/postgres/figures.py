@@ -14,7 +14,7 @@ import asyncpg
 
 from ..leases import DRIVER, is_held
 from ..records import HISTORY_FIELDS, LEDGER_FIGURE_FIELDS, BatchRow, Lease
-from .sql import ANSWERED_BY, DAY_OF, ESCALATED_CALLS, MISSED_DEADLINE
+from .sql import ANSWERED_BY, BATCH_ROWS, DAY_OF, ESCALATED_CALLS, MISSED_DEADLINE
 
 if TYPE_CHECKING:
     from ..group_commit import GroupCommitter
@@ -25,10 +25,10 @@ CLASS_STATE_FIGURES = (
     " count(*) FILTER (WHERE escalated_at IS NOT NULL AND batch_id IS NOT NULL)"
     " FROM requests GROUP BY class, state ORDER BY class, state"
 )
-OPEN_BATCH_PROGRESS = (
-    "SELECT batch_id, state, count(*) FROM requests"
-    " WHERE batch_id IN (SELECT id FROM batches WHERE state <> 'done') GROUP BY batch_id, state"
+_OPEN_ROWS = BATCH_ROWS.format(
+    columns="r.batch_id, r.state", batches="IN (SELECT id FROM batches WHERE state <> 'done')"
 )
+OPEN_BATCH_PROGRESS = f"SELECT batch_id, state, count(*) FROM ({_OPEN_ROWS}) AS b GROUP BY batch_id, state"
 LEDGER_FIGURES = (
     "SELECT lane, model, class, result_type, duplicate, at >= $1 AS today, sum(calls)::bigint,"
     " sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_write_5m)::bigint,"

@@ -154,9 +154,11 @@ SELECT * FROM done ORDER BY done_seq
 """
 
 # Before the statements: no JIT (see the module's docstring); a chunk's sorts fit in memory.
-# No sequential scans in CLASSIFY: while a batch is ingested its ledger rows grow faster than
-# autovacuum's statistics, and a ledger analyzed empty made the planner check every line's
-# ledger row by scanning the whole ledger (10,000 scans of up to 90,000 rows per chunk: minutes).
+# No sequential scans: while a batch is ingested its ledger rows grow faster than autovacuum's
+# statistics, and a ledger analyzed empty made the planner check every line's ledger row in
+# CLASSIFY by scanning the whole ledger (10,000 scans of up to 90,000 rows per chunk: minutes);
+# and WRITE probes the chunk's requests by id, where a table of 100,000 rows got a scan of all
+# of them per chunk (0.3 s of WRITE's 1.9 s of server CPU a 100,000-line batch, bench_ingest.py).
 # Custom plans only: a connection's prepared statements switch to a generic plan after five
 # runs when it looks cheaper, and without the arrays' lengths it guesses ~100 lines a chunk.
 PREPARE_CHUNK = (
@@ -169,7 +171,7 @@ PREPARE_CHUNK = (
 # reads the chunk's 10,000 lines once per request (10^8 rows a chunk: 20 s to 110 s each, in
 # the benchmark whenever autovacuum had not analyzed the table since the flush). Hash joins
 # cost the same whatever the estimate.
-ANALYZE_CHUNK = "SET LOCAL enable_seqscan = on; SET LOCAL enable_nestloop = off; ANALYZE ingest_lines"
+ANALYZE_CHUNK = "SET LOCAL enable_nestloop = off; ANALYZE ingest_lines"
 
 _BIGINT_MAX = 2**63 - 1
 

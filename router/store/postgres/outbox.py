@@ -28,6 +28,7 @@ from ..records import (
     outbox_event_of,
 )
 from .schema import COMPLETION_LOCK
+from .sql import BATCH_ROWS, LISTED_BY_BATCH
 
 T = TypeVar("T")
 Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -113,8 +114,12 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
                     batch_id,
                 )
             }
+            # Rows failed for a missing result stay in requests_by_batch; naming its
+            # predicate lets the planner read them there.
             missing = await conn.fetchval(
-                "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing'", batch_id
+                "SELECT count(*) FROM requests WHERE batch_id = $1 AND outcome = 'missing' AND "
+                + LISTED_BY_BATCH.format(""),
+                batch_id,
             )
             classes = [
                 str(r[0])
@@ -143,7 +148,9 @@ async def emit_batch_closed(conn: Conn, policy: OutboxPolicy | None, batch_id: i
         tags = [
             str(r[0])
             for r in await conn.fetch(
-                "SELECT DISTINCT tag FROM requests WHERE batch_id = $1 AND tag IS NOT NULL", batch_id
+                f"SELECT DISTINCT tag FROM ({BATCH_ROWS.format(columns='r.tag', batches='= $1')}) AS b"
+                " WHERE tag IS NOT NULL",
+                batch_id,
             )
         ]
         if tags:

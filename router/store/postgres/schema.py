@@ -222,6 +222,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_pending ON requests (class, id) INCLUDE (size, provider, model)
         WHERE queue = 'pending';
     """,
+    # A request a batch result makes final leaves the batch's indexes, so the ingest's final
+    # write of each row enters none of them: the rows of a batch the reads look up by batch are
+    # its unfinished ones. Rows made final another way stay in `requests_by_batch` (see
+    # sql.LISTED_BY_BATCH, whose predicate this is); those a result made final are found by
+    # their ledger row of the batch (sql.BATCH_ROWS).
+    """
+    DROP INDEX requests_by_batch;
+    DROP INDEX requests_by_batch_deadline;
+    CREATE INDEX requests_by_batch ON requests (batch_id, id) WHERE batch_id IS NOT NULL
+        AND (finished_at IS NULL OR escalated_at IS NOT NULL OR outcome IN ('deadline', 'missing'));
+    CREATE INDEX requests_by_batch_deadline ON requests (batch_id, deadline_at)
+        WHERE batch_id IS NOT NULL AND deadline_at IS NOT NULL AND finished_at IS NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,6 +5,27 @@ from __future__ import annotations
 from .. import ledger
 
 LEDGER_COLUMNS = ", ".join(ledger.LEDGER_COLUMNS)
+
+# The rows of a batch that `requests_by_batch` lists (schema.py): all but those a batch result
+# made final, so the ingest's final write of each row enters no new entry in the index. A
+# row made final another way (a real-time answer after an escalation, a failure for its
+# deadline or for its missing result) stays listed: a batch's final rows are found either
+# here or by their ledger row of the batch (BATCH_ROWS). A query of a batch's unfinished
+# rows says `finished_at IS NULL`, which the planner needs to use the index. {0}: the
+# table's alias and a dot, or nothing.
+LISTED_BY_BATCH = (
+    "({0}finished_at IS NULL OR {0}escalated_at IS NOT NULL OR {0}outcome IN ('deadline', 'missing'))"
+)
+# Every row of the batches `{batches}` names ("= $1", "IN (...)"), `{columns}` of requests r:
+# the rows listed by batch, and those a result of the batch made final, through their ledger
+# row of it (each request has at most one there: ledger_batch_result). The two halves are
+# disjoint: the second takes only the rows the first does not list.
+BATCH_ROWS = (
+    "SELECT {columns} FROM requests r WHERE r.batch_id {batches} AND "
+    + LISTED_BY_BATCH.format("r.")
+    + " UNION ALL SELECT {columns} FROM ledger l JOIN requests r ON r.id = l.request_id"
+    " WHERE l.batch_id {batches} AND r.batch_id = l.batch_id AND NOT " + LISTED_BY_BATCH.format("r.")
+)
 LEDGER_TYPES = (
     "float8", "text", "text", "text", "text", "text", "bigint", "bigint", "text",
     "bigint", "bigint", "bigint", "bigint", "bigint", "int", "int",
@@ -96,14 +117,22 @@ SET_INTENT_SIZE = "UPDATE batches SET request_count = $2, body_bytes = $3 WHERE 
 # a freshly claimed batch's statistics can make scan the rest of the batch). $2: resume after.
 CLAIMED = (
     "SELECT r.id, p.params FROM requests r JOIN request_params p ON p.id = r.id"
-    " WHERE r.batch_id = $1 AND r.state = 'submitting' AND r.id > $2 ORDER BY r.id"
+    " WHERE r.batch_id = $1 AND r.finished_at IS NULL AND r.state = 'submitting' AND r.id > $2"
+    " ORDER BY r.id"
 )
 SUBMITTED_INTENT = (
     "UPDATE batches SET api_id = $2, state = 'in_progress', submitted_at = $3, next_poll_at = $4"
     " WHERE id = $1 AND state = 'creating'"
 )
-CLAIMED_SUBMITTED = "UPDATE requests SET state = 'submitted' WHERE batch_id = $1 AND state = 'submitting'"
-CLAIMED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitting'"
+# A batch's unfinished rows say `finished_at IS NULL`, for requests_by_batch (LISTED_BY_BATCH).
+CLAIMED_SUBMITTED = (
+    "UPDATE requests SET state = 'submitted'"
+    " WHERE batch_id = $1 AND finished_at IS NULL AND state = 'submitting'"
+)
+CLAIMED_RELEASED = (
+    "UPDATE requests SET state = 'pending'"
+    " WHERE batch_id = $1 AND finished_at IS NULL AND state = 'submitting'"
+)
 CREATING_DONE = "UPDATE batches SET state = 'done' WHERE id = $1 AND state = 'creating'"
 
 KNOWN_API_IDS = "SELECT api_id FROM batches WHERE api_id = ANY($1::text[])"
@@ -119,10 +148,16 @@ OPEN_BATCHES = (
     "SELECT id, api_id, state, request_count, body_bytes, created_at, submitted_at, ended_at,"
     " next_poll_at, provider FROM batches WHERE state <> 'done' ORDER BY id"
 )
-UNANSWERED_RELEASED = "UPDATE requests SET state = 'pending' WHERE batch_id = $1 AND state = 'submitted'"
+UNANSWERED_RELEASED = (
+    "UPDATE requests SET state = 'pending'"
+    " WHERE batch_id = $1 AND finished_at IS NULL AND state = 'submitted'"
+)
 BATCH_DONE = "UPDATE batches SET state = 'done', ended_at = COALESCE(ended_at, $2) WHERE id = $1"
 # fail_missing: $1 batch, $2 now, $3 reason's lines come from Python, by id.
-UNANSWERED = "SELECT id FROM requests WHERE batch_id = $1 AND state = 'submitted' ORDER BY id FOR UPDATE"
+UNANSWERED = (
+    "SELECT id FROM requests WHERE batch_id = $1 AND finished_at IS NULL AND state = 'submitted'"
+    " ORDER BY id FOR UPDATE"
+)
 FAIL_MISSING = """
 UPDATE requests r SET state = 'failed', outcome = 'missing', done_seq = nextval('done_seq_numbers'),
     finished_at = $2, attempts = r.attempts + 1, result = u.line
@@ -132,7 +167,7 @@ RETURNING r.done_seq
 """
 TURNAROUND = (
     "INSERT INTO turnarounds (batch_id, model, seconds) SELECT DISTINCT $1::bigint, model, $2::float8"
-    " FROM requests WHERE batch_id = $1 ON CONFLICT DO NOTHING"
+    f" FROM ({BATCH_ROWS.format(columns='r.model', batches='= $1')}) AS b ON CONFLICT DO NOTHING"
 )
 
 REQUEST_COLUMNS = (
@@ -155,7 +190,7 @@ PENDING_AT_RISK = (
 )
 SUBMITTED_AT_RISK = (
     "SELECT r.id, r.key, r.class, r.model, r.state, r.deadline_at, r.batch_id"
-    " FROM batches b JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= $1"
+    " FROM batches b JOIN requests r ON r.batch_id = b.id AND r.deadline_at <= $1 AND r.finished_at IS NULL"
     " WHERE b.state <> 'done' AND r.state = 'submitted' ORDER BY r.deadline_at LIMIT $2"
 )
 ESCALATE = """
@@ -181,7 +216,9 @@ UPDATE requests SET state = $2, outcome = $3, done_seq = nextval('done_seq_numbe
     result = $5
 WHERE id = $1 AND state = ANY($6::text[]) RETURNING done_seq
 """
-STILL_IN_BATCH = "SELECT count(*)::int FROM requests WHERE batch_id = $1 AND state = 'submitted'"
+STILL_IN_BATCH = (
+    "SELECT count(*)::int FROM requests WHERE batch_id = $1 AND finished_at IS NULL AND state = 'submitted'"
+)
 TURNAROUNDS_OF = "SELECT seconds FROM turnarounds WHERE model = $1 ORDER BY batch_id DESC LIMIT $2"
 TURNAROUNDS_ALL = "SELECT seconds FROM turnarounds ORDER BY batch_id DESC LIMIT $1"
 RECENT_TURNAROUNDS = "SELECT model, seconds FROM turnarounds ORDER BY batch_id DESC LIMIT $1"
@@ -228,7 +265,7 @@ SELECT count(*) FROM gone
 PURGE_BATCHES = (
     "DELETE FROM batches WHERE state = 'done' AND COALESCE(ended_at, submitted_at, created_at) < $1"
     " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id"
-    " AND r.state IN ('submitting', 'submitted'))"
+    " AND r.finished_at IS NULL AND r.state IN ('submitting', 'submitted'))"
 )
 PURGE_LEDGER = "DELETE FROM ledger WHERE at < $1"
 
