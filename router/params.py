@@ -37,6 +37,22 @@ def check_tag(tag: object) -> str | None:
     return tag
 
 
+def take_routing(kwargs: dict[str, Any]) -> tuple[Any, str | None, str | None]:
+    """Take the router's own keywords out of a call's: (latency, tag, key), tag and key checked."""
+    latency = kwargs.pop("latency", None)
+    return latency, check_tag(kwargs.pop("tag", None)), check_key(kwargs.pop("key", None))
+
+
+def check_model(params: Mapping[str, Any], required: tuple[str, ...]) -> None:
+    """The body holds every `required` field and names its model: checks both providers share."""
+    for name in required:
+        if name not in params:
+            raise InvalidRequestError(f"{name}: this field is required")
+    model = params["model"]
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequestError(f"model: expected a non-empty model name string, got {model!r}")
+
+
 def body_params(
     kwargs: Mapping[str, Any], *, transport: frozenset[str], omitted: tuple[type, ...], no_stream: str
 ) -> dict[str, Any]:

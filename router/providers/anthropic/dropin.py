@@ -27,7 +27,7 @@ from router import bulk
 from router.errors import InvalidRequestError
 from router.logs import get_logger
 from router.outcomes import outcome_of, unwrap
-from router.params import check_key, check_tag
+from router.params import check_tag, take_routing
 from router.store import RequestRow, Ticket, states
 
 from .create_params import CreateParams, CreateParamsMaybeStreaming, CreateParamsStreaming, SubmitParams
@@ -253,7 +253,5 @@ def _route(
 ) -> tuple[LatencyClass, str | None, str | None]:
     """Check the call's keywords and take the routing ones out: (class, tag, key)."""
     check_call_keywords(kwargs, method)
-    latency = kwargs.pop("latency", None)
-    tag = check_tag(kwargs.pop("tag", None))
-    key = check_key(kwargs.pop("key", None))
+    latency, tag, key = take_routing(kwargs)
     return router.resolve_class(latency, tag, kwargs.get("model")), tag, key

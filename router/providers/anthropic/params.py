@@ -13,7 +13,7 @@ from anthropic import NotGiven, Omit
 from anthropic._utils._json import openapi_dumps
 
 from ...errors import InvalidRequestError
-from ...params import ROUTER_KEYWORDS, body_params
+from ...params import ROUTER_KEYWORDS, body_params, check_model
 from ..keywords import ANTHROPIC_CREATE, check_sdk_keywords, openai_create
 from .cache_rules import CacheControlError, check_cache_control
 
@@ -90,12 +90,7 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_core(params: Mapping[str, Any]) -> None:
-    for required in ("model", "max_tokens", "messages"):
-        if required not in params:
-            raise InvalidRequestError(f"{required}: this field is required")
-    model = params["model"]
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(f"model: expected a non-empty model name string, got {model!r}")
+    check_model(params, ("model", "max_tokens", "messages"))
     max_tokens = params["max_tokens"]
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidRequestError(f"max_tokens: expected an integer >= 1, got {max_tokens!r}")

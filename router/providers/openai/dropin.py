@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from router.errors import InvalidRequestError
 from router.logs import get_logger
 from router.outcomes import Outcome, outcome_of, unwrap
-from router.params import check_key, check_tag
+from router.params import check_key, check_tag, take_routing
 from router.pricing import TokenCounts
 from router.providers.openai.params import batch_params, check_call_keywords, reject_batch_stream
 from router.store import LedgerEntry, Ticket
@@ -144,9 +144,7 @@ def _route(
 ) -> tuple[LatencyClass, str | None, str | None]:
     """Check the call's keywords and take the routing ones out: (class, tag, key)."""
     check_call_keywords(kwargs, method)
-    latency = kwargs.pop("latency", None)
-    tag = check_tag(kwargs.pop("tag", None))
-    key = check_key(kwargs.pop("key", None))
+    latency, tag, key = take_routing(kwargs)
     return _resolve(router, latency, tag, kwargs.get("model")), tag, key
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from openai import NotGiven, Omit
 
 from router.errors import InvalidRequestError
-from router.params import ROUTER_KEYWORDS, body_params
+from router.params import ROUTER_KEYWORDS, body_params, check_model
 from router.providers.keywords import check_sdk_keywords, openai_create
 
 __all__ = ["OPENAI_CREATE_KEYWORDS", "batch_params", "check_call_keywords", "reject_batch_stream"]
@@ -64,12 +64,7 @@ def batch_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_core(params: dict[str, Any]) -> None:
-    for required in ("model", "messages"):
-        if required not in params:
-            raise InvalidRequestError(f"{required}: this field is required")
-    model = params["model"]
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidRequestError(f"model: expected a non-empty model name string, got {model!r}")
+    check_model(params, ("model", "messages"))
     messages = params["messages"]
     if isinstance(messages, (str, bytes, Mapping)) or not hasattr(messages, "__iter__"):
         raise InvalidRequestError(
