@@ -28,10 +28,13 @@ def write_config(
     grace: str = "2s",
     name: str = "router",
     store: str | None = None,
+    retry_for: str | None = None,
 ) -> Path:
     """A daemon-mode config on `url` with fast flushes and polls (the store next to it, or the
-    PostgreSQL database `store` names)."""
+    PostgreSQL database `store` names, its operations retried for `retry_for` if given)."""
     where = f'url = "{store}"' if store is not None and "://" in store else f'path = "{name}.db"'
+    if retry_for is not None:
+        where += f'\nretry_for = "{retry_for}"'
     path = tmp_path / f"{name}.toml"
     path.write_text(
         f"""

@@ -94,8 +94,7 @@ async def test_a_standby_whose_takeover_outlasts_its_lease_in_an_outage_drives_w
     if not isinstance(pg_server, PostgresServer):
         pytest.skip("the outage stops the server: it needs the tests' own PostgreSQL")
     ttl = 2.0
-    config = write_config(tmp_path, emulator.url, lease_ttl=f"{ttl:g}s", store=pg_url)
-    config.write_text(config.read_text().replace("[store]\n", f'[store]\nretry_for = "{retry_for}"\n'))
+    config = write_config(tmp_path, emulator.url, lease_ttl=f"{ttl:g}s", store=pg_url, retry_for=retry_for)
     store = await open_store(StoreSettings(url=pg_url))  # migrate, then plant the holder's lease
     await store.close()
     children: list[Child] = []
