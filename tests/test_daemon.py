@@ -219,8 +219,10 @@ async def test_sigterm_during_a_create_lets_it_finish_and_record_the_batch(
 async def test_a_create_that_outlasts_the_lease_after_sigterm_keeps_the_standby_waiting(
     tmp_path: Path, db: Path | str, emulator: Emulator, sdk: anthropic.AsyncAnthropic
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="1s", store=str(db))
-    emulator.faults.set("batches.create", slow_seconds=4.0)  # four leases long
+    # A 2 s lease is renewed every 0.67 s and stops the daemon when 1.6 s pass unrenewed: short
+    # enough for a brief test, long enough that a busy machine's stall does not end it.
+    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=str(db))
+    emulator.faults.set("batches.create", slow_seconds=8.0)  # four leases long
     daemon = await start_daemon(config)
     await until(lambda: owned_by(db, daemon), timeout=60)
     standby = await start_daemon(config, "--standby")

@@ -33,13 +33,17 @@ async def test_a_lease_that_runs_out_in_an_outage_stops_the_daemon_before_a_stan
 ) -> None:
     if not isinstance(pg_server, PostgresServer):
         pytest.skip("the outage stops the server: it needs the tests' own PostgreSQL")
-    config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=pg_url)
+    # The active daemon's lease is short, so the outage that outlasts it is short too. The
+    # standby's, written once it takes over, is long: a renewal slowed by a busy machine after
+    # the restart must not make it step down before the test is done with it.
+    config = write_config(tmp_path, emulator.url, lease_ttl="4s", store=pg_url)
+    standby_config = write_config(tmp_path, emulator.url, lease_ttl="30s", store=pg_url, name="standby")
     children: list[Child] = []
     async with reaped(children), asyncio.timeout(240):
         active = Child("active", await start_daemon(config))
         children.append(active)
         await until(lambda: owned_by(pg_url, active), timeout=60, what="the lease")
-        standby = Child("standby", await start_daemon(config, "--standby"))
+        standby = Child("standby", await start_daemon(standby_config, "--standby"))
         children.append(standby)
         await until(lambda: bool(standby.events("daemon_standby")), timeout=60, what="the standby")
 
@@ -74,6 +78,7 @@ async def test_a_lease_that_runs_out_in_an_outage_stops_the_daemon_before_a_stan
             assert "through an outage" in reply_text(message)
         assert not active.events("batch_ingested")
         assert len(standby.events("batch_ingested")) == 1
+        assert standby.proc.returncode is None, standby.events("lease_lost") or standby.err[-30:]
         standby.proc.send_signal(signal.SIGTERM)
         assert await standby.exited(timeout=30) == 0, standby.err[-20:]
 
@@ -93,7 +98,7 @@ async def test_a_standby_whose_takeover_outlasts_its_lease_in_an_outage_drives_w
     shorter than the outage, its look fails instead, and it keeps waiting rather than exiting."""
     if not isinstance(pg_server, PostgresServer):
         pytest.skip("the outage stops the server: it needs the tests' own PostgreSQL")
-    ttl = 2.0
+    ttl = 4.0  # renewed every 1.3 s once it drives: a busy machine's stall must not stop it
     config = write_config(tmp_path, emulator.url, lease_ttl=f"{ttl:g}s", store=pg_url, retry_for=retry_for)
     store = await open_store(StoreSettings(url=pg_url))  # migrate, then plant the holder's lease
     await store.close()
