@@ -25,6 +25,9 @@ log = get_logger(__name__)
 INGEST_CHUNK = 10000  # 2,000 cost ~1.4 s more per 100,000 lines (five times the commits)
 CHUNKS_IN_FLIGHT = 2
 
+# Takes a chunk's final rows and the completion numbers they are (IngestStats.completions).
+OnFinal = Callable[[Sequence[FinalRow], range], None]
+
 
 @dataclass
 class PollReport:
@@ -69,15 +72,15 @@ async def ingest(
     max_attempts: Mapping[str, int],
     retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
+    on_final: OnFinal | None = None,
 ) -> IngestStats:
     """Stream a batch's results into the store in chunks; returns the summed stats.
 
     `retry` decides the results that are not `succeeded` (resubmit or fail).
 
-    Each chunk's final rows go to `on_final` when given (resolves this process's waiters
-    without reading the rows back; it must not block: reading the next chunks waits for
-    it), else their ids to `on_finished`.
+    Each chunk's final rows go to `on_final` when given, with the chunk's completion numbers
+    (resolves this process's waiters without reading the rows back; it must not block:
+    reading the next chunks waits for it), else their ids to `on_finished`.
     """
     assert batch.api_id is not None
     totals = IngestStats()
@@ -93,7 +96,7 @@ async def ingest(
         task = in_flight.popleft()
         stats, finished = await task
         totals = _added(totals, stats)
-        _hand_on(finished, on_final, on_finished)
+        _hand_on(finished, stats.completions, on_final, on_finished)
         crash_point("ingest.after_chunk")
 
     async def apply() -> None:
@@ -156,7 +159,7 @@ async def _close_failed(
     max_attempts: Mapping[str, int],
     retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], None] | None,
+    on_final: OnFinal | None,
 ) -> IngestStats:
     """A batch the provider refused as a whole: each request still waiting gets the
     provider's result for the refusal (`failure_result`) as its result line, and the retry
@@ -179,7 +182,7 @@ async def _close_failed(
             batch.id, lines, now=now, max_attempts=max_attempts, retry=retry
         )
         totals = _added(totals, stats)
-        _hand_on(finished, on_final, on_finished)
+        _hand_on(finished, stats.completions, on_final, on_finished)
     await store.finish_batch(batch.id, now=now)
     counts = {"final": totals.delivered, "retried": totals.retried}
     log.error("batch_refused", batch_id=batch.api_id, provider=provider.name, error=remote.failure, **counts)
@@ -200,19 +203,25 @@ async def discard(provider: Provider, batch: BatchRow) -> None:
 
 
 def _added(totals: IngestStats, stats: IngestStats) -> IngestStats:
-    return IngestStats(*(a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)))
+    """The counts summed (the completions of many chunks are no one range: left empty)."""
+    delivered, retried, duplicates, skipped, unknown = (
+        a + b for a, b in zip(_as_tuple(totals), _as_tuple(stats), strict=True)
+    )
+    return IngestStats(delivered, retried, duplicates, skipped, unknown)
 
 
 def _hand_on(
     finished: Sequence[FinalRow],
-    on_final: Callable[[Sequence[FinalRow]], None] | None,
+    completions: range,
+    on_final: OnFinal | None,
     on_finished: Callable[[Sequence[int]], None],
 ) -> None:
-    """Final rows to `on_final` when given, else their ids to `on_finished`."""
+    """Final rows (and the completion numbers they are, if known) to `on_final` when given,
+    else their ids to `on_finished`."""
     if not finished:
         return
     if on_final is not None:
-        on_final(finished)
+        on_final(finished, completions)
     else:
         on_finished([row[0] for row in finished])
 
@@ -231,7 +240,7 @@ async def poll(
     max_attempts: Mapping[str, int],
     retry: RetryPolicy,
     on_finished: Callable[[Sequence[int]], None],
-    on_final: Callable[[Sequence[FinalRow]], None] | None = None,
+    on_final: OnFinal | None = None,
     ingesting: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     force: bool = False,
 ) -> PollReport:

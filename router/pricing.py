@@ -113,6 +113,39 @@ def _part(usage: Any, name: str) -> Any:
 _MISSING = object()
 
 
+def _counts_read_one_by_one(usage: Any) -> tuple[int, int, int, int, int]:
+    """counts_from_usage for any usage: an SDK object, a Mapping, counts of other types."""
+    created = _count(usage, "cache_creation_input_tokens")
+    split = _part(usage, "cache_creation")
+    write_5m = _count(split, "ephemeral_5m_input_tokens") if split is not None else 0
+    write_1h = _count(split, "ephemeral_1h_input_tokens") if split is not None else 0
+    # Tokens the split does not account for (or all of them, when there is no split)
+    # are billed at the 5-minute rate, the default TTL.
+    write_5m += max(0, created - write_5m - write_1h)
+    read = _count(usage, "cache_read_input_tokens")
+    return _count(usage, "input_tokens"), _count(usage, "output_tokens"), write_5m, write_1h, read
+
+
+def counts_from_usage(usage: Any) -> tuple[int, int, int, int, int]:
+    """TokenCounts.from_usage's five counts (input, output, 5-minute and 1-hour cache writes,
+    cache reads) as a tuple: the ingest reads one usage per result line, and a reply's usage
+    as the API writes it (a dict of ints, with the cache split) is read here in one pass."""
+    if type(usage) is dict:
+        get = usage.get
+        inputs, outputs = get("input_tokens"), get("output_tokens")
+        created, read = get("cache_creation_input_tokens"), get("cache_read_input_tokens")
+        split = get("cache_creation")
+        if type(inputs) is int and type(outputs) is int and type(created) is int and type(read) is int:
+            if split is None:
+                return inputs, outputs, max(0, created), 0, read
+            if type(split) is dict:
+                write_5m = split.get("ephemeral_5m_input_tokens")
+                write_1h = split.get("ephemeral_1h_input_tokens")
+                if type(write_5m) is int and type(write_1h) is int:
+                    return inputs, outputs, write_5m + max(0, created - write_5m - write_1h), write_1h, read
+    return _counts_read_one_by_one(usage)
+
+
 @dataclass(frozen=True)
 class TokenCounts:
     """The billed token components of one usage object."""
@@ -126,20 +159,7 @@ class TokenCounts:
     @classmethod
     def from_usage(cls, usage: Any) -> TokenCounts:
         """Read a Usage (SDK object or mapping); missing or null counts are 0."""
-        created = _count(usage, "cache_creation_input_tokens")
-        split = _part(usage, "cache_creation")
-        write_5m = _count(split, "ephemeral_5m_input_tokens") if split is not None else 0
-        write_1h = _count(split, "ephemeral_1h_input_tokens") if split is not None else 0
-        # Tokens the split does not account for (or all of them, when there is no split)
-        # are billed at the 5-minute rate, the default TTL.
-        write_5m += max(0, created - write_5m - write_1h)
-        return cls(
-            input=_count(usage, "input_tokens"),
-            output=_count(usage, "output_tokens"),
-            cache_write_5m=write_5m,
-            cache_write_1h=write_1h,
-            cache_read=_count(usage, "cache_read_input_tokens"),
-        )
+        return cls(*counts_from_usage(usage))
 
     # The usage fields from_usage reads, as JSON paths below a usage object (the store's
     # ingest reads them in SQL: store/usage.py).

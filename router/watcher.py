@@ -100,12 +100,14 @@ class CompletionWatcher:
         if any(i in self._waiters or i in self._listeners for i in ids):
             self._wake.set()
 
-    def deliver(self, finals: Sequence[FinalRow]) -> None:
+    def deliver(self, finals: Sequence[FinalRow], completions: range = range(0)) -> None:
         """Resolve this process's waiters and listeners from rows it just made final.
 
         Saves reading the rows back. Their ids are claimed at once, so the `done_seq` pass,
         which sees these rows too, leaves them to the delivery instead of reading them again;
-        a caller that registers afterwards finds its row final in the store.
+        a caller that registers afterwards finds its row final in the store. When the rows
+        are the `completions` right after the pass's cursor (consecutive numbers, so nobody
+        else's lie among them), the pass skips them without reading them at all.
 
         The delivery task wakes them DELIVER_SLICE per event-loop turn, in order, and lets
         the woken callers run in between. Each wake-up is a few objects queued in the event
@@ -114,6 +116,8 @@ class CompletionWatcher:
         collections that walk every waiting task (~0.3 s each per 100,000-line ingest).
         """
         self._claimed.update(values[0] for values in finals)
+        if completions and completions.start == self._cursor + 1:
+            self._cursor = completions.stop - 1
         self._to_deliver.append(finals)
         if self._delivery is None or self._delivery.done():
             self._delivery = asyncio.create_task(self._deliver_in_slices(), name="hybrid-router-delivery")
@@ -212,7 +216,9 @@ class CompletionWatcher:
 
     async def _drain(self) -> None:
         while True:
-            self._cursor, ids = await self._store.completed_since(self._cursor)
+            cursor, ids = await self._store.completed_since(self._cursor)
+            # deliver() may have moved the cursor past these meanwhile: never back.
+            self._cursor = max(self._cursor, cursor)
             if not ids:
                 return
             wanted = [

@@ -44,9 +44,9 @@ async def test_rows_handed_over_match_the_stored_rows_exactly(router: Router, em
     handed: list[tuple[object, ...]] = []
     original = router._waiters.deliver
 
-    def spy(finals: Sequence[tuple[object, ...]]) -> None:
+    def spy(finals: Sequence[tuple[object, ...]], completions: range) -> None:
         handed.extend(finals)
-        original(finals)
+        original(finals, completions)
 
     router._waiters.deliver = spy  # type: ignore[method-assign]
     for i in range(5):
@@ -195,7 +195,7 @@ async def _three_final_rows_with_waiters(
     """Three requests ingested while neither delivery nor the done_seq pass ran: their
     callers still wait, and their rows are final in the store."""
     watcher = router._waiters
-    monkeypatch.setattr(watcher, "deliver", lambda finals: None)
+    monkeypatch.setattr(watcher, "deliver", lambda finals, completions: None)
     waits = await _three_callers_waiting(router, emulator, monkeypatch)
     assert (await router.poll()).delivered == 3
     rows = [await router.store.get_by_key(f"k{i}") for i in range(3)]
@@ -224,6 +224,35 @@ async def test_callers_handed_to_delivery_are_not_read_back_by_the_done_seq_pass
     assert not any(w.done() for w in waits)
     await watcher._drain()
     assert read_back == []
+    await watcher.delivered()
+    messages = await asyncio.gather(*waits)
+    assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3
+
+
+@pytest.mark.parametrize("right_after_the_cursor", [True, False], ids=["skipped", "read"])
+async def test_callers_handed_over_with_their_completion_numbers_are_not_read_at_all(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, right_after_the_cursor: bool
+) -> None:
+    waits, finals = await _three_final_rows_with_waiters(router, emulator, monkeypatch)
+    watcher = router._waiters
+    last, ids = await router.store.completed_since(watcher._cursor)
+    assert sorted(ids) == sorted(f[0] for f in finals)
+    numbers = range(watcher._cursor + 1, last + 1)
+    assert len(numbers) == 3  # a fresh store: the three are the next completion numbers
+    if not right_after_the_cursor:  # another's completion could lie before them: read them
+        numbers = range(numbers.start + 1, numbers.stop + 1)
+    read: list[list[int]] = []
+    completed_since = router.store.completed_since
+
+    async def counting_completed_since(cursor: int, limit: int = 5000) -> tuple[int, list[int]]:
+        done = await completed_since(cursor, limit)
+        read.append(done[1])
+        return done
+
+    monkeypatch.setattr(router.store, "completed_since", counting_completed_since)
+    watcher.deliver(finals, numbers)
+    await watcher._drain()
+    assert read == ([[]] if right_after_the_cursor else [ids, []])
     await watcher.delivered()
     messages = await asyncio.gather(*waits)
     assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3

@@ -109,6 +109,39 @@ def test_token_counts_read_mappings_and_objects_alike() -> None:
     assert TokenCounts.from_usage({}) == TokenCounts()
 
 
+API_USAGES = [
+    {"input_tokens": 7, "output_tokens": 11, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    {
+        "input_tokens": 7,
+        "output_tokens": 11,
+        "cache_creation_input_tokens": 9,
+        "cache_read_input_tokens": 3,
+        "cache_creation": {"ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 4},
+    },
+    {
+        "input_tokens": 7,
+        "output_tokens": 11,
+        "cache_creation_input_tokens": 2,
+        "cache_read_input_tokens": 3,
+        "cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 0},
+    },
+    {
+        "input_tokens": 7,
+        "output_tokens": 11,
+        "cache_creation_input_tokens": 5,
+        "cache_read_input_tokens": 0,
+        "cache_creation": None,
+        "service_tier": "batch",
+    },
+]
+
+
+@pytest.mark.parametrize("usage", API_USAGES)
+def test_a_usage_as_the_api_writes_it_counts_as_its_sdk_object_does(usage: dict[str, object]) -> None:
+    # A dict of ints is read in one pass (the ingest's every line); an SDK object field by field.
+    assert TokenCounts.from_usage(usage) == TokenCounts.from_usage(Usage.model_validate(usage))
+
+
 def test_overrides_replace_and_add_prices() -> None:
     config = RouterConfig.from_toml_text(
         '[pricing."claude-sonnet-4-5"]\ninput = 2.0\noutput = 10.0\ncache_read = 0.5\n'

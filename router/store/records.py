@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..pricing import TokenCounts
@@ -160,6 +160,10 @@ class IngestStats:
     duplicates: int = 0  # results for requests already answered elsewhere
     skipped: int = 0  # lines already ingested (a re-read stream)
     unknown: int = 0  # custom_ids this store does not know
+    # The completion numbers (done_seq) the chunk wrote, when they are consecutive: then no
+    # other completion lies among them, and a watcher handed these rows need not read that
+    # range back. Empty when unknown (an engine may leave it so).
+    completions: range = field(default=range(0), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

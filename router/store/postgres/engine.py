@@ -565,12 +565,15 @@ class PostgresStore(FigureOps, OutboxOps):
             return counts, done
 
         counts, done = await self._run("apply_results", fn)
+        # WRITE returns its rows in done_seq order; consecutive numbers when none was skipped.
+        numbers = range(int(done[0]["done_seq"]), int(done[-1]["done_seq"]) + 1) if done else range(0)
         stats = IngestStats(
             delivered=counts.get(FINAL, 0),
             retried=counts.get(RETRY, 0),
             duplicates=counts.get(DUPLICATE, 0),
             skipped=counts.get(SKIPPED, 0),
             unknown=counts.get(UNKNOWN, 0),
+            completions=numbers if len(numbers) == len(done) else range(0),
         )
         finals = [(*tuple(r)[:8], chunk.lines[r[8]], *tuple(r)[9:12]) for r in done]
         return stats, finals

@@ -24,7 +24,7 @@ import asyncpg
 import pydantic_core
 from asyncpg.pool import PoolConnectionProxy
 
-from ...pricing import TokenCounts
+from ...pricing import counts_from_usage
 from .. import states
 from ..base import RetryPolicy
 from ..records import request_id_from
@@ -66,12 +66,17 @@ FROM unnest($2::bigint[], $3::bool[], $4::text[], $5::text[], $6::bigint[], $7::
 
 # $1 batch id, $2.. the lines (_LINES), $11 the request ids named, sorted and unique. The
 # requests are locked, so the verdict holds until the commit: no other process moves them in
-# between. Returns, per verdict, the count, and for the lines the retry policy decides their
-# index, class, attempts so far and deadline.
+# between. A line already billed (a re-read of the batch) is found by its request id in the
+# ledger's (batch_id, request_id) index: the batch's ledger rows as a whole grow by a chunk
+# with every chunk, and reading them all for each one made the ingest quadratic. Returns,
+# per verdict, the count, and for the lines the retry policy decides their index, class,
+# attempts so far and deadline.
 CLASSIFY = f"""
 WITH locked AS (
     SELECT id, state, batch_id, model, class, tag, attempts, deadline_at FROM requests
     WHERE id = ANY($11::bigint[]) ORDER BY id FOR UPDATE
+), billed AS (
+    SELECT request_id FROM ledger WHERE batch_id = $1 AND request_id = ANY($11::bigint[])
 ), classified AS (
     INSERT INTO ingest_lines (idx, rid, rtype, reply_model, input_tokens, output_tokens,
         cache_write_5m, cache_write_1h, cache_read, model, class, tag, attempts, deadline_at,
@@ -81,9 +86,7 @@ WITH locked AS (
         r.model, r.class, r.tag, r.attempts, r.deadline_at,
         CASE
             WHEN r.id IS NULL THEN '{UNKNOWN}'
-            WHEN n.repeat
-                OR EXISTS (SELECT 1 FROM ledger l WHERE l.batch_id = $1 AND l.request_id = r.id)
-                THEN '{SKIPPED}'
+            WHEN n.repeat OR b.request_id IS NOT NULL THEN '{SKIPPED}'
             -- An escalated request still takes a succeeded batch result: the first final
             -- outcome wins, and the real-time reply that comes second is the duplicate.
             WHEN r.batch_id = $1 AND (r.state = '{states.SUBMITTED}'
@@ -92,7 +95,7 @@ WITH locked AS (
             ELSE '{DUPLICATE}'
         END,
         CASE WHEN n.rtype = 'succeeded' THEN '{states.SUCCEEDED}' END
-    FROM ({_LINES}) AS n LEFT JOIN locked r ON r.id = n.rid
+    FROM ({_LINES}) AS n LEFT JOIN locked r ON r.id = n.rid LEFT JOIN billed b ON b.request_id = n.rid
     RETURNING idx, verdict, class, attempts, deadline_at
 )
 SELECT verdict, count(*)::int,
@@ -226,13 +229,13 @@ class Chunk:
         self.rtypes.append(rtype)
         self.models.append(model)
         usage = message.get("usage")
-        tokens = TokenCounts.from_usage(usage if isinstance(usage, dict) else {})
         inputs, outputs, write_5m, write_1h, read = self.counts
-        inputs.append(tokens.input)
-        outputs.append(tokens.output)
-        write_5m.append(tokens.cache_write_5m)
-        write_1h.append(tokens.cache_write_1h)
-        read.append(tokens.cache_read)
+        counts = counts_from_usage(usage if isinstance(usage, dict) else {})
+        inputs.append(counts[0])
+        outputs.append(counts[1])
+        write_5m.append(counts[2])
+        write_1h.append(counts[3])
+        read.append(counts[4])
 
     def arguments(self) -> tuple[list[Any], ...]:
         """CLASSIFY's $2 to $11."""
