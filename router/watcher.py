@@ -45,6 +45,10 @@ class CompletionWatcher:
         self._held = 0  # ingests of this process in progress: see holding()
         self._wake = asyncio.Event()
         self._cursor = 0
+        # Completion numbers delivered past the cursor, start -> stop: chunks in flight together
+        # may commit out of their order, so a chunk's numbers can come before the cursor reaches
+        # them (see deliver()).
+        self._delivered_ahead: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -105,9 +109,9 @@ class CompletionWatcher:
 
         Saves reading the rows back. Their ids are claimed at once, so the `done_seq` pass,
         which sees these rows too, leaves them to the delivery instead of reading them again;
-        a caller that registers afterwards finds its row final in the store. When the rows
-        are the `completions` right after the pass's cursor (consecutive numbers, so nobody
-        else's lie among them), the pass skips them without reading them at all.
+        a caller that registers afterwards finds its row final in the store. The rows'
+        `completions` (consecutive numbers, so nobody else's lie among them), once the pass's
+        cursor reaches them, are skipped without being read at all.
 
         The delivery task wakes them DELIVER_SLICE per event-loop turn, in order, and lets
         the woken callers run in between. Each wake-up is a few objects queued in the event
@@ -116,11 +120,18 @@ class CompletionWatcher:
         collections that walk every waiting task (~0.3 s each per 100,000-line ingest).
         """
         self._claimed.update(values[0] for values in finals)
-        if completions and completions.start == self._cursor + 1:
-            self._cursor = completions.stop - 1
+        if completions:
+            self._delivered_ahead[completions.start] = completions.stop
+            self._skip_delivered()
         self._to_deliver.append(finals)
         if self._delivery is None or self._delivery.done():
             self._delivery = asyncio.create_task(self._deliver_in_slices(), name="hybrid-router-delivery")
+
+    def _skip_delivered(self) -> None:
+        """Move the cursor past the delivered completions it has reached."""
+        ahead = self._delivered_ahead
+        while ahead and (start := min(ahead)) <= self._cursor + 1:
+            self._cursor = max(self._cursor, ahead.pop(start) - 1)
 
     async def delivered(self) -> None:
         """Return once every caller handed to deliver() so far is woken."""
@@ -219,6 +230,7 @@ class CompletionWatcher:
             cursor, ids = await self._store.completed_since(self._cursor)
             # deliver() may have moved the cursor past these meanwhile: never back.
             self._cursor = max(self._cursor, cursor)
+            self._skip_delivered()
             if not ids:
                 return
             wanted = [

@@ -229,30 +229,49 @@ async def test_callers_handed_to_delivery_are_not_read_back_by_the_done_seq_pass
     assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3
 
 
-@pytest.mark.parametrize("right_after_the_cursor", [True, False], ids=["skipped", "read"])
-async def test_callers_handed_over_with_their_completion_numbers_are_not_read_at_all(
-    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, right_after_the_cursor: bool
+@pytest.mark.parametrize("handed_over", ["in-one-chunk", "out-of-order", "after-a-gap"])
+async def test_completions_handed_over_with_their_numbers_are_not_read_back(
+    router: Router, emulator: Emulator, monkeypatch: pytest.MonkeyPatch, handed_over: str
 ) -> None:
+    """The done_seq pass skips the completion numbers delivered with their rows, once it
+    reaches them: chunks applied together may commit out of their order. A number before
+    them that was not delivered (another process's, or a row of this one's not handed over)
+    is read as ever."""
     waits, finals = await _three_final_rows_with_waiters(router, emulator, monkeypatch)
     watcher = router._waiters
-    last, ids = await router.store.completed_since(watcher._cursor)
+    cursor = watcher._cursor
+    last, ids = await router.store.completed_since(cursor)
     assert sorted(ids) == sorted(f[0] for f in finals)
-    numbers = range(watcher._cursor + 1, last + 1)
-    assert len(numbers) == 3  # a fresh store: the three are the next completion numbers
-    if not right_after_the_cursor:  # another's completion could lie before them: read them
-        numbers = range(numbers.start + 1, numbers.stop + 1)
+    assert last == cursor + 3  # a fresh store: the three are the next completion numbers
+    rows = sorted(finals, key=lambda f: ids.index(f[0]))  # in completion order
     read: list[list[int]] = []
-    completed_since = router.store.completed_since
+    looked_up: list[list[int]] = []
+    completed_since, get_many = router.store.completed_since, router.store.get_many
 
-    async def counting_completed_since(cursor: int, limit: int = 5000) -> tuple[int, list[int]]:
-        done = await completed_since(cursor, limit)
+    async def counting_completed_since(after: int, limit: int = 5000) -> tuple[int, list[int]]:
+        done = await completed_since(after, limit)
         read.append(done[1])
         return done
 
+    async def counting_get_many(wanted: Sequence[int]) -> list[RequestRow]:
+        looked_up.append(list(wanted))
+        return await get_many(wanted)
+
     monkeypatch.setattr(router.store, "completed_since", counting_completed_since)
-    watcher.deliver(finals, numbers)
+    monkeypatch.setattr(router.store, "get_many", counting_get_many)
+    if handed_over == "in-one-chunk":
+        watcher.deliver(rows, range(cursor + 1, cursor + 4))
+    elif handed_over == "out-of-order":
+        watcher.deliver(rows[2:], range(cursor + 3, cursor + 4))
+        watcher.deliver(rows[:2], range(cursor + 1, cursor + 3))
+    else:
+        watcher.deliver(rows[1:], range(cursor + 2, cursor + 4))
     await watcher._drain()
-    assert read == ([[]] if right_after_the_cursor else [ids, []])
+    if handed_over == "after-a-gap":
+        assert (read, looked_up) == ([ids, []], [[rows[0][0]]])
+    else:
+        assert (read, looked_up) == ([[]], [])
+    assert watcher._cursor == last
     await watcher.delivered()
     messages = await asyncio.gather(*waits)
     assert [f"question {i}" in reply_text(m) for i, m in enumerate(messages)] == [True] * 3
