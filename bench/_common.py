@@ -93,6 +93,57 @@ class RssSampler:
         return self.peak - self.base
 
 
+class CpuClock:
+    """CPU seconds spent in the block by this process and, given their pids, by the database
+    server's processes on this machine (read from /proc; None where they cannot be read).
+
+    On a machine with 2 cores both sides of an ingest are busy at once, so their sum says how
+    much work there was, which wall time alone does not.
+    """
+
+    def __init__(self, server_pids: Sequence[int] = ()) -> None:
+        self.server_pids = list(server_pids)
+        self.client = 0.0
+        self.server: float | None = None
+        self._started = (0.0, None)
+
+    def __enter__(self) -> CpuClock:
+        self._started = (time.process_time(), _cpu_of(self.server_pids))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        client, server = self._started
+        self.client = time.process_time() - client
+        now = _cpu_of(self.server_pids)
+        self.server = None if server is None or now is None else now - server
+
+
+def _cpu_of(pids: Sequence[int]) -> float | None:
+    """User plus system CPU seconds of these processes so far (None if none is readable)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, seen = 0, False
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        seen = True
+    return total / ticks if seen else None
+
+
+async def server_pids(url: str) -> list[int]:
+    """The pids of the PostgreSQL server's processes now (backends and background workers)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return [int(r[0]) for r in await conn.fetch("SELECT pid FROM pg_stat_activity")]
+    finally:
+        await conn.close()
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -12,7 +12,8 @@ subprocess, with 100,000 callers waiting:
   - competitor: 100,000 futures keyed by custom_id, the SDK's own
     `client.messages.batches.results(id)` (one pydantic object per line), each chunk of 2,000
     written with executemany in one transaction, futures resolved with the parsed Message.
-Peak RSS growth is sampled (VmRSS every 2 ms) from just before the poll to the last waiter.
+Peak RSS growth is sampled (VmRSS every 2 ms) from just before the poll to the last waiter, and
+so is our side's CPU: the process's, and on PostgreSQL the server's processes' (from /proc).
 Both sides run one gc.collect() after their waiters are registered, before the timer starts
 (see settle_garbage).
 Targets for ours: SQLite <= 3 s and <= 150 MiB; PostgreSQL <= 4 s.
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    CpuClock,
     RssSampler,
     banner,
     build_store,
@@ -56,6 +58,7 @@ from _common import (
     row,
     run_async_child,
     run_on_copy,
+    server_pids,
 )
 
 N = 100_000
@@ -141,9 +144,10 @@ async def ours(db: str, url: str) -> dict[str, Any]:
         while watcher.waiting < N or looked_up() < N:  # noqa: ASYNC110 - a count, not an event
             await asyncio.sleep(0.05)
         await client.store.max_done_seq()
+        pids = await server_pids(db) if "://" in db else []
         await asyncio.sleep(0.1)
         settle_garbage()
-        with RssSampler() as rss:
+        with RssSampler() as rss, CpuClock(pids) as cpu:
             start = time.perf_counter()
             report = await client.poll()
             await last.done.wait()
@@ -151,7 +155,8 @@ async def ours(db: str, url: str) -> dict[str, Any]:
         await asyncio.gather(*tasks)  # after the timer: raises what a waiter raised
     await sdk.close()
     assert report.delivered == N and got == N, (report, got)
-    return {"seconds": seconds, "growth": rss.growth, "peak": rss.peak}
+    growth, peak = rss.growth, rss.peak
+    return {"seconds": seconds, "growth": growth, "peak": peak, "cpu": cpu.client, "server_cpu": cpu.server}
 
 
 def count_lookups(store: Any) -> Callable[[], int]:
@@ -305,6 +310,9 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
     t_ours, _, m_ours, _ = report_time_and_memory(
         runs, "Router.poll + watcher", "results() + executemany + futures"
     )
+    for side in ("before", "ours"):
+        if runs[side]:
+            report_cpu(side, runs[side], where)
     if before is not None:
         print(f"  ratio time before / ours: {ratio(median(t_before), t_ours)}")
     if engine == "postgresql":
@@ -313,6 +321,14 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
         ok = t_ours <= 3 and m_ours <= 150
         print(f"  target <= 3 s, <= 150 MiB: {'met' if ok else 'MISSED'}")
     print(f"  load average at the end: {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def report_cpu(side: str, runs: list[dict[str, Any]], where: str) -> None:
+    """The CPU seconds of the timed window: this process, and the server's (PostgreSQL)."""
+    row(f"{side}: CPU of the process", [r["cpu"] for r in runs], "s", "{:.2f}")
+    served = [r["server_cpu"] for r in runs if r.get("server_cpu") is not None]
+    if len(served) == len(runs):
+        row(f"{side}: CPU of the {where} server", served, "s", "{:.2f}")
 
 
 def sibling(master: str, name: str) -> str:
