@@ -31,8 +31,11 @@ def write_config(
     retry_for: str | None = None,
 ) -> Path:
     """A daemon-mode config on `url` with fast flushes and polls (the store next to it, or the
-    PostgreSQL database `store` names, its operations retried for `retry_for` if given)."""
-    where = f'url = "{store}"' if store is not None and "://" in store else f'path = "{name}.db"'
+    SQLite file or PostgreSQL database `store` names, its operations retried for `retry_for`
+    if given)."""
+    from tests.stores import store_toml  # tests.stores imports this module
+
+    where = store_toml(store) if store is not None else f'path = "{name}.db"'
     if retry_for is not None:
         where += f'\nretry_for = "{retry_for}"'
     path = tmp_path / f"{name}.toml"

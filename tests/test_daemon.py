@@ -156,7 +156,8 @@ async def test_second_daemon_exits_and_a_standby_takes_over_after_sigkill(
 async def test_a_lease_held_elsewhere_is_taken_only_once_it_lapses(
     tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    config = write_config(tmp_path, emulator.url, lease_ttl="3s", store=str(db))
+    # Its own lease is long: a renewal slowed by a busy machine must not end it before the stop.
+    config = write_config(tmp_path, emulator.url, lease_ttl="30s", store=str(db))
     store = await open_store(settings_of(db))  # migrate, then plant a lease of a daemon on another host
     await store.close()
     query(
@@ -294,9 +295,11 @@ def stopped(proc: asyncio.subprocess.Process) -> bool:
 async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
     tmp_path: Path, db: Path | str, emulator: Emulator
 ) -> None:
-    # 2 s: the standby renews every 0.67 s, so a woken daemon finds the lease taken even when
-    # the standby was slow to renew once (a loaded machine).
+    # The hung daemon's lease is short (2 s), so the takeover comes soon; the standby's, once
+    # it holds it, is long, so a renewal slowed by a busy machine cannot end it and the woken
+    # daemon always finds the lease taken.
     config = write_config(tmp_path, emulator.url, lease_ttl="2s", store=str(db))
+    standby_config = write_config(tmp_path, emulator.url, lease_ttl="30s", store=str(db), name="standby")
     flag, frozen = tmp_path / "freeze", tmp_path / "frozen.json"
     first = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -314,7 +317,7 @@ async def test_a_hung_daemon_loses_its_lease_on_expiry_and_exits_when_it_wakes(
         stderr=asyncio.subprocess.PIPE,
     )
     await until(lambda: owned_by(db, first))
-    standby = await start_daemon(config, "--standby")
+    standby = await start_daemon(standby_config, "--standby")
     try:
         await read_until_event(standby, "daemon_standby", timeout=60)
         flag.touch()  # the first daemon hangs right after its next renewal
