@@ -299,13 +299,10 @@ async def test_apply_results_verdicts(store: StoreEngine) -> None:
     )
     assert (stats.delivered, stats.retried, stats.duplicates, stats.skipped, stats.unknown) == (3, 0, 0, 1, 2)
     assert sorted(policy.calls) == [("errored", 1, 1), ("expired", 1, 1)]
-    # The completion numbers, where the engine tells them (PostgreSQL does), are the final
-    # rows' own, in order, and nobody else's.
-    if "postgres" in type(store).__module__:
-        assert len(stats.completions) == 3
-    if stats.completions:
-        after = await store.completed_since(stats.completions.start - 1)
-        assert after == (stats.completions.stop - 1, [f[0] for f in finals])
+    # The completion numbers are the final rows' own, in order, and nobody else's.
+    assert len(stats.completions) == 3
+    after = await store.completed_since(stats.completions.start - 1)
+    assert after == (stats.completions.stop - 1, [f[0] for f in finals])
     by_id = {f[0]: f for f in finals}
     assert set(by_id) == {ids[0], ids[1], ids[2]}
     assert by_id[ids[0]][5] == states.SUCCEEDED and by_id[ids[0]][8] == lines[0]

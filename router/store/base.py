@@ -177,7 +177,8 @@ class StoreEngine(Protocol):
         default_max_attempts: int = 1,
     ) -> tuple[IngestStats, list[FinalRow]]:
         """Apply one chunk of result lines in one transaction, de-duplicated by custom_id; returns
-        the stats and the rows made final."""
+        the stats and the rows made final, in completion order (`IngestStats.completions`
+        gives their done_seq numbers when the engine knows them all to be consecutive)."""
 
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
         """Close a fully ingested batch; its requests with no result line go back to pending (how many)."""

@@ -30,6 +30,7 @@ import itertools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pydantic_core
 
@@ -252,8 +253,8 @@ SELECT (SELECT json_group_array(json_array(t.idx, r.class, r.attempts,
         FROM temp.ingest_lines t JOIN requests r ON r.id = t.rid WHERE t.verdict = '{DECIDE}'),
     (SELECT json_group_object(verdict, n)
         FROM (SELECT verdict, COUNT(*) AS n FROM temp.ingest_lines GROUP BY verdict)),
-    json_group_array(idx), json_group_array(rid)
-FROM (SELECT idx, rid FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq)
+    json_group_array(idx), json_group_array(rid), min(done_seq), max(done_seq)
+FROM (SELECT idx, rid, done_seq FROM temp.ingest_lines WHERE done_seq IS NOT NULL ORDER BY done_seq)
 """
 
 # The final rows as stored, column by column, for a JSON array of request ids: run by the
@@ -302,12 +303,13 @@ def apply_chunk(
     max_attempts: Mapping[str, int],
     default_max_attempts: int,
     retry: RetryPolicy,
-) -> tuple[str, str, str]:
+) -> tuple[str, str, str, int | None, int | None]:
     """Apply result lines; run on the writer's thread inside `sql.in_transaction`.
 
     `blob` is the lines joined, `spans` from spans_of(lines) (both made before the hand-off:
     Python here waits for the GIL). Returns the verdict counts and the line indexes and
-    request ids of the lines made final, as JSON, for `stats_of` and `final_rows`.
+    request ids of the lines made final, as JSON, for `stats_of` and `final_rows`, and their
+    first and last completion numbers.
     Raises ValueError, naming the line, when a line is not JSON (nothing written).
     """
     try:
@@ -322,19 +324,23 @@ def apply_chunk(
         c.execute(_SET_DECISIONS, (json_param(decisions),))
         c.execute(_WRITE_CHUNK, (batch_id, now, blob))
         _, *outcome = c.execute(_STATUS).fetchone()
-    counts, finished_lines, finished_ids = outcome
-    return counts, finished_lines, finished_ids
+    counts, finished_lines, finished_ids, first, last = outcome
+    return counts, finished_lines, finished_ids, first, last
 
 
-def stats_of(outcome: Sequence[str]) -> IngestStats:
+def stats_of(outcome: Sequence[Any]) -> IngestStats:
     """The stats of a chunk, from what apply_chunk returned."""
     counts = json.loads(outcome[0])
+    first, last = outcome[3], outcome[4]
+    # Numbered consecutively under the write lock (_NUMBER_FINALS): nobody else's among them.
+    numbers = range(first, last + 1) if first is not None else range(0)
     return IngestStats(
         delivered=counts.get(FINAL, 0),
         retried=counts.get(RETRY, 0),
         duplicates=counts.get(DUPLICATE, 0),
         skipped=counts.get(SKIPPED, 0),
         unknown=counts.get(UNKNOWN, 0),
+        completions=numbers if len(numbers) == counts.get(FINAL, 0) else range(0),
     )
 
 
