@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import anthropic
@@ -326,6 +327,18 @@ async def test_terminated_connections_are_retried_and_nothing_is_lost(
     assert await pg_router.store.batch_count() == 1
 
 
+async def _flushed_with_a_waiter_elsewhere(
+    driver: Router, waiter: Router, text: str, timeout: float
+) -> asyncio.Task[Any]:
+    """`driver` submits a deferred request and flushes it; `waiter` (another Router on the same
+    database) waits for it, listening for completions: the task of that wait."""
+    await driver.messages.submit(**ask(text), latency="daily", key="k1")
+    waiting = asyncio.create_task(waiter.results.wait("k1", timeout=timeout))
+    await waiter.store.listening()  # type: ignore[attr-defined]
+    await driver.flush()
+    return waiting
+
+
 async def test_a_waiter_survives_a_server_restart(
     pg_server: PostgresServer | ExternalPostgres,
     pg_url: str,
@@ -339,10 +352,7 @@ async def test_a_waiter_survives_a_server_restart(
         Router(_config(pg_url, emulator), anthropic=sdk, clock=emulator.clock.now, scheduler=False) as driver,
         Router(slow, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as waiter,
     ):
-        await driver.messages.submit(**ask("across a restart"), latency="daily", key="k1")
-        waiting = asyncio.create_task(waiter.results.wait("k1", timeout=60))
-        await waiter.store.listening()  # type: ignore[attr-defined]
-        await driver.flush()
+        waiting = await _flushed_with_a_waiter_elsewhere(driver, waiter, "across a restart", timeout=60)
         await asyncio.to_thread(pg_server.restart)
         assert not waiting.done()
         emulator.end_batches()
@@ -371,10 +381,7 @@ async def test_a_waiter_resolves_after_an_outage_its_listener_could_not_reconnec
             Router(fast, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as driver,
             Router(slow, anthropic=sdk, clock=emulator.clock.now, scheduler=False) as waiter,
         ):
-            await driver.messages.submit(**ask("through an outage"), latency="daily", key="k1")
-            waiting = asyncio.create_task(waiter.results.wait("k1", timeout=120))
-            await waiter.store.listening()  # type: ignore[attr-defined]
-            await driver.flush()
+            waiting = await _flushed_with_a_waiter_elsewhere(driver, waiter, "through an outage", timeout=120)
             await asyncio.to_thread(pg_server.stop)
             try:
                 await until(reconnects_failed, timeout=30)

@@ -166,6 +166,13 @@ class IngestStats:
     completions: range = field(default=range(0), compare=False)
 
 
+def completion_numbers(first: int | None, last: int | None, count: int) -> range:
+    """IngestStats.completions of a chunk whose `count` final rows were numbered `first` to
+    `last`: that range when it holds `count` numbers (none skipped), else empty."""
+    numbers = range(first, last + 1) if first is not None and last is not None else range(0)
+    return numbers if len(numbers) == count else range(0)
+
+
 @dataclass(frozen=True, slots=True)
 class AtRisk:
     """A request still on the batch path whose deadline is near."""

@@ -377,23 +377,19 @@ class OpenAIProvider:
             and f.id not in read
             and f.created_at <= now - ORPHAN_AGE
         ]
-        deleted = 0
-        for file_id in dict.fromkeys(doomed):
-            try:
-                await self._client.files.delete(file_id)
-            except openai.NotFoundError:
-                continue
-            except openai.OpenAIError as exc:
-                log.warning("openai_file_not_deleted", file_id=file_id, error=str(exc))
-                continue
-            deleted += 1
-        return deleted
+        return sum([await self._delete_file(file_id) for file_id in dict.fromkeys(doomed)])
 
-    async def _delete_file(self, file_id: str) -> None:
+    async def _delete_file(self, file_id: str) -> bool:
+        """Whether the file was deleted here. One already gone is not; a failed delete is
+        logged and harmless meanwhile (the next `sweep` deletes the orphan)."""
         try:
             await self._client.files.delete(file_id)
-        except openai.OpenAIError as exc:  # harmless meanwhile: `sweep` deletes the orphan
-            log.warning("openai_input_file_not_deleted", file_id=file_id, error=str(exc))
+        except openai.NotFoundError:
+            return False
+        except openai.OpenAIError as exc:
+            log.warning("openai_file_not_deleted", file_id=file_id, error=str(exc))
+            return False
+        return True
 
     # -- results to the caller ----------------------------------------------------------------
 

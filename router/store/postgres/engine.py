@@ -54,6 +54,7 @@ from ..records import (
     RequestRow,
     StoredResult,
     Ticket,
+    completion_numbers,
 )
 from ..verdicts import DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from . import caching, ingest, outbox, sql
@@ -565,15 +566,15 @@ class PostgresStore(FigureOps, OutboxOps):
             return counts, done
 
         counts, done = await self._run("apply_results", fn)
-        # WRITE returns its rows in done_seq order; consecutive numbers when none was skipped.
-        numbers = range(int(done[0]["done_seq"]), int(done[-1]["done_seq"]) + 1) if done else range(0)
+        # WRITE returns its rows in done_seq order.
+        first, last = (int(done[0]["done_seq"]), int(done[-1]["done_seq"])) if done else (None, None)
         stats = IngestStats(
             delivered=counts.get(FINAL, 0),
             retried=counts.get(RETRY, 0),
             duplicates=counts.get(DUPLICATE, 0),
             skipped=counts.get(SKIPPED, 0),
             unknown=counts.get(UNKNOWN, 0),
-            completions=numbers if len(numbers) == len(done) else range(0),
+            completions=completion_numbers(first, last, len(done)),
         )
         finals = [(*tuple(r)[:8], chunk.lines[r[8]], *tuple(r)[9:12]) for r in done]
         return stats, finals
@@ -588,14 +589,11 @@ class PostgresStore(FigureOps, OutboxOps):
         return await self._run("finish_batch", fn)
 
     async def unanswered(self, batch_id: int) -> list[int]:
-        async def fn(conn: Conn) -> list[int]:
-            return [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
-
-        return await self._run("unanswered", fn)
+        return await self._run("unanswered", functools.partial(_unanswered, batch_id=batch_id))
 
     async def fail_missing(self, batch_id: int, *, now: float, reason: str) -> list[int]:
         async def fn(conn: Conn) -> list[int]:
-            ids = [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]
+            ids = await _unanswered(conn, batch_id)
             if ids:
                 await conn.execute(sql.TAKE_COMPLETION_LOCK, COMPLETION_LOCK)
                 lines = [missing_line(rid, reason) for rid in ids]
@@ -813,3 +811,8 @@ def _request(row: asyncpg.Record) -> RequestRow:
 
 def _bytes(value: bytes | None) -> bytes | None:
     return None if value is None else bytes(value)
+
+
+async def _unanswered(conn: Conn, batch_id: int) -> list[int]:
+    """The batch's requests still waiting for their result, in the caller's transaction."""
+    return [int(r[0]) for r in await conn.fetch(sql.UNANSWERED, batch_id)]

@@ -37,7 +37,7 @@ import pydantic_core
 from ...pricing import TokenCounts
 from .. import states
 from ..base import RetryPolicy
-from ..records import CUSTOM_ID_PREFIX, FinalRow, IngestStats
+from ..records import CUSTOM_ID_PREFIX, FinalRow, IngestStats, completion_numbers
 from ..verdicts import DECIDE, DUPLICATE, FINAL, RETRY, SKIPPED, UNKNOWN
 from .sql import NEXT_DONE_SEQ, json_param, not_completed
 from .usage import usage_counts_sql
@@ -331,16 +331,14 @@ def apply_chunk(
 def stats_of(outcome: Sequence[Any]) -> IngestStats:
     """The stats of a chunk, from what apply_chunk returned."""
     counts = json.loads(outcome[0])
-    first, last = outcome[3], outcome[4]
-    # Numbered consecutively under the write lock (_NUMBER_FINALS): nobody else's among them.
-    numbers = range(first, last + 1) if first is not None else range(0)
     return IngestStats(
         delivered=counts.get(FINAL, 0),
         retried=counts.get(RETRY, 0),
         duplicates=counts.get(DUPLICATE, 0),
         skipped=counts.get(SKIPPED, 0),
         unknown=counts.get(UNKNOWN, 0),
-        completions=numbers if len(numbers) == counts.get(FINAL, 0) else range(0),
+        # Numbered consecutively under the write lock (_NUMBER_FINALS): nobody else's among them.
+        completions=completion_numbers(outcome[3], outcome[4], counts.get(FINAL, 0)),
     )
 
 
