@@ -94,8 +94,9 @@ class RssSampler:
 
 
 class CpuClock:
-    """CPU seconds spent in the block by this process and, given their pids, by the database
-    server's processes on this machine (read from /proc; None where they cannot be read).
+    """CPU seconds spent in the block by this process and, given pids of the database server's
+    processes, by that server: every child of their parent (the postmaster), so connections the
+    pool opens inside the block count too (read from /proc; None where they cannot be read).
 
     On a machine with 2 cores both sides of an ingest are busy at once, so their sum says how
     much work there was, which wall time alone does not.
@@ -105,32 +106,37 @@ class CpuClock:
         self.server_pids = list(server_pids)
         self.client = 0.0
         self.server: float | None = None
-        self._started = (0.0, None)
+        self._parents: set[int] = set()
+        self._started: tuple[float, dict[int, float]] = (0.0, {})
 
     def __enter__(self) -> CpuClock:
-        self._started = (time.process_time(), _cpu_of(self.server_pids))
+        self._parents = {stat[0] for pid in self.server_pids if (stat := _stat_of(pid)) is not None}
+        self._started = (time.process_time(), self._server_now())
         return self
 
     def __exit__(self, *exc: object) -> None:
         client, server = self._started
         self.client = time.process_time() - client
-        now = _cpu_of(self.server_pids)
-        self.server = None if server is None or now is None else now - server
+        now = self._server_now()
+        # A process started inside the block counts from zero; one gone before its end is lost.
+        self.server = sum(cpu - server.get(pid, 0.0) for pid, cpu in now.items()) if now else None
+
+    def _server_now(self) -> dict[int, float]:
+        found = {}
+        for entry in os.listdir("/proc") if self._parents else ():
+            if entry.isdigit() and (stat := _stat_of(int(entry))) is not None and stat[0] in self._parents:
+                found[int(entry)] = stat[1]
+        return found
 
 
-def _cpu_of(pids: Sequence[int]) -> float | None:
-    """User plus system CPU seconds of these processes so far (None if none is readable)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total, seen = 0, False
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-        seen = True
-    return total / ticks if seen else None
+def _stat_of(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user plus system CPU seconds so far) of a process, None if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def server_pids(url: str) -> list[int]:

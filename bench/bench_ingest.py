@@ -159,6 +159,36 @@ async def ours(db: str, url: str) -> dict[str, Any]:
     return {"seconds": seconds, "growth": growth, "peak": peak, "cpu": cpu.client, "server_cpu": cpu.server}
 
 
+async def daemon(db: str, url: str) -> dict[str, Any]:
+    """The daemon's ingest: `Router.poll()` with no caller waiting in the process, as
+    `hybrid-router daemon` runs it while the callers wait in other processes (on PostgreSQL
+    woken by NOTIFY, on SQLite by their watchers' polling); timed until the poll returns,
+    every line committed."""
+    import anthropic
+
+    from router import Router, RouterConfig
+
+    config = RouterConfig.default().with_store(db).with_base_url(url)
+    sdk = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
+    async with Router(config, anthropic=sdk, scheduler=False) as client:
+        await client.store.max_done_seq()
+        pids = await server_pids(db) if "://" in db else []
+        settle_garbage()
+        with RssSampler() as rss, CpuClock(pids) as cpu:
+            start = time.perf_counter()
+            report = await client.poll()
+            seconds = time.perf_counter() - start
+    await sdk.close()
+    assert report.delivered == N, report
+    return {
+        "seconds": seconds,
+        "growth": rss.growth,
+        "peak": rss.peak,
+        "cpu": cpu.client,
+        "server_cpu": cpu.server,
+    }
+
+
 def count_lookups(store: Any) -> Callable[[], int]:
     """Count the store's finished `get_many` calls (the waiters' look-ups); returns the count's getter."""
     done = 0
@@ -283,7 +313,9 @@ async def sdk_side(db: str, url: str) -> dict[str, Any]:
 def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
     where = "PostgreSQL" if engine == "postgresql" else "SQLite"
     banner(f"ingest of a {N:,}-line results file into {where}, {N:,} callers waiting")
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "sdk": [], "before": []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        side: [] for side in ("ours", "sdk", "before", "daemon", "before daemon")
+    }
     with master_store(engine, "ingest_master") as master, emulator_process() as url:
         old = sibling(master, "ingest_master_before") if before is not None else master
         t = time.perf_counter()
@@ -296,10 +328,12 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
         for i in range(repeats):
             sides: list[tuple[str, Callable[..., Any], str, Path | None]] = [
                 ("ours", ours, master, None),
+                ("daemon", daemon, master, None),
                 ("sdk", sdk_side, master, None),
             ]
-            if before is not None:
-                sides.insert(i % 2, ("before", ours, old, before))  # which goes first alternates
+            if before is not None:  # which goes first alternates
+                sides.insert(i % 2, ("before", ours, old, before))
+                sides.insert(2 + i % 2, ("before daemon", daemon, old, before))
             for name, fn, store, code in sides:
                 with measuring(code):
                     runs[name].append(run_on_copy(store, f"{name}_{i}", fn, url))
@@ -315,8 +349,23 @@ def run_engine(engine: str, repeats: int, before: Path | None = None) -> None:
             report_cpu(side, runs[side], where)
     if before is not None:
         print(f"  ratio time before / ours: {ratio(median(t_before), t_ours)}")
+    t_daemon = median([r["seconds"] for r in runs["daemon"]])
+    for side in ("before daemon", "daemon"):
+        if runs[side]:
+            row(
+                f"{side}: Router.poll, no caller in the process, time",
+                [r["seconds"] for r in runs[side]],
+                "s",
+                "{:.2f}",
+            )
+            row(f"{side}: peak RSS growth", [r["growth"] / 2**20 for r in runs[side]], "MiB", "{:.1f}")
+            report_cpu(side, runs[side], where)
+    if before is not None:
+        t_before_daemon = median([r["seconds"] for r in runs["before daemon"]])
+        print(f"  ratio time before daemon / daemon: {ratio(t_before_daemon, t_daemon)}")
     if engine == "postgresql":
-        print(f"  target <= 4 s: {'met' if t_ours <= 4 else 'MISSED'}")
+        print(f"  target <= 4 s, callers in the process: {'met' if t_ours <= 4 else 'MISSED'}")
+        print(f"  target <= 4 s, the daemon's ingest: {'met' if t_daemon <= 4 else 'MISSED'}")
     else:
         ok = t_ours <= 3 and m_ours <= 150
         print(f"  target <= 3 s, <= 150 MiB: {'met' if ok else 'MISSED'}")
