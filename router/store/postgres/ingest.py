@@ -36,7 +36,7 @@ Conn: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 # Per connection (created when the pool opens it), emptied at every commit or rollback.
 SCRATCH_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS ingest_lines (
-    idx            INTEGER PRIMARY KEY,   -- the line's position in the chunk, from 0
+    idx            INTEGER NOT NULL,      -- the line's position in the chunk, from 0
     rid            BIGINT,                -- the request its custom_id names
     rtype          TEXT,                  -- result.type
     reply_model    TEXT,                  -- result.message.model, when a string
@@ -164,17 +164,17 @@ SELECT * FROM done ORDER BY done_seq
 # of them per chunk (0.3 s of WRITE's 1.9 s of server CPU a 100,000-line batch, bench_ingest.py).
 # Custom plans only: a connection's prepared statements switch to a generic plan after five
 # runs when it looks cheaper, and without the arrays' lengths it guesses ~100 lines a chunk.
+# No nested loops: `requests` analyzed while the batch was pending (or before it was claimed)
+# puts its submitted rows at one, and a nested loop with those rows outside then reads the
+# chunk's 10,000 lines once per request (10^8 rows a chunk: 20 s to 110 s each, in the
+# benchmark whenever autovacuum had not analyzed the table since the flush). Hash joins cost
+# the same whatever the estimate. `ingest_lines` is never analyzed: the planner then sizes it
+# by its blocks as they are (one chunk's lines), and ANALYZE would rewrite its statistics in
+# the catalog with every chunk.
 PREPARE_CHUNK = (
     "SET LOCAL jit = off; SET LOCAL work_mem = '64MB'; SET LOCAL enable_seqscan = off;"
-    " SET LOCAL plan_cache_mode = force_custom_plan"
+    " SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_nestloop = off"
 )
-# Before the writes: temp tables are never analyzed by autovacuum, and the plan needs their size.
-# No nested loops in the writes: `requests` analyzed while the batch was pending (or before it
-# was claimed) puts its submitted rows at one, and a nested loop with those rows outside then
-# reads the chunk's 10,000 lines once per request (10^8 rows a chunk: 20 s to 110 s each, in
-# the benchmark whenever autovacuum had not analyzed the table since the flush). Hash joins
-# cost the same whatever the estimate.
-ANALYZE_CHUNK = "SET LOCAL enable_nestloop = off; ANALYZE ingest_lines"
 
 _BIGINT_MAX = 2**63 - 1
 
@@ -262,7 +262,6 @@ async def apply_chunk(
         counts[verdict] = count
         if verdict == DECIDE:
             decide = decided  # type: ignore[assignment]
-    await conn.execute(ANALYZE_CHUNK)
     retried: list[int | None] = []
     if decide is not None:
         decisions = _decisions(decide, chunk.lines, now, max_attempts, default_max_attempts, retry)
