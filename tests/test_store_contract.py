@@ -320,6 +320,21 @@ async def test_apply_results_verdicts(store: StoreEngine) -> None:
     ]
 
 
+async def test_the_same_chunk_applied_twice_at_once_bills_and_delivers_once(store: StoreEngine) -> None:
+    """Two ingests of one batch at once (a daemon and a stray `poll`): on PostgreSQL the second
+    waits for the requests' locks and, its snapshot older than the first's commit, takes the
+    lines for duplicates; its ledger rows are then left out, not a unique violation."""
+    batch_id, ids = await submitted_batch(store, 2000)
+    lines = [line(i) for i in ids]
+    (first, done_first), (second, done_second) = await asyncio.gather(
+        apply(store, batch_id, lines), apply(store, batch_id, lines)
+    )
+    assert first.delivered + second.delivered == 2000
+    assert sorted(f[0] for f in done_first + done_second) == sorted(ids)
+    totals = await store.ledger_totals()
+    assert [(t["duplicate"], t["requests"]) for t in totals] == [(0, 2000)]
+
+
 async def test_retryable_results_go_back_to_pending_until_the_policy_says_no(store: StoreEngine) -> None:
     batch_id, ids = await submitted_batch(store, 2)
     policy = Policy()
