@@ -335,6 +335,26 @@ async def test_the_same_chunk_applied_twice_at_once_bills_and_delivers_once(stor
     assert [(t["duplicate"], t["requests"]) for t in totals] == [(0, 2000)]
 
 
+async def test_lines_of_an_odd_shape_read_alike_on_both_engines(store: StoreEngine) -> None:
+    """Lines whose result or message is not an object, or whose type is not a string, as the
+    API never writes them: the PostgreSQL engine's fast reading refuses them and reads them
+    in full, with the verdicts SQLite's json_extract gives."""
+    batch_id, ids = await submitted_batch(store, 4)
+    policy = Policy()
+    cid = [custom_id_for(i) for i in ids]
+    lines = [
+        json.dumps({"custom_id": cid[0], "result": [1]}).encode(),
+        json.dumps({"custom_id": cid[1], "result": {"type": "succeeded", "message": []}}).encode(),
+        json.dumps({"custom_id": cid[2], "result": {"type": 5}}).encode(),
+        json.dumps({"custom_id": cid[3], "result": None, "extra": {"deep": [1, {"x": 2}]}}).encode(),
+    ]
+    stats, finals = await apply(store, batch_id, lines, policy)
+    assert (stats.delivered, stats.retried) == (1, 3) and [f[0] for f in finals] == [ids[1]]
+    assert sorted(policy.calls) == [("5", 1, 3), ("None", 1, 3), ("None", 1, 3)]
+    totals = await store.ledger_totals()  # the succeeded line, billed to the request's model
+    assert [(t["model"], t["requests"], t["input_tokens"]) for t in totals] == [(MODEL, 1, 0)]
+
+
 async def test_retryable_results_go_back_to_pending_until_the_policy_says_no(store: StoreEngine) -> None:
     batch_id, ids = await submitted_batch(store, 2)
     policy = Policy()

@@ -576,7 +576,8 @@ class PostgresStore(FigureOps, OutboxOps):
             unknown=counts.get(UNKNOWN, 0),
             completions=completion_numbers(first, last, len(done)),
         )
-        finals = [(*tuple(r)[:8], chunk.lines[r[8]], *tuple(r)[9:12]) for r in done]
+        lines = chunk.lines
+        finals = [(*r[:8], lines[r[8]], *r[9:12]) for r in done]  # RequestRow's order, see WRITE
         return stats, finals
 
     async def finish_batch(self, batch_id: int, *, now: float) -> int:
