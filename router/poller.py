@@ -23,6 +23,9 @@ from .store.missing import RESULTS_RETENTION_SECONDS
 log = get_logger(__name__)
 
 INGEST_CHUNK = 10000  # 2,000 cost ~1.4 s more per 100,000 lines (five times the commits)
+# The first chunks of a stream, smaller: nothing commits before the first chunk is read and
+# applied whole, and the chunks behind it wait for its completion numbers.
+INGEST_RAMP = (1000, 4000)
 CHUNKS_IN_FLIGHT = 2
 
 # Takes a chunk's final rows and the completion numbers they are (IngestStats.completions).
@@ -99,9 +102,14 @@ async def ingest(
         _hand_on(finished, stats.completions, on_final, on_finished)
         crash_point("ingest.after_chunk")
 
+    sizes = iter([min(n, INGEST_CHUNK) for n in INGEST_RAMP])
+    size = next(sizes, INGEST_CHUNK)
+
     async def apply() -> None:
-        lines = chunk[:INGEST_CHUNK]
-        del chunk[:INGEST_CHUNK]
+        nonlocal size
+        lines = chunk[:size]
+        del chunk[:size]
+        size = next(sizes, INGEST_CHUNK)
         in_flight.append(
             asyncio.create_task(
                 store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts, retry=retry)
@@ -114,7 +122,7 @@ async def ingest(
         async with provider.result_lines(batch.api_id) as blocks:
             async for lines in blocks:
                 chunk.extend(lines)
-                while len(chunk) >= INGEST_CHUNK:
+                while len(chunk) >= size:
                     await apply()
         if chunk:
             await apply()
