@@ -11,11 +11,13 @@ like download a browser build of their own, which this project's machines cannot
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -55,7 +57,7 @@ class Chromium:
         self.events: list[dict[str, Any]] = []
         self._ids = 0
         self._buffer = b""
-        self._profile = tempfile.TemporaryDirectory(prefix="hybrid-router-chromium-")
+        self._profile = Path(tempfile.mkdtemp(prefix="hybrid-router-chromium-"))
         to_child, self._to_browser = os.pipe()
         self._from_browser, from_child = os.pipe()
         # Above 9, so that neither end sits on 3 or 4 already (bash reads such numbers, dash not).
@@ -67,7 +69,7 @@ class Chromium:
             "--disable-gpu",
             "--no-first-run",
             "--hide-scrollbars",
-            f"--user-data-dir={self._profile.name}",
+            f"--user-data-dir={self._profile}",
             f"--window-size={width},{height}",
             "about:blank",
         ]
@@ -79,6 +81,8 @@ class Chromium:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers share its process group: close() ends them all
+            env={**os.environ, "TMPDIR": str(self._profile)},  # its org.chromium.* scratch too
         )
         os.close(to_child)
         os.close(from_child)
@@ -107,12 +111,29 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        # Helpers (renderer, crash handler) can outlive the browser and still write to the
+        # profile, which then cannot be removed ("Directory not empty").
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
         for fd in (self._to_browser, self._from_browser):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._profile.cleanup()
+        self._remove_profile()
+
+    def _remove_profile(self, attempts: int = 50) -> None:
+        """Remove the profile directory, again while a helper killed just now still writes to it."""
+        for attempt in range(attempts):
+            try:
+                shutil.rmtree(self._profile)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1)
 
     def _read_message(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
