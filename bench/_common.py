@@ -94,23 +94,21 @@ class RssSampler:
 
 
 class CpuClock:
-    """CPU seconds spent in the block by this process and, given pids of the database server's
-    processes, by that server: every child of their parent (the postmaster), so connections the
-    pool opens inside the block count too (read from /proc; None where they cannot be read).
+    """CPU seconds spent in the block by this process and, given the pid of a PostgreSQL
+    postmaster on this machine, by every process of that server, connections the pool opens
+    inside the block included (read from /proc; None without a postmaster).
 
     On a machine with 2 cores both sides of an ingest are busy at once, so their sum says how
     much work there was, which wall time alone does not.
     """
 
-    def __init__(self, server_pids: Sequence[int] = ()) -> None:
-        self.server_pids = list(server_pids)
+    def __init__(self, postmaster: int | None = None) -> None:
+        self.postmaster = postmaster
         self.client = 0.0
         self.server: float | None = None
-        self._parents: set[int] = set()
         self._started: tuple[float, dict[int, float]] = (0.0, {})
 
     def __enter__(self) -> CpuClock:
-        self._parents = {stat[0] for pid in self.server_pids if (stat := _stat_of(pid)) is not None}
         self._started = (time.process_time(), self._server_now())
         return self
 
@@ -122,9 +120,10 @@ class CpuClock:
         self.server = sum(cpu - server.get(pid, 0.0) for pid, cpu in now.items()) if now else None
 
     def _server_now(self) -> dict[int, float]:
+        """CPU seconds so far of each child of the postmaster, by pid."""
         found = {}
-        for entry in os.listdir("/proc") if self._parents else ():
-            if entry.isdigit() and (stat := _stat_of(int(entry))) is not None and stat[0] in self._parents:
+        for entry in os.listdir("/proc") if self.postmaster is not None else ():
+            if entry.isdigit() and (stat := _stat_of(int(entry))) is not None and stat[0] == self.postmaster:
                 found[int(entry)] = stat[1]
         return found
 
@@ -139,15 +138,17 @@ def _stat_of(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def server_pids(url: str) -> list[int]:
-    """The pids of the PostgreSQL server's processes now (backends and background workers)."""
+async def server_parent(url: str) -> int | None:
+    """The pid of the PostgreSQL postmaster behind `url` (the parent of a backend), None if the
+    server is not on this machine."""
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        return [int(r[0]) for r in await conn.fetch("SELECT pid FROM pg_stat_activity")]
+        stat = _stat_of(int(await conn.fetchval("SELECT pg_backend_pid()")))
     finally:
         await conn.close()
+    return None if stat is None else stat[0]
 
 
 def median(values: Sequence[float]) -> float:

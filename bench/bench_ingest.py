@@ -58,7 +58,7 @@ from _common import (
     row,
     run_async_child,
     run_on_copy,
-    server_pids,
+    server_parent,
 )
 
 N = 100_000
@@ -144,10 +144,10 @@ async def ours(db: str, url: str) -> dict[str, Any]:
         while watcher.waiting < N or looked_up() < N:  # noqa: ASYNC110 - a count, not an event
             await asyncio.sleep(0.05)
         await client.store.max_done_seq()
-        pids = await server_pids(db) if "://" in db else []
+        postmaster = await server_parent(db) if "://" in db else None
         await asyncio.sleep(0.1)
         settle_garbage()
-        with RssSampler() as rss, CpuClock(pids) as cpu:
+        with RssSampler() as rss, CpuClock(postmaster) as cpu:
             start = time.perf_counter()
             report = await client.poll()
             await last.done.wait()
@@ -155,8 +155,7 @@ async def ours(db: str, url: str) -> dict[str, Any]:
         await asyncio.gather(*tasks)  # after the timer: raises what a waiter raised
     await sdk.close()
     assert report.delivered == N and got == N, (report, got)
-    growth, peak = rss.growth, rss.peak
-    return {"seconds": seconds, "growth": growth, "peak": peak, "cpu": cpu.client, "server_cpu": cpu.server}
+    return figures(seconds, rss, cpu)
 
 
 async def daemon(db: str, url: str) -> dict[str, Any]:
@@ -172,14 +171,19 @@ async def daemon(db: str, url: str) -> dict[str, Any]:
     sdk = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=0, timeout=600)
     async with Router(config, anthropic=sdk, scheduler=False) as client:
         await client.store.max_done_seq()
-        pids = await server_pids(db) if "://" in db else []
+        postmaster = await server_parent(db) if "://" in db else None
         settle_garbage()
-        with RssSampler() as rss, CpuClock(pids) as cpu:
+        with RssSampler() as rss, CpuClock(postmaster) as cpu:
             start = time.perf_counter()
             report = await client.poll()
             seconds = time.perf_counter() - start
     await sdk.close()
     assert report.delivered == N, report
+    return figures(seconds, rss, cpu)
+
+
+def figures(seconds: float, rss: RssSampler, cpu: CpuClock) -> dict[str, Any]:
+    """What one timed run of ours reports to the parent process."""
     return {
         "seconds": seconds,
         "growth": rss.growth,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,14 +103,14 @@ async def ingest(
         _hand_on(finished, stats.completions, on_final, on_finished)
         crash_point("ingest.after_chunk")
 
-    sizes = iter([min(n, INGEST_CHUNK) for n in INGEST_RAMP])
-    size = next(sizes, INGEST_CHUNK)
+    sizes = itertools.chain((min(n, INGEST_CHUNK) for n in INGEST_RAMP), itertools.repeat(INGEST_CHUNK))
+    size = next(sizes)
 
     async def apply() -> None:
         nonlocal size
         lines = chunk[:size]
         del chunk[:size]
-        size = next(sizes, INGEST_CHUNK)
+        size = next(sizes)
         in_flight.append(
             asyncio.create_task(
                 store.apply_results(batch.id, lines, now=now, max_attempts=max_attempts, retry=retry)

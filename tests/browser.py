@@ -81,8 +81,8 @@ class Chromium:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its helpers share its process group: close() ends them all
-            env={**os.environ, "TMPDIR": str(self._profile)},  # its org.chromium.* scratch too
+            start_new_session=True,  # a process group of its own, which close() kills whole
+            env={**os.environ, "TMPDIR": str(self._profile)},  # its org.chromium.* dirs go with it
         )
         os.close(to_child)
         os.close(from_child)

@@ -337,8 +337,8 @@ async def test_the_same_chunk_applied_twice_at_once_bills_and_delivers_once(stor
 
 async def test_lines_of_an_odd_shape_read_alike_on_both_engines(store: StoreEngine) -> None:
     """Lines whose result or message is not an object, or whose type is not a string, as the
-    API never writes them: the PostgreSQL engine's fast reading refuses them and reads them
-    in full, with the verdicts SQLite's json_extract gives."""
+    API never writes them: the PostgreSQL engine's Python reading of the lines gives the
+    verdicts SQLite's json_extract gives."""
     batch_id, ids = await submitted_batch(store, 4)
     policy = Policy()
     cid = [custom_id_for(i) for i in ids]
